@@ -1,0 +1,34 @@
+# Everything a person or CI runs. `make help` lists the targets.
+SHELL := /bin/bash
+UV := python3 -m uv
+export UV_PYTHON_DOWNLOADS := never
+PY := .venv/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: help setup run test test-unit test-contract test-e2e clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+setup: ## install what is missing: uv, the Python deps, daprd (pinned), redis-server, rabbitmq-server
+	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check uv
+	@$(UV) sync --frozen --quiet
+	@$(PY) -m devstack install
+
+run: setup ## the whole pipeline; prints billable-proc's "Data received" lines until Ctrl-C
+	@$(PY) -m devstack run $(if $(WINDOW),--window $(WINDOW))
+
+test: setup ## every test: unit, contract and end-to-end (real daprd, Redis, RabbitMQ)
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: setup ## unit tests only
+	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+test-contract: setup ## in-process contract tests of each service
+	@$(PY) -m pytest tests/contract $(PYTEST_ARGS)
+
+test-e2e: setup ## end-to-end tests only
+	@$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+
+clean: ## remove the venv and run directories
+	rm -rf .venv .devstack .pytest_cache

@@ -1,0 +1,50 @@
+"""Running a service: settings and expressions are checked before the server starts, so a bad
+value ends the process with one line naming it (exit 2) instead of a trace."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+import uvicorn
+from fastapi import FastAPI, HTTPException, Request
+
+from streaming_runtime.errors import ConfigError
+from streaming_runtime.logs import configure_logging
+from streaming_runtime.settings import ServiceSettings, load_settings
+
+SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
+EXIT_CONFIG = 2
+
+
+def serve(name: str, settings_cls: type[SettingsT], build_app: Callable[[SettingsT], FastAPI]) -> None:
+    """Load settings, build the app, run uvicorn. ConfigError -> one stderr line and exit 2."""
+    try:
+        settings = load_settings(settings_cls)
+        configure_logging(settings.log_level)
+        app = build_app(settings)
+    except ConfigError as error:
+        print(f"{name}: configuration error: {error}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+    logging.getLogger(name).info("listening on %s:%d", settings.app_host, settings.app_port)
+    uvicorn.run(app, host=settings.app_host, port=settings.app_port, log_config=None, access_log=False)
+
+
+def api_token_guard(settings: ServiceSettings) -> Callable[[Request], None]:
+    """A dependency that checks ``dapr-api-token`` when ``APP_API_TOKEN`` is set.
+
+    daprd sends that header on every call to the app; the SDK does not check it, so we do.
+    """
+    expected = settings.app_api_token
+
+    def check(request: Request) -> None:
+        if expected is None:
+            return
+        given = request.headers.get("dapr-api-token", "")
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            raise HTTPException(status_code=401, detail="missing or wrong dapr-api-token")
+
+    return check

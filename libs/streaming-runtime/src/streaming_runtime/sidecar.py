@@ -1,0 +1,109 @@
+"""Talking to the Dapr sidecar from async code.
+
+* Publishing goes through the Dapr Python SDK's asyncio gRPC client.
+* Service invocation is a POST to the sidecar's HTTP API with ``dapr-app-id``: the SDK's
+  HTTP invoke cannot be used inside a running event loop (dapr/python-sdk#564) and defaults to GET.
+
+Both clients are created once, in the service's lifespan, after the sidecar answers its
+outbound health check (the SDK constructor otherwise blocks on that check).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any, Protocol
+
+import httpx
+
+from streaming_runtime.errors import StreamingRuntimeError
+from streaming_runtime.settings import ServiceSettings
+
+
+class SidecarError(StreamingRuntimeError):
+    """The sidecar refused or failed a call."""
+
+
+class Publisher(Protocol):
+    async def publish(self, pubsub: str, topic: str, data: Any) -> None: ...
+
+
+class Invoker(Protocol):
+    async def invoke(self, app_id: str, method: str, data: Any, headers: dict[str, str] | None = None) -> None: ...
+
+
+def dumps(data: Any) -> bytes:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class Sidecar:
+    """The app's sidecar: readiness, publish (SDK, gRPC) and invoke (HTTP)."""
+
+    def __init__(self, settings: ServiceSettings, http: httpx.AsyncClient | None = None) -> None:
+        self._settings = settings
+        headers = {"dapr-api-token": settings.dapr_api_token} if settings.dapr_api_token else {}
+        self._http = http or httpx.AsyncClient(
+            base_url=settings.dapr_http_endpoint, headers=headers, timeout=httpx.Timeout(30.0)
+        )
+        self._grpc = None
+
+    async def wait_ready(self, timeout: float = 60.0) -> None:
+        """Wait until the sidecar can reach its components (``/v1.0/healthz/outbound``)."""
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            try:
+                answer = await self._http.get("/v1.0/healthz/outbound", timeout=2.0)
+                if answer.is_success:
+                    return
+                last = f"HTTP {answer.status_code}"
+            except httpx.HTTPError as error:
+                last = f"{type(error).__name__}"
+            await asyncio.sleep(0.2)
+        raise SidecarError(
+            f"Dapr sidecar at {self._settings.dapr_http_endpoint} not ready after {timeout:.0f}s ({last})"
+        )
+
+    async def publish(self, pubsub: str, topic: str, data: Any) -> None:
+        client = await self._grpc_client()
+        try:
+            await client.publish_event(
+                pubsub_name=pubsub, topic_name=topic, data=dumps(data), data_content_type="application/json"
+            )
+        except Exception as error:  # grpc.aio.AioRpcError and SDK errors carry the sidecar's reason
+            raise SidecarError(f"publish to {pubsub}/{topic} failed: {_grpc_reason(error)}") from None
+
+    async def invoke(self, app_id: str, method: str, data: Any, headers: dict[str, str] | None = None) -> None:
+        try:
+            answer = await self._http.post(
+                f"/v1.0/invoke/{app_id}/method/{method.lstrip('/')}",
+                content=dumps(data),
+                headers={"content-type": "application/json", **(headers or {})},
+            )
+        except httpx.HTTPError as error:
+            raise SidecarError(f"invoke {app_id}/{method} failed: {type(error).__name__}: {error}") from None
+        if not answer.is_success:
+            raise SidecarError(f"invoke {app_id}/{method} answered HTTP {answer.status_code}: {answer.text[:200]}")
+
+    async def aclose(self) -> None:
+        if self._grpc is not None:
+            await self._grpc.close()
+        await self._http.aclose()
+
+    async def _grpc_client(self):
+        if self._grpc is None:
+            from dapr.aio.clients import DaprClient  # imported late: it reads DAPR_* settings
+
+            self._grpc = DaprClient(address=f"{self._settings.dapr_host}:{self._settings.dapr_grpc_port}")
+        return self._grpc
+
+
+def _grpc_reason(error: Exception) -> str:
+    details = getattr(error, "details", None)
+    if callable(details):
+        try:
+            return str(details())
+        except Exception:  # pragma: no cover - defensive, the reason is best effort
+            pass
+    return f"{type(error).__name__}: {error}"

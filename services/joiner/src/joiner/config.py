@@ -1,0 +1,256 @@
+"""The joiner's configuration, from a Joiner YAML file or from environment variables.
+
+YAML (the original project's Joiner resource, or just its ``spec``)::
+
+    window: 20s
+    stream:
+      from: [tenants, poweruse]              # or {name, pubsub, topic, route} each
+      to:
+        - component: billable-proc/billables # Dapr service invocation: app-id/method
+        - stream: pubsub-name/topic          # Dapr publish
+      select: '{"customer_id": tenants.customer_id, ...}'
+      where: tenants.tenant_id == poweruse.tenant_id && poweruse.power_use >= 1.0
+
+Environment (names of the original joiner): ``JOINER_STREAM_FROM_0`` / ``_1`` = ``pubsub|topic|route``
+(or just ``topic``), ``JOINER_STREAM_TO_COMPONENT`` = ``app/route``, ``JOINER_STREAM_TO_STREAM`` =
+``pubsub/topic``, ``JOINER_STREAM_WHERE`` (alias ``JOINER_STREAM_FILTER``), ``JOINER_STREAM_SELECT``,
+``JOINER_WINDOW_SIZE``. ``JOINER_CONFIG`` names a YAML file instead; variables set beside it win.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from streaming_runtime.durations import parse_duration
+from streaming_runtime.errors import ConfigError
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class StreamSource(BaseModel):
+    """One input stream. ``name`` is the variable the expressions use; ``route`` is where Dapr delivers."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    topic: str
+    route: str
+    pubsub: str | None = None
+
+
+class InvokeTarget(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    app_id: str
+    method: str
+
+    def __str__(self) -> str:
+        return f"{self.app_id}/{self.method}"
+
+
+class PublishTarget(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    pubsub: str
+    topic: str
+
+    def __str__(self) -> str:
+        return f"{self.pubsub}/{self.topic}"
+
+
+class JoinerConfig(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    window_seconds: float = Field(gt=0)
+    sources: tuple[StreamSource, StreamSource]
+    where: str
+    select: str
+    where_setting: str = "stream.where"
+    select_setting: str = "stream.select"
+    targets: tuple[InvokeTarget | PublishTarget, ...]
+
+
+def load_config(environ: Mapping[str, str]) -> JoinerConfig:
+    """From ``JOINER_CONFIG`` (a YAML file) and/or the ``JOINER_*`` variables."""
+    values: dict[str, Any] = {}
+    path = environ.get("JOINER_CONFIG")
+    if path:
+        values.update(_from_yaml_file(Path(path)))
+    values.update(_from_env(environ))
+    return _build(values, origin=f"JOINER_CONFIG={path}" if path else "environment")
+
+
+def config_from_yaml(text: str, origin: str = "joiner YAML") -> JoinerConfig:
+    return _build(_from_yaml_text(text, origin), origin)
+
+
+def _from_yaml_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"JOINER_CONFIG={path}: cannot read the file: {error.strerror}") from None
+    return _from_yaml_text(text, f"JOINER_CONFIG={path}")
+
+
+def _from_yaml_text(text: str, origin: str) -> dict[str, Any]:
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{origin}: not valid YAML{where}: {getattr(error, 'problem', error)}") from None
+    if not isinstance(document, dict):
+        raise ConfigError(f"{origin}: expected a mapping with window and stream")
+    if document.get("kind") not in (None, "Joiner"):
+        raise ConfigError(f"{origin}: kind is {document.get('kind')!r}, expected Joiner")
+    spec = document.get("spec", document)
+    stream = spec.get("stream") or {}
+    if not isinstance(stream, dict):
+        raise ConfigError(f"{origin}: stream must be a mapping with from, to, select and where")
+    values: dict[str, Any] = {}
+    if "window" in spec:
+        values["window"] = (str(spec["window"]), "window")
+    if "from" in stream:
+        entries = stream["from"]
+        if not isinstance(entries, list):
+            raise ConfigError(f"{origin}: stream.from must be a list of two streams")
+        values["from"] = [(_source_from_yaml(entry, f"stream.from[{i}]"), f"stream.from[{i}]") for i, entry in enumerate(entries)]
+    if "to" in stream:
+        entries = stream["to"] or []
+        if not isinstance(entries, list):
+            raise ConfigError(f"{origin}: stream.to must be a list of {{component: app/route}} or {{stream: pubsub/topic}}")
+        values["to"] = [_target_from_yaml(entry, f"stream.to[{i}]") for i, entry in enumerate(entries)]
+    for key in ("select", "where"):
+        if key in stream:
+            values[key] = (stream[key], f"stream.{key}")
+    if "filter" in stream and "where" not in stream:
+        values["where"] = (stream["filter"], "stream.filter")
+    return values
+
+
+def _source_from_yaml(entry: Any, setting: str) -> StreamSource:
+    if isinstance(entry, str):
+        return _source(entry, None, entry, None, setting)
+    if isinstance(entry, dict) and ("name" in entry or "topic" in entry):
+        name = str(entry.get("name") or entry["topic"])
+        return _source(name, entry.get("pubsub"), str(entry.get("topic") or name), entry.get("route"), setting)
+    raise ConfigError(f"{setting}: expected a stream name or {{name, pubsub, topic, route}}, got {entry!r}")
+
+
+def _target_from_yaml(entry: Any, setting: str) -> InvokeTarget | PublishTarget:
+    if isinstance(entry, dict) and "component" in entry:
+        return _invoke_target(str(entry["component"]), f"{setting}.component")
+    if isinstance(entry, dict) and "stream" in entry:
+        return _publish_target(str(entry["stream"]), f"{setting}.stream")
+    raise ConfigError(f"{setting}: expected {{component: app/route}} or {{stream: pubsub/topic}}, got {entry!r}")
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    if environ.get("JOINER_WINDOW_SIZE"):
+        values["window"] = (environ["JOINER_WINDOW_SIZE"], "JOINER_WINDOW_SIZE")
+    sources = []
+    for index in (0, 1):
+        key = f"JOINER_STREAM_FROM_{index}"
+        if environ.get(key):
+            sources.append((_source_from_env(environ[key], key), key))
+    if sources:
+        values["from"] = sources
+    targets = []
+    if environ.get("JOINER_STREAM_TO_COMPONENT"):
+        targets.append(_invoke_target(environ["JOINER_STREAM_TO_COMPONENT"], "JOINER_STREAM_TO_COMPONENT"))
+    if environ.get("JOINER_STREAM_TO_STREAM"):
+        targets.append(_publish_target(environ["JOINER_STREAM_TO_STREAM"], "JOINER_STREAM_TO_STREAM"))
+    if targets:
+        values["to"] = targets
+    if environ.get("JOINER_STREAM_SELECT"):
+        values["select"] = (environ["JOINER_STREAM_SELECT"], "JOINER_STREAM_SELECT")
+    for key in ("JOINER_STREAM_WHERE", "JOINER_STREAM_FILTER"):
+        if environ.get(key):
+            values["where"] = (environ[key], key)
+            break
+    return values
+
+
+def _source_from_env(value: str, setting: str) -> StreamSource:
+    parts = [part.strip() for part in value.split("|")]
+    if len(parts) == 1:
+        return _source(parts[0], None, parts[0], None, setting)
+    if len(parts) == 3 and all(parts[:2]):
+        pubsub, topic, route = parts
+        return _source(topic, pubsub, topic, route or None, setting)
+    raise ConfigError(f"{setting}={value!r}: expected pubsub|topic|route (or just topic)")
+
+
+def _source(name: str, pubsub: str | None, topic: str, route: str | None, setting: str) -> StreamSource:
+    name = name.strip()
+    if not _NAME.match(name):
+        raise ConfigError(
+            f"{setting}: stream name {name!r} cannot be a JSONata variable: use letters, digits and _"
+        )
+    route = "/" + (route or name).strip().lstrip("/")
+    return StreamSource(name=name, pubsub=pubsub, topic=topic, route=route)
+
+
+def _invoke_target(value: str, setting: str) -> InvokeTarget:
+    app_id, _, method = value.strip().partition("/")
+    if not app_id or not method.strip("/"):
+        raise ConfigError(f"{setting}={value!r}: expected app-id/method, such as billable-proc/billables")
+    return InvokeTarget(app_id=app_id, method=method.strip("/"))
+
+
+def _publish_target(value: str, setting: str) -> PublishTarget:
+    pubsub, _, topic = value.strip().partition("/")
+    if not pubsub or not topic:
+        raise ConfigError(f"{setting}={value!r}: expected pubsub/topic, such as redis-stream/billables")
+    return PublishTarget(pubsub=pubsub, topic=topic)
+
+
+def _build(values: dict[str, Any], origin: str) -> JoinerConfig:
+    missing = [
+        name
+        for name, key in (
+            ("window (JOINER_WINDOW_SIZE)", "window"),
+            ("stream.from (JOINER_STREAM_FROM_0 and _1)", "from"),
+            ("stream.to (JOINER_STREAM_TO_COMPONENT or JOINER_STREAM_TO_STREAM)", "to"),
+            ("stream.select (JOINER_STREAM_SELECT)", "select"),
+            ("stream.where (JOINER_STREAM_WHERE)", "where"),
+        )
+        if key not in values
+    ]
+    if missing:
+        raise ConfigError(f"joiner configuration ({origin}) is missing {', '.join(missing)}")
+    window_text, window_setting = values["window"]
+    window = parse_duration(window_text, setting=window_setting)
+    if window <= 0:
+        raise ConfigError(f"{window_setting}={window_text!r}: the window must be longer than zero")
+    sources = values["from"]
+    if len(sources) != 2:
+        raise ConfigError(f"{sources[0][1] if sources else 'stream.from'}: a join reads exactly two streams, got {len(sources)}")
+    (first, _), (second, second_setting) = sources
+    if first.name == second.name:
+        raise ConfigError(f"{second_setting}: both streams are named {first.name!r}")
+    if first.route == second.route:
+        raise ConfigError(f"{second_setting}: both streams are delivered to route {first.route}")
+    if not values["to"]:
+        raise ConfigError("stream.to is empty: name at least one component or stream to send rows to")
+    where, where_setting = values["where"]
+    select, select_setting = values["select"]
+    for text, setting in ((where, where_setting), (select, select_setting)):
+        if not isinstance(text, str) or not text.strip():
+            raise ConfigError(f"{setting} is empty: expected a JSONata expression")
+    return JoinerConfig(
+        window_seconds=window,
+        sources=(first, second),
+        where=where,
+        select=select,
+        where_setting=where_setting,
+        select_setting=select_setting,
+        targets=tuple(values["to"]),
+    )

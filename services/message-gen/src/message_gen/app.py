@@ -1,0 +1,108 @@
+"""message-gen: publishes MESSAGE_EXPR's messages to CLUSTER_STREAM/STREAM_TOPIC through Dapr."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+
+from message_gen.settings import GeneratorSettings
+from message_gen.source import MessageSource
+from streaming_runtime.errors import ConfigError, EvaluationError
+from streaming_runtime.expressions import compile_expression
+from streaming_runtime.sidecar import Publisher, Sidecar, SidecarError
+
+log = logging.getLogger("message-gen")
+
+
+@dataclass
+class GeneratorStats:
+    published: int = 0
+    failed: int = 0
+    finished: bool = False
+
+
+async def generate(
+    source: MessageSource, publisher: Publisher, settings: GeneratorSettings, stats: GeneratorStats
+) -> None:
+    """Publish until MESSAGE_COUNT messages went out (0: forever), one every MESSAGE_DELAY.
+
+    A message the sidecar refuses is tried again on the next tick, so none is skipped.
+    """
+    message_id = 1
+    while settings.message_count == 0 or message_id <= settings.message_count:
+        try:
+            message = source.message(message_id, int(time.time() * 1000))
+            await publisher.publish(settings.cluster_stream, settings.stream_topic, message)
+            stats.published += 1
+            message_id += 1
+        except (EvaluationError, SidecarError) as error:
+            stats.failed += 1
+            log.warning("message %d not published (will retry): %s", message_id, error)
+        await asyncio.sleep(settings.message_delay)
+    stats.finished = True
+    log.info("published %d messages to %s/%s", stats.published, settings.cluster_stream, settings.stream_topic)
+
+
+def build_source(settings: GeneratorSettings) -> MessageSource:
+    source = MessageSource(compile_expression(settings.message_expr, setting="MESSAGE_EXPR"))
+    try:
+        source.message(1, int(time.time() * 1000))  # fail at start-up, not on every tick
+    except EvaluationError as error:
+        raise ConfigError(f"MESSAGE_EXPR fails on the first message: {error}") from None
+    return source
+
+
+def create_app(settings: GeneratorSettings, publisher: Publisher | None = None) -> FastAPI:
+    source = build_source(settings)
+    stats = GeneratorStats()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        sidecar = None
+        sink = publisher
+        if sink is None:
+            sidecar = Sidecar(settings)
+            sink = sidecar
+        task = asyncio.create_task(_run(source, sink, sidecar, settings, stats))
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        if sidecar is not None:
+            await sidecar.aclose()
+
+    app = FastAPI(title="message-gen", lifespan=lifespan)
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/stats")
+    async def get_stats() -> dict:
+        return {"published": stats.published, "failed": stats.failed, "finished": stats.finished}
+
+    return app
+
+
+async def _run(source, publisher, sidecar, settings, stats) -> None:
+    if sidecar is not None:
+        while True:
+            try:
+                await sidecar.wait_ready()
+                break
+            except SidecarError as error:
+                log.warning("%s; still waiting", error)
+    log.info(
+        "publishing to %s/%s every %ss (%s)",
+        settings.cluster_stream,
+        settings.stream_topic,
+        settings.message_delay,
+        f"{settings.message_count} messages" if settings.message_count else "forever",
+    )
+    await generate(source, publisher, settings, stats)

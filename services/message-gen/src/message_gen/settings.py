@@ -1,0 +1,20 @@
+"""message-gen's settings: the original project's variable names."""
+
+from typing import Annotated
+
+from pydantic import BeforeValidator, Field
+
+from streaming_runtime.durations import parse_duration
+from streaming_runtime.settings import ServiceSettings
+
+
+def _duration(value: object) -> object:
+    return parse_duration(value, setting="MESSAGE_DELAY") if isinstance(value, str) else value
+
+
+class GeneratorSettings(ServiceSettings):
+    message_expr: str = Field(validation_alias="MESSAGE_EXPR", min_length=1)
+    cluster_stream: str = Field(validation_alias="CLUSTER_STREAM", min_length=1)
+    stream_topic: str = Field(validation_alias="STREAM_TOPIC", min_length=1)
+    message_count: int = Field(0, ge=0, validation_alias="MESSAGE_COUNT")
+    message_delay: Annotated[float, BeforeValidator(_duration)] = Field(1.0, ge=0, validation_alias="MESSAGE_DELAY")

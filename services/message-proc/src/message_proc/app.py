@@ -1,0 +1,57 @@
+"""message-proc (deployed as billable-proc): logs each invocation's JSON body."""
+
+from __future__ import annotations
+
+import json
+import logging
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import Field
+
+from streaming_runtime.service import api_token_guard
+from streaming_runtime.settings import ServiceSettings
+
+log = logging.getLogger("message-proc")
+
+
+class ProcessorSettings(ServiceSettings):
+    service_route: str = Field("billables", validation_alias="PROC_SERVICE_ROUTE", min_length=1)
+
+
+def create_app(settings: ProcessorSettings) -> FastAPI:
+    app = FastAPI(title="message-proc")
+    received = {"calls": 0, "rejected": 0}
+    guard = api_token_guard(settings)
+    route = "/" + settings.service_route.strip("/")
+
+    @app.post(route, dependencies=[Depends(guard)])
+    async def receive(request: Request) -> JSONResponse:
+        body = await request.body()
+        if len(body) > settings.max_body_bytes:
+            received["rejected"] += 1
+            return _rejected(413, f"body of {len(body)} bytes exceeds the limit of {settings.max_body_bytes} bytes")
+        try:
+            data = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            received["rejected"] += 1
+            return _rejected(400, f"body is not JSON: {error}")
+        received["calls"] += 1
+        log.info("Data received: %s", json.dumps(data, separators=(", ", ":"), ensure_ascii=False))
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/stats")
+    async def stats() -> dict:
+        return dict(received)
+
+    return app
+
+
+def _rejected(status: int, reason: str) -> JSONResponse:
+    log.warning("rejected call: %s", reason)
+    return JSONResponse({"error": reason}, status_code=status)
+
+

@@ -1,0 +1,75 @@
+"""``python -m devstack run``: the whole pipeline until Ctrl-C, billable-proc's lines on the terminal."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+
+from devstack.processes import StackError
+from devstack.stack import Stack, say
+
+ROOT = Path(__file__).resolve().parents[4]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="devstack", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="start everything and stream billable-proc's 'Data received' lines")
+    run.add_argument("--run-file", type=Path, default=ROOT / "dapr.yaml")
+    run.add_argument("--run-dir", type=Path, default=ROOT / ".devstack" / "last-run")
+    run.add_argument("--window", help="override the joiner's window (e.g. 5s)")
+    commands.add_parser("install", help="install what is missing: daprd (pinned), redis-server, rabbitmq-server")
+    args = parser.parse_args(argv)
+    if args.command == "install":
+        return install()
+
+    # Ctrl-C and SIGTERM both end the loop below; the Stack's exit stops every process
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    overrides = {"join-tenants-poweruse": {"JOINER_WINDOW_SIZE": args.window}} if args.window else {}
+    try:
+        with Stack(args.run_file, args.run_dir, overrides) as stack:
+            proc = stack.apps["billable-proc"]
+            say(f"all up; logs in {args.run_dir / 'logs'}; billable rows follow (Ctrl-C stops everything)")
+            follow(proc.app.log_path, "Data received", lambda: proc.app.death() or proc.sidecar.death())
+    except KeyboardInterrupt:
+        say("stopping")
+        return 0
+    except StackError as error:
+        say(f"error: {error}")
+        return 1
+    return 0
+
+
+def install() -> int:
+    from devstack.brokers import RABBITMQ_SERVER, ensure_debian_package
+    from devstack.daprd import ensure_daprd
+
+    try:
+        path, version = ensure_daprd()
+        say(f"daprd {version} at {path}")
+        say(f"redis-server at {ensure_debian_package('redis-server', 'redis-server')}")
+        say(f"rabbitmq-server at {ensure_debian_package(RABBITMQ_SERVER, 'rabbitmq-server')}")
+    except StackError as error:
+        say(f"error: {error}")
+        return 1
+    return 0
+
+
+def follow(path: Path, marker: str, dead) -> None:
+    with open(path, errors="replace") as log:
+        while True:
+            line = log.readline()
+            if line:
+                if marker in line:
+                    print(line.rstrip("\n"), flush=True)
+                continue
+            if (death := dead()):
+                raise StackError(death)
+            time.sleep(0.2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Private Redis and RabbitMQ servers for one run, on free loopback ports.
+
+Missing servers are installed from Debian's packages (``redis-server``, ``rabbitmq-server``)
+when running as root with apt-get available; otherwise the error says what to install.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from devstack.processes import Process, StackError, free_port, port_open, wait_until
+
+RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+
+
+def ensure_debian_package(binary: str, package: str) -> str:
+    found = shutil.which(binary) or (binary if os.path.exists(binary) else None)
+    if found:
+        return found
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        raise StackError(f"{binary} is missing: install the Debian package {package} (apt-get install {package})")
+    print(f"[devstack] installing {package} from Debian's packages", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for argv in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", package]):
+        done = subprocess.run(argv, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise StackError(f"{' '.join(argv)} failed: {done.stderr.strip()[-500:]}")
+    found = shutil.which(binary) or (binary if os.path.exists(binary) else None)
+    if not found:
+        raise StackError(f"{package} installed but {binary} is still missing")
+    return found
+
+
+@dataclass
+class Broker:
+    process: Process
+    port: int
+    url: str
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+def start_redis(run_dir: Path) -> Broker:
+    binary = ensure_debian_package("redis-server", "redis-server")
+    port = free_port()
+    data = run_dir / "redis"
+    data.mkdir(parents=True, exist_ok=True)
+    process = Process(
+        "redis",
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(data), "--protected-mode", "yes"],
+        run_dir / "logs" / "redis.log",
+    ).start()
+    try:
+        wait_until(lambda: port_open(port), 20, "redis-server", alive=process.death)
+    except StackError:
+        process.stop()
+        raise
+    return Broker(process, port, f"127.0.0.1:{port}")
+
+
+def start_rabbitmq(run_dir: Path) -> Broker:
+    ensure_debian_package(RABBITMQ_SERVER, "rabbitmq-server")
+    port, dist_port, epmd_port = free_port(), free_port(), free_port()
+    home = run_dir / "rabbitmq"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "enabled_plugins").write_text("[].\n")
+    (home / "rabbitmq.conf").write_text(f"loopback_users.guest = true\nlisteners.tcp.1 = 127.0.0.1:{port}\n")
+    env = {
+        **os.environ,
+        "HOME": str(home),  # the Erlang cookie lives here
+        "RABBITMQ_NODENAME": f"devstack{port}@localhost",
+        "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+        "RABBITMQ_NODE_PORT": str(port),
+        "RABBITMQ_DIST_PORT": str(dist_port),
+        "ERL_EPMD_PORT": str(epmd_port),
+        "ERL_EPMD_ADDRESS": "127.0.0.1",
+        "RABBITMQ_MNESIA_BASE": str(home / "mnesia"),
+        "RABBITMQ_LOG_BASE": str(home / "log"),
+        "RABBITMQ_CONFIG_FILE": str(home / "rabbitmq"),
+        "RABBITMQ_ENABLED_PLUGINS_FILE": str(home / "enabled_plugins"),
+        "RABBITMQ_PID_FILE": str(home / "rabbitmq.pid"),
+        "RABBITMQ_LOGS": "-",
+    }
+    process = Process("rabbitmq", [RABBITMQ_SERVER], run_dir / "logs" / "rabbitmq.log", env=env).start()
+    try:
+        wait_until(lambda: port_open(port), 90, "rabbitmq-server", interval=0.25, alive=process.death)
+    except StackError:
+        _stop_rabbitmq(process, epmd_port)
+        raise
+    broker = Broker(process, port, f"amqp://guest:guest@127.0.0.1:{port}")
+    broker.stop = lambda: _stop_rabbitmq(process, epmd_port)  # type: ignore[method-assign]
+    return broker
+
+
+def _stop_rabbitmq(process: Process, epmd_port: int) -> None:
+    process.stop()
+    # the node started its own epmd on a private port; it outlives the node unless told to go
+    epmd = shutil.which("epmd") or "/usr/lib/erlang/bin/epmd"
+    if os.path.exists(epmd):
+        subprocess.run([epmd, "-port", str(epmd_port), "-kill"], capture_output=True, env={**os.environ, "ERL_EPMD_PORT": str(epmd_port)})

@@ -1,0 +1,40 @@
+"""The pinned ``daprd``: found in ``~/.dapr/bin`` (where ``dapr init --slim`` puts it), else installed
+by ``scripts/install-daprd.sh`` (official release, or a build from the Go module proxy)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from devstack.processes import StackError
+
+ROOT = Path(__file__).resolve().parents[4]
+
+
+def pinned_version() -> str:
+    return (ROOT / "dapr.version").read_text().strip()
+
+
+def daprd_path() -> Path:
+    return Path(os.environ.get("DAPR_BIN_DIR", Path.home() / ".dapr" / "bin")) / "daprd"
+
+
+def installed_version(path: Path) -> str | None:
+    if not os.access(path, os.X_OK):
+        return None
+    done = subprocess.run([str(path), "--version"], capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def ensure_daprd() -> tuple[Path, str]:
+    """The daprd binary at the pinned version, installing it first if needed."""
+    path, version = daprd_path(), pinned_version()
+    if installed_version(path) != version:
+        script = ROOT / "scripts" / "install-daprd.sh"
+        if subprocess.run(["bash", str(script)]).returncode != 0:
+            raise StackError(f"daprd {version} is missing and {script} could not install it (see its output)")
+    found = installed_version(path)
+    if found != version:
+        raise StackError(f"daprd at {path} reports version {found!r}, expected {version}")
+    return path, version

@@ -1,0 +1,98 @@
+"""Child processes in their own process group, with output to a log file, stopped for sure."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+
+class StackError(RuntimeError):
+    """Something the stack needs is missing or did not start; the message says which."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.1,
+               alive: Callable[[], str | None] | None = None) -> None:
+    """Poll ``condition`` until true; StackError naming ``what`` on timeout or when ``alive`` reports a death."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        if alive is not None and (death := alive()):
+            raise StackError(f"{what}: {death}")
+        time.sleep(interval)
+    raise StackError(f"{what}: not ready after {timeout:.0f}s")
+
+
+class Process:
+    def __init__(self, name: str, argv: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None,
+                 cwd: Path | None = None) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = log_path
+        self.env = dict(env or os.environ)
+        self.cwd = cwd
+        self._popen: subprocess.Popen | None = None
+
+    def start(self) -> Process:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab", buffering=0)
+        try:
+            self._popen = subprocess.Popen(
+                self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=self.env, cwd=self.cwd, start_new_session=True,
+            )
+        except OSError as error:
+            raise StackError(f"{self.name}: cannot start {self.argv[0]}: {error.strerror}") from None
+        finally:
+            log.close()
+        return self
+
+    def death(self) -> str | None:
+        """None while running; otherwise how it ended and the end of its log."""
+        if self._popen is None or self._popen.poll() is None:
+            return None
+        return f"{self.name} exited with code {self._popen.returncode}; last log lines:\n{self.tail()}"
+
+    def tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._popen is None or self._popen.poll() is not None:
+            return
+        self._signal(signal.SIGTERM)
+        try:
+            self._popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._signal(signal.SIGKILL)
+            self._popen.wait(5)
+        # children (erlang's beam, uvicorn workers) share the group: make sure none is left
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, sig: int) -> None:
+        try:
+            os.killpg(self._popen.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass

@@ -1,0 +1,170 @@
+"""The whole suite on one host: brokers, then for each app of dapr.yaml the app and its daprd."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import yaml
+
+from devstack.brokers import Broker, start_rabbitmq, start_redis
+from devstack.daprd import ensure_daprd
+from devstack.processes import Process, StackError, free_port, wait_until
+from devstack.runfile import AppSpec, RunFile, read_run_file
+
+
+def say(message: str) -> None:
+    print(f"[devstack] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class RunningApp:
+    spec: AppSpec
+    app_port: int
+    http_port: int
+    grpc_port: int
+    app: Process
+    sidecar: Process
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(f"http://127.0.0.1:{self.app_port}{path}", timeout=5)
+
+    def log_text(self) -> str:
+        return self.app.log_path.read_text(errors="replace") if self.app.log_path.exists() else ""
+
+    def stop(self) -> None:
+        self.app.stop()
+        self.sidecar.stop()
+
+
+class Stack:
+    """Context manager; ``env_overrides`` maps app id -> extra env (e.g. a short window for tests)."""
+
+    def __init__(self, run_file: Path, run_dir: Path, env_overrides: dict[str, dict[str, str]] | None = None,
+                 quiet: bool = False) -> None:
+        self.run_file: RunFile = read_run_file(run_file)
+        self.run_dir = run_dir.resolve()
+        self.env_overrides = env_overrides or {}
+        self.quiet = quiet
+        self.apps: dict[str, RunningApp] = {}
+        self.brokers: list[Broker] = []
+        self.daprd_version = ""
+
+    def __enter__(self) -> Stack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.stop()
+
+    def _say(self, message: str) -> None:
+        if not self.quiet:
+            say(message)
+
+    def start(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        daprd, self.daprd_version = ensure_daprd()
+        self._say(f"daprd {self.daprd_version} ({daprd})")
+        redis = start_redis(self.run_dir)
+        self.brokers.append(redis)
+        self._say(f"redis-server on {redis.url}")
+        rabbit = start_rabbitmq(self.run_dir)
+        self.brokers.append(rabbit)
+        self._say(f"rabbitmq-server on 127.0.0.1:{rabbit.port}")
+        config = self._render_config()
+        sidecar_env = {
+            **os.environ,
+            **self.run_file.common_env,
+            "DAPR_HOST_IP": "127.0.0.1",  # no non-loopback address needed
+            "REDIS_HOST": redis.url,
+            "RABBITMQ_URL": rabbit.url,
+        }
+        # dapr.yaml lists receivers before senders, so nothing is published before it can be delivered
+        for spec in self.run_file.apps:
+            self.apps[spec.app_id] = self._start_app(spec, daprd, config, sidecar_env)
+
+    def _render_config(self) -> Path:
+        """dapr.yaml's Configuration, with a name-resolution database private to this run."""
+        document = yaml.safe_load(self.run_file.config_path.read_text())
+        resolution = document.setdefault("spec", {}).setdefault("nameResolution", {})
+        if resolution.get("component") == "sqlite":
+            resolution.setdefault("configuration", {})["connectionString"] = str(self.run_dir / "nr.db")
+        path = self.run_dir / "config.yaml"
+        path.write_text(yaml.safe_dump(document))
+        return path
+
+    def _start_app(self, spec: AppSpec, daprd: Path, config: Path, sidecar_env: dict[str, str]) -> RunningApp:
+        app_port, http_port, grpc_port = free_port(), free_port(), free_port()
+        internal_port, metrics_port = free_port(), free_port()
+        command = [sys.executable if part == "python" else part for part in spec.command]
+        app_env = {
+            **os.environ,
+            **self.run_file.common_env,
+            **spec.env,
+            **self.env_overrides.get(spec.app_id, {}),
+            "APP_ID": spec.app_id,
+            "APP_PORT": str(app_port),
+            "DAPR_HTTP_PORT": str(http_port),
+            "DAPR_GRPC_PORT": str(grpc_port),
+            "PYTHONUNBUFFERED": "1",
+        }
+        logs = self.run_dir / "logs"
+        app = Process(spec.app_id, command, logs / f"{spec.app_id}.log", env=app_env, cwd=spec.app_dir).start()
+        sidecar = Process(
+            f"daprd[{spec.app_id}]",
+            [
+                str(daprd), "--app-id", spec.app_id, "--app-port", str(app_port), "--app-protocol", "http",
+                "--app-channel-address", "127.0.0.1",
+                "--dapr-listen-addresses", "127.0.0.1",
+                "--dapr-http-port", str(http_port), "--dapr-grpc-port", str(grpc_port),
+                "--dapr-internal-grpc-port", str(internal_port), "--metrics-port", str(metrics_port),
+                "--resources-path", str(self.run_file.resources_path), "--config", str(config),
+                "--log-level", "info",
+            ],
+            logs / f"daprd-{spec.app_id}.log",
+            env=sidecar_env,
+            cwd=self.run_dir,
+        ).start()
+        running = RunningApp(spec, app_port, http_port, grpc_port, app, sidecar)
+        self.apps[spec.app_id] = running
+
+        def dead() -> str | None:
+            return app.death() or sidecar.death()
+
+        wait_until(lambda: _healthy(http_port), 90, f"{spec.app_id} and its sidecar", interval=0.2, alive=dead)
+        self._say(f"{spec.app_id}: app on :{app_port}, daprd http :{http_port} grpc :{grpc_port}")
+        return running
+
+    def stop(self) -> None:
+        for running in reversed(list(self.apps.values())):
+            running.stop()
+        for broker in reversed(self.brokers):
+            broker.stop()
+        self.apps.clear()
+        self.brokers.clear()
+
+
+def _healthy(http_port: int) -> bool:
+    """daprd answers 204 on /v1.0/healthz once its components are up and the app answers."""
+    try:
+        return httpx.get(f"http://127.0.0.1:{http_port}/v1.0/healthz", timeout=1).status_code == 204
+    except httpx.HTTPError:
+        return False
+
+
+def data_received(log_text: str) -> list[list]:
+    """The JSON arrays billable-proc logged as ``Data received: [...]``, in order."""
+    batches = []
+    for line in log_text.splitlines():
+        _, marker, payload = line.partition("Data received: ")
+        if marker:
+            batches.append(json.loads(payload))
+    return batches
