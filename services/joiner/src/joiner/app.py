@@ -81,12 +81,14 @@ class Joiner:
         sink: Invoker | Publisher | Any,
         clock: Callable[[], float] = time.time,
         max_body_bytes: int = 1024 * 1024,
+        retry_base_delay: float = 0.25,
     ) -> None:
         self.config = config
         self.query = query
         self.sink = sink
         self.clock = clock
         self.max_body_bytes = max_body_bytes
+        self.retry_base_delay = retry_base_delay
         self.windows = TumblingWindows(config.window_seconds, query.streams)
         self.stats = JoinerStats()
         self.outbox: asyncio.Queue[tuple[ClosedWindow, list[Any]]] = asyncio.Queue()
@@ -161,7 +163,7 @@ class Joiner:
                         )
                     else:
                         log.warning("window %s: delivery to %s failed (attempt %d): %s", closed.window.id, target, attempt, error)
-                        await asyncio.sleep(min(0.25 * 2**attempt, 5.0))
+                        await asyncio.sleep(min(self.retry_base_delay * 2**attempt, 5.0))
 
 
 def create_app(
@@ -183,7 +185,7 @@ def create_app(
             sidecar = Sidecar(settings)
             target = sidecar
         joiner = Joiner(config, query, target, clock, settings.max_body_bytes)
-        state["joiner"] = joiner
+        state["joiner"] = app.state.joiner = joiner
         log.info(
             "joining %s over %gs windows -> %s",
             " x ".join(f"{s.name} (route {s.route})" for s in config.sources),

@@ -78,6 +78,7 @@ def create_app(settings: GeneratorSettings, publisher: Publisher | None = None) 
             await sidecar.aclose()
 
     app = FastAPI(title="message-gen", lifespan=lifespan)
+    app.state.stats = stats
 
     @app.get("/healthz")
     async def healthz() -> dict:

@@ -1,0 +1,68 @@
+"""In-process contract tests: each service's ASGI app with its lifespan run, called through httpx.
+Outbound calls to the sidecar go to recording fakes (these are not end-to-end tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+
+from streaming_runtime.sidecar import SidecarError
+
+
+@contextlib.asynccontextmanager
+async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+            yield client
+
+
+async def wait_for(condition: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{what} not met within {timeout}s")
+
+
+class RecordingSidecar:
+    """Stands in for the sidecar in contract tests: records invoke/publish calls, can fail on demand."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.invocations: list[tuple[str, str, Any, dict[str, str]]] = []
+        self.publications: list[tuple[str, str, Any]] = []
+        self.failures = failures
+        self.attempts = 0
+
+    def _maybe_fail(self) -> None:
+        self.attempts += 1
+        if self.failures > 0:
+            self.failures -= 1
+            raise SidecarError("sidecar unavailable (test)")
+
+    async def invoke(self, app_id: str, method: str, data: Any, headers: dict[str, str] | None = None) -> None:
+        self._maybe_fail()
+        self.invocations.append((app_id, method, data, dict(headers or {})))
+
+    async def publish(self, pubsub: str, topic: str, data: Any) -> None:
+        self._maybe_fail()
+        self.publications.append((pubsub, topic, data))
+
+
+class ManualClock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

@@ -1,0 +1,63 @@
+import pytest
+
+from message_gen.app import create_app
+from message_gen.settings import GeneratorSettings
+from streaming_runtime.errors import ConfigError
+from tests.contract.support import RecordingSidecar, serve, wait_for
+
+pytestmark = pytest.mark.anyio
+
+
+def settings(**values) -> GeneratorSettings:
+    base = {
+        "MESSAGE_EXPR": '[{"n": 1}, {"n": 2},]',
+        "CLUSTER_STREAM": "redis-stream",
+        "STREAM_TOPIC": "tenants",
+        "MESSAGE_COUNT": 3,
+        "MESSAGE_DELAY": "0s",
+    }
+    return GeneratorSettings(**{**base, **values})
+
+
+async def test_publishes_message_count_messages_in_turn():
+    sidecar = RecordingSidecar()
+    app = create_app(settings(), publisher=sidecar)
+    async with serve(app) as client:
+        await wait_for(lambda: app.state.stats.finished, what="generator finished")
+        answer = (await client.get("/stats")).json()
+    assert sidecar.publications == [
+        ("redis-stream", "tenants", {"n": 1}),
+        ("redis-stream", "tenants", {"n": 2}),
+        ("redis-stream", "tenants", {"n": 1}),
+    ]
+    assert answer == {"published": 3, "failed": 0, "finished": True}
+
+
+async def test_a_refused_publish_is_retried_not_skipped():
+    sidecar = RecordingSidecar(failures=1)
+    app = create_app(settings(MESSAGE_COUNT=2), publisher=sidecar)
+    async with serve(app) as client:
+        await wait_for(lambda: len(sidecar.publications) == 2, what="two publications")
+        answer = (await client.get("/stats")).json()
+    assert [data for *_, data in sidecar.publications] == [{"n": 1}, {"n": 2}]
+    assert answer["failed"] == 1 and answer["published"] == 2
+
+
+async def test_expression_sees_id_and_timestamp():
+    sidecar = RecordingSidecar()
+    app = create_app(settings(MESSAGE_EXPR='{"id": $id, "ts": $timestamp}', MESSAGE_COUNT=2), publisher=sidecar)
+    async with serve(app):
+        await wait_for(lambda: len(sidecar.publications) == 2, what="two publications")
+    first, second = (data for *_, data in sidecar.publications)
+    assert (first["id"], second["id"]) == (1, 2)
+    assert second["ts"] >= first["ts"] > 1_600_000_000_000
+
+
+def test_an_expression_that_does_not_parse_stops_start_up():
+    with pytest.raises(ConfigError, match=r"MESSAGE_EXPR does not parse: .* at line 1, column"):
+        create_app(settings(MESSAGE_EXPR="[1, 2"), publisher=RecordingSidecar())
+
+
+def test_an_expression_that_fails_on_the_first_message_stops_start_up():
+    with pytest.raises(ConfigError, match="MESSAGE_EXPR fails on the first message"):
+        create_app(settings(MESSAGE_EXPR='"a" - 1'), publisher=RecordingSidecar())

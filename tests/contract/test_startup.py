@@ -1,0 +1,48 @@
+"""Each service started as a process with a bad setting stops with one line naming it (exit 2)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def start(module: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MESSAGE_", "JOINER_", "CLUSTER_", "STREAM_"))}
+    return subprocess.run(
+        [sys.executable, "-m", module], env={**clean, **env}, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize(
+    ("module", "env", "expected"),
+    [
+        ("message_gen", {"CLUSTER_STREAM": "s", "STREAM_TOPIC": "t"}, "message-gen: configuration error: MESSAGE_EXPR is not set"),
+        (
+            "message_gen",
+            {"MESSAGE_EXPR": "[1]", "CLUSTER_STREAM": "s", "STREAM_TOPIC": "t", "MESSAGE_DELAY": "soon"},
+            "MESSAGE_DELAY='soon' is not a duration",
+        ),
+        (
+            "joiner",
+            {
+                "JOINER_STREAM_FROM_0": "tenants",
+                "JOINER_STREAM_FROM_1": "poweruse",
+                "JOINER_STREAM_TO_COMPONENT": "billable-proc/billables",
+                "JOINER_STREAM_SELECT": "{}",
+                "JOINER_STREAM_WHERE": "tenants.tenant_id === poweruse.tenant_id",
+                "JOINER_WINDOW_SIZE": "2s",
+            },
+            "joiner: configuration error: JOINER_STREAM_WHERE does not parse:",
+        ),
+        ("joiner", {}, "joiner: configuration error: joiner configuration (environment) is missing window"),
+        ("message_proc", {"APP_PORT": "eighty"}, "message-proc: configuration error: APP_PORT='eighty'"),
+    ],
+)
+def test_bad_setting_stops_the_service_with_one_clear_line(module, env, expected):
+    done = start(module, env)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert expected in lines[0]
+    assert "Traceback" not in done.stderr + done.stdout

@@ -1,0 +1,85 @@
+"""The power-usage example through real daprd sidecars, Redis Streams and RabbitMQ."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+
+import httpx
+import pytest
+
+from devstack.daprd import pinned_version
+from devstack.stack import Stack, data_received
+
+pytestmark = pytest.mark.e2e
+
+EXPECTED_ROWS = {
+    (924, "dc:eqix:us:chi1:12", 1034),
+    (924, "dc:eqix:us:chi1:12", 1134),
+    (243, "dc:kddi:cn:hnk2:11", 1119),
+    (243, "dc:kddi:cn:hnk2:11", 1201),
+}
+
+
+def poll(condition, timeout: float, what: str, stack: Stack):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := condition():
+            return result
+        for running in stack.apps.values():
+            if death := (running.app.death() or running.sidecar.death()):
+                pytest.fail(death)
+        time.sleep(0.2)
+    pytest.fail(f"{what} within {timeout:.0f}s")
+
+
+def received_rows(stack: Stack) -> list[tuple]:
+    batches = data_received(stack.apps["billable-proc"].log_text())
+    return [(row["customer_id"], row["tenant_id"], row["tenant_kwh_usage"]) for batch in batches for row in batch]
+
+
+def test_sidecars_run_the_pinned_daprd(stack: Stack):
+    for running in stack.apps.values():
+        metadata = httpx.get(f"http://127.0.0.1:{running.http_port}/v1.0/metadata", timeout=5).json()
+        assert metadata["runtimeVersion"] == pinned_version(), running.spec.app_id
+
+
+def test_billable_proc_receives_exactly_the_billable_rows(stack: Stack):
+    poll(lambda: set(received_rows(stack)) >= EXPECTED_ROWS, 120, "billable-proc did not receive every billable row", stack)
+    rows = received_rows(stack)
+    assert set(rows) == EXPECTED_ROWS
+    # every window's body is one JSON array of rows
+    assert all(isinstance(batch, list) and batch for batch in data_received(stack.apps["billable-proc"].log_text()))
+
+
+def test_joiner_took_its_input_from_both_brokers(stack: Stack):
+    stats = stack.apps["join-tenants-poweruse"].get("/stats").json()
+    assert stats["accepted"]["tenants"] > 0 and stats["accepted"]["poweruse"] > 0
+    assert stats["windows_closed"] > 0 and stats["rows_emitted"] > 0
+
+
+def test_malformed_events_go_to_the_dead_letter_topic_and_the_rows_keep_coming(stack: Stack):
+    tenants_gen = stack.apps["tenants-gen"]
+    probe = f"dead-letter-probe-{uuid.uuid4()}"
+    sidecar = f"http://127.0.0.1:{tenants_gen.http_port}/v1.0/publish/redis-stream/tenants"
+    # a tenant without customer_id (used by select), and a body that is not JSON
+    assert httpx.post(sidecar, json={"tenant_id": probe}, timeout=5).status_code == 204
+    assert httpx.post(sidecar, content=f"not json {probe}", headers={"content-type": "text/plain"}, timeout=5).status_code == 204
+
+    def dead_letters() -> list[str]:
+        out = subprocess.run(
+            ["redis-cli", "-p", str(stack.brokers[0].port), "--raw", "XRANGE", "tenants-deadletter", "-", "+"],
+            capture_output=True, text=True, timeout=10,
+        ).stdout
+        return [line for line in out.splitlines() if probe in line]
+
+    letters = poll(lambda: len(dead_letters()) >= 2 and dead_letters(), 60, "malformed events did not reach tenants-deadletter", stack)
+    assert any(json.loads(letter).get("data") == {"tenant_id": probe} for letter in letters if letter.startswith("{"))
+    joiner_log = stack.apps["join-tenants-poweruse"].log_text()
+    assert "dropped malformed event stream=tenants" in joiner_log and "customer_id" in joiner_log
+    # good events after the bad ones still make rows
+    before = len(received_rows(stack))
+    poll(lambda: len(received_rows(stack)) > before, 30, "no rows after the malformed events", stack)
+    assert set(received_rows(stack)) <= EXPECTED_ROWS
