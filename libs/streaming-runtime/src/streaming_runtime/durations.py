@@ -1,5 +1,6 @@
 """Go-style durations (`1s`, `250ms`, `1m30s`), the format the original project's settings use."""
 
+import math
 import re
 
 from streaming_runtime.errors import ConfigError
@@ -44,6 +45,8 @@ def parse_duration(text: str, *, setting: str = "duration") -> float:
 
 
 def _non_negative(seconds: float, setting: str, text: str) -> float:
+    if not math.isfinite(seconds):  # float() takes "nan" and "inf"
+        raise ConfigError(f"{setting}={text!r} is not a finite duration")
     if seconds < 0:
         raise ConfigError(f"{setting}={text!r} is negative")
     return seconds

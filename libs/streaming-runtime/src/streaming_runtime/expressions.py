@@ -24,6 +24,7 @@ from streaming_runtime.errors import EvaluationError, ExpressionError
 
 _NAME = r"(?:\$?[A-Za-z_][A-Za-z0-9_]*|`[^`]*`)"
 _NOT_OPERAND = re.compile(rf"\s*({_NAME}(?:\s*\.\s*{_NAME})*)")
+_STEP = re.compile(rf"\.\s*{_NAME}")
 
 
 @dataclass(frozen=True)
@@ -123,11 +124,56 @@ def _rewrite_not(source: str, at: int, emit) -> int:
         emit("!", at)  # not an alias we know: the parser reports it where the user wrote it
         return at + 1
     operand_start = at + 1 + match.start(1)
+    # calls and predicates belong to the operand: `!$exists(a.b)` is `$not($exists(a.b))`
+    operand_end = _postfix_end(source, at + 1 + match.end(1))
+    inner = normalize(source[operand_start:operand_end])
     emit("$not(", at)
-    for offset, char in enumerate(match.group(1)):
+    for char, offset in zip(inner.text, inner.origin):
         emit(char, operand_start + offset)
-    emit(")", operand_start + len(match.group(1)) - 1)
-    return at + 1 + match.end()
+    emit(")", operand_end - 1)
+    return operand_end
+
+
+def _postfix_end(source: str, i: int) -> int:
+    """Extend an operand over the calls ``(...)``, predicates ``[...]`` and ``.name`` steps after it."""
+    while True:
+        j = i
+        while j < len(source) and source[j].isspace():
+            j += 1
+        if j < len(source) and source[j] in "([":
+            end = _end_of_group(source, j)
+            if end is None:
+                return i  # unbalanced: the parser reports it
+            i = end
+            continue
+        step = _STEP.match(source, j)
+        if step is None:
+            return i
+        i = step.end()
+
+
+def _end_of_group(source: str, start: int) -> int | None:
+    """Index just past the bracket that closes the one at ``start`` (skipping literals and comments)."""
+    depth, i = 0, start
+    while i < len(source):
+        ch = source[i]
+        if ch in "\"'`":
+            i = _end_of_quoted(source, i)
+            continue
+        if source.startswith("/*", i):
+            end = source.find("*/", i + 2)
+            if end < 0:
+                return None
+            i = end + 2
+            continue
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    return None
 
 
 @dataclass(frozen=True)
@@ -226,9 +272,33 @@ def compile_expression(source: str, *, setting: str) -> Expression:
             f"{setting} does not parse: {_describe(error)} at {_line_column(source, index)}: "
             f"{_excerpt(source, index)}"
         ) from None
+    except KeyError as error:
+        # jsonata-python raises KeyError (not S0204) for an operator it does not know, such as `~`
+        symbol = str(error.args[0]) if error.args else "?"
+        index = normalized.original_index(_find_outside_literals(normalized.text, symbol))
+        raise ExpressionError(
+            f"{setting} does not parse: {_describe(JException('S0204', index, symbol))} at "
+            f"{_line_column(source, index)}: {_excerpt(source, index)}"
+        ) from None
     except RecursionError:
         raise ExpressionError(f"{setting} does not parse: it is nested too deeply") from None
     return Expression(setting=setting, source=source, normalized=normalized.text, _program=program)
+
+
+def _find_outside_literals(text: str, symbol: str) -> int:
+    """Index of the first ``symbol`` outside string literals, backquoted names and comments."""
+    i = 0
+    while i < len(text):
+        if text[i] in "\"'`":
+            i = _end_of_quoted(text, i)
+        elif text.startswith("/*", i):
+            end = text.find("*/", i + 2)
+            i = len(text) if end < 0 else end + 2
+        elif text.startswith(symbol, i) and not text.startswith("!=", i):
+            return i
+        else:
+            i += 1
+    return 0
 
 
 def _describe(error: JException) -> str:

@@ -55,7 +55,10 @@ def describe_validation_error(error: ValidationError, cls: type[BaseSettings] | 
         message = item["msg"]
         if message.startswith("Value error, "):
             message = message[len("Value error, ") :]
-        problems.append(f"{name}={_short(value)}: {message}")
+        if message.startswith(name):  # the validator already named the setting
+            problems.append(message)
+        else:
+            problems.append(f"{name}={_short(value)}: {message}")
     return "; ".join(problems)
 
 

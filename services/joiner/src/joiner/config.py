@@ -110,6 +110,8 @@ def _from_yaml_text(text: str, origin: str) -> dict[str, Any]:
     if document.get("kind") not in (None, "Joiner"):
         raise ConfigError(f"{origin}: kind is {document.get('kind')!r}, expected Joiner")
     spec = document.get("spec", document)
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{origin}: spec must be a mapping with window and stream")
     stream = spec.get("stream") or {}
     if not isinstance(stream, dict):
         raise ConfigError(f"{origin}: stream must be a mapping with from, to, select and where")

@@ -5,11 +5,17 @@ from typing import Annotated
 from pydantic import BeforeValidator, Field
 
 from streaming_runtime.durations import parse_duration
+from streaming_runtime.errors import ConfigError
 from streaming_runtime.settings import ServiceSettings
 
 
 def _duration(value: object) -> object:
-    return parse_duration(value, setting="MESSAGE_DELAY") if isinstance(value, str) else value
+    if not isinstance(value, str):
+        return value
+    try:
+        return parse_duration(value, setting="MESSAGE_DELAY")
+    except ConfigError as error:
+        raise ValueError(str(error)) from None  # reported with the other settings' problems
 
 
 class GeneratorSettings(ServiceSettings):

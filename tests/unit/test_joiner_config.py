@@ -1,0 +1,328 @@
+"""The joiner's configuration: JOINER_* variables, a Joiner YAML file, and their errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from joiner.config import InvokeTarget, PublishTarget, StreamSource, config_from_yaml, load_config
+from streaming_runtime.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE_YAML = ROOT / "services" / "joiner" / "joiner.yaml"
+
+WHERE = "tenants.tenant_id == poweruse.tenant_id && poweruse.power_use >= 1.0"
+SELECT = '{"customer_id": tenants.customer_id}'
+
+BASE_ENV = {
+    "JOINER_STREAM_FROM_0": "tenants",
+    "JOINER_STREAM_FROM_1": "poweruse",
+    "JOINER_STREAM_TO_COMPONENT": "billable-proc/billables",
+    "JOINER_STREAM_SELECT": SELECT,
+    "JOINER_STREAM_WHERE": WHERE,
+    "JOINER_WINDOW_SIZE": "20s",
+}
+
+SPEC_YAML = """\
+window: 5s
+stream:
+  from: [left, right]
+  to:
+    - stream: redis-stream/rows
+  select: '{"l": left.x}'
+  where: left.k == right.k
+"""
+
+
+def _env(**changes: str | None) -> dict[str, str]:
+    env = {**BASE_ENV, **changes}
+    return {key: value for key, value in env.items() if value is not None}
+
+
+def _error(environ: dict[str, str]) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_config(environ)
+    return str(caught.value)
+
+
+def _yaml_error(text: str) -> str:
+    with pytest.raises(ConfigError) as caught:
+        config_from_yaml(text)
+    return str(caught.value)
+
+
+# --- from the environment -------------------------------------------------------------------------
+
+
+def test_env_bare_topics_name_the_streams_and_routes():
+    config = load_config(_env())
+
+    assert config.sources == (
+        StreamSource(name="tenants", topic="tenants", route="/tenants", pubsub=None),
+        StreamSource(name="poweruse", topic="poweruse", route="/poweruse", pubsub=None),
+    )
+
+
+def test_env_pubsub_topic_route_triples():
+    config = load_config(
+        _env(
+            JOINER_STREAM_FROM_0="redis-stream|tenants|/in/tenants",
+            JOINER_STREAM_FROM_1="rabbit-stream|poweruse|power",
+        )
+    )
+
+    assert config.sources == (
+        StreamSource(name="tenants", topic="tenants", route="/in/tenants", pubsub="redis-stream"),
+        StreamSource(name="poweruse", topic="poweruse", route="/power", pubsub="rabbit-stream"),
+    )
+
+
+def test_env_triple_with_empty_route_uses_the_topic():
+    config = load_config(_env(JOINER_STREAM_FROM_0="redis-stream|tenants|"))
+
+    assert config.sources[0].route == "/tenants"
+
+
+def test_env_window_size():
+    assert load_config(_env(JOINER_WINDOW_SIZE="1m30s")).window_seconds == 90.0
+
+
+def test_env_component_target():
+    config = load_config(_env())
+
+    assert config.targets == (InvokeTarget(app_id="billable-proc", method="billables"),)
+    assert str(config.targets[0]) == "billable-proc/billables"
+
+
+def test_env_stream_target():
+    config = load_config(_env(JOINER_STREAM_TO_COMPONENT=None, JOINER_STREAM_TO_STREAM="redis-stream/billables"))
+
+    assert config.targets == (PublishTarget(pubsub="redis-stream", topic="billables"),)
+
+
+def test_env_both_targets_component_first():
+    config = load_config(_env(JOINER_STREAM_TO_STREAM="redis-stream/billables"))
+
+    assert [str(target) for target in config.targets] == ["billable-proc/billables", "redis-stream/billables"]
+
+
+def test_env_where_and_select_keep_their_setting_names():
+    config = load_config(_env())
+
+    assert (config.where, config.where_setting) == (WHERE, "JOINER_STREAM_WHERE")
+    assert (config.select, config.select_setting) == (SELECT, "JOINER_STREAM_SELECT")
+
+
+def test_env_filter_is_an_alias_of_where():
+    config = load_config(_env(JOINER_STREAM_WHERE=None, JOINER_STREAM_FILTER="true"))
+
+    assert (config.where, config.where_setting) == ("true", "JOINER_STREAM_FILTER")
+
+
+def test_env_where_wins_over_filter():
+    config = load_config(_env(JOINER_STREAM_FILTER="false"))
+
+    assert config.where == WHERE
+
+
+# --- from YAML ------------------------------------------------------------------------------------
+
+
+def test_the_example_joiner_yaml_loads():
+    config = load_config({"JOINER_CONFIG": str(EXAMPLE_YAML)})
+
+    assert config.window_seconds == 20.0
+    assert [(s.name, s.topic, s.route) for s in config.sources] == [
+        ("tenants", "tenants", "/tenants"),
+        ("poweruse", "poweruse", "/poweruse"),
+    ]
+    assert config.targets == (InvokeTarget(app_id="billable-proc", method="billables"),)
+    assert config.where_setting == "stream.where"
+    assert "poweruse.power_use >= 1.0" in config.where
+    assert '"tenant_kwh_usage": poweruse.kwh_use' in config.select
+
+
+def test_yaml_file_from_joiner_config(tmp_path):
+    path = tmp_path / "joiner.yaml"
+    path.write_text(SPEC_YAML)
+
+    config = load_config({"JOINER_CONFIG": str(path)})
+
+    assert config.window_seconds == 5.0
+    assert [s.name for s in config.sources] == ["left", "right"]
+    assert config.targets == (PublishTarget(pubsub="redis-stream", topic="rows"),)
+    assert config.where == "left.k == right.k"
+
+
+def test_env_overrides_a_yaml_value(tmp_path):
+    path = tmp_path / "joiner.yaml"
+    path.write_text(SPEC_YAML)
+
+    config = load_config({"JOINER_CONFIG": str(path), "JOINER_WINDOW_SIZE": "1m", "JOINER_STREAM_WHERE": "true"})
+
+    assert config.window_seconds == 60.0
+    assert (config.where, config.where_setting) == ("true", "JOINER_STREAM_WHERE")
+    assert config.select == '{"l": left.x}'  # not overridden: still from the file
+
+
+def test_config_from_yaml_bare_spec():
+    config = config_from_yaml(SPEC_YAML)
+
+    assert config.window_seconds == 5.0
+    assert [s.route for s in config.sources] == ["/left", "/right"]
+
+
+def test_yaml_stream_entries_as_mappings():
+    config = config_from_yaml(
+        """\
+window: 1s
+stream:
+  from:
+    - {name: t, pubsub: redis-stream, topic: tenants, route: /tenants-in}
+    - {topic: poweruse}
+  to: [{component: app/method}]
+  select: t
+  where: "true"
+"""
+    )
+
+    assert config.sources == (
+        StreamSource(name="t", topic="tenants", route="/tenants-in", pubsub="redis-stream"),
+        StreamSource(name="poweruse", topic="poweruse", route="/poweruse", pubsub=None),
+    )
+
+
+def test_yaml_filter_is_an_alias_of_where():
+    config = config_from_yaml(SPEC_YAML.replace("where:", "filter:"))
+
+    assert (config.where, config.where_setting) == ("left.k == right.k", "stream.filter")
+
+
+# --- errors ---------------------------------------------------------------------------------------
+
+
+def test_error_missing_everything():
+    assert _error({}) == (
+        "joiner configuration (environment) is missing window (JOINER_WINDOW_SIZE), "
+        "stream.from (JOINER_STREAM_FROM_0 and _1), "
+        "stream.to (JOINER_STREAM_TO_COMPONENT or JOINER_STREAM_TO_STREAM), "
+        "stream.select (JOINER_STREAM_SELECT), stream.where (JOINER_STREAM_WHERE)"
+    )
+
+
+def test_error_missing_one():
+    assert _error(_env(JOINER_STREAM_SELECT=None)) == (
+        "joiner configuration (environment) is missing stream.select (JOINER_STREAM_SELECT)"
+    )
+
+
+def test_error_window_not_a_duration():
+    assert _error(_env(JOINER_WINDOW_SIZE="soon")) == (
+        "JOINER_WINDOW_SIZE='soon' is not a duration: expected a number with a unit "
+        "(ns, us, ms, s, m, h), such as 1s, 250ms or 1m30s"
+    )
+
+
+def test_error_window_zero():
+    assert _error(_env(JOINER_WINDOW_SIZE="0s")) == "JOINER_WINDOW_SIZE='0s': the window must be longer than zero"
+
+
+def test_error_from_with_two_parts():
+    assert _error(_env(JOINER_STREAM_FROM_0="a|b")) == (
+        "JOINER_STREAM_FROM_0='a|b': expected pubsub|topic|route (or just topic)"
+    )
+
+
+def test_error_stream_name_with_a_dash():
+    assert _error(_env(JOINER_STREAM_FROM_1="power-use")) == (
+        "JOINER_STREAM_FROM_1: stream name 'power-use' cannot be a JSONata variable: use letters, digits and _"
+    )
+
+
+def test_error_same_stream_twice():
+    assert _error(_env(JOINER_STREAM_FROM_1="tenants")) == "JOINER_STREAM_FROM_1: both streams are named 'tenants'"
+
+
+def test_error_only_one_stream():
+    assert _error(_env(JOINER_STREAM_FROM_1=None)) == (
+        "JOINER_STREAM_FROM_0: a join reads exactly two streams, got 1"
+    )
+
+
+def test_error_two_streams_on_one_route():
+    message = _error(_env(JOINER_STREAM_FROM_0="ps|tenants|/in", JOINER_STREAM_FROM_1="ps|poweruse|/in"))
+
+    assert message == "JOINER_STREAM_FROM_1: both streams are delivered to route /in"
+
+
+def test_error_component_without_method():
+    assert _error(_env(JOINER_STREAM_TO_COMPONENT="billable-proc")) == (
+        "JOINER_STREAM_TO_COMPONENT='billable-proc': expected app-id/method, such as billable-proc/billables"
+    )
+
+
+def test_error_stream_target_without_topic():
+    assert _error(_env(JOINER_STREAM_TO_STREAM="nopubsub")) == (
+        "JOINER_STREAM_TO_STREAM='nopubsub': expected pubsub/topic, such as redis-stream/billables"
+    )
+
+
+def test_error_yaml_that_does_not_parse():
+    assert _yaml_error("window: 20s\nstream: from: [a, b]\n") == (
+        "joiner YAML: not valid YAML at line 2, column 13: mapping values are not allowed here"
+    )
+
+
+def test_error_yaml_file_that_does_not_parse_names_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("window: [20s\n")
+
+    message = _error({"JOINER_CONFIG": str(path)})
+
+    assert message.startswith(f"JOINER_CONFIG={path}: not valid YAML at line 2, column 1: ")
+
+
+def test_error_kind_processor():
+    assert _yaml_error("kind: Processor\nspec:\n  window: 1s\n") == (
+        "joiner YAML: kind is 'Processor', expected Joiner"
+    )
+
+
+@pytest.mark.parametrize("text", ["- 1\n- 2\n", "just text\n", ""])
+def test_error_yaml_not_a_mapping(text):
+    assert _yaml_error(text) == "joiner YAML: expected a mapping with window and stream"
+
+
+@pytest.mark.parametrize("text", ["kind: Joiner\nspec:\n", "spec: [1]\n"])
+def test_error_spec_not_a_mapping(text):
+    assert _yaml_error(text) == "joiner YAML: spec must be a mapping with window and stream"
+
+
+def test_error_stream_not_a_mapping():
+    assert _yaml_error("window: 1s\nstream: [a]\n") == (
+        "joiner YAML: stream must be a mapping with from, to, select and where"
+    )
+
+
+def test_error_joiner_config_missing_file(tmp_path):
+    path = tmp_path / "absent.yaml"
+
+    assert _error({"JOINER_CONFIG": str(path)}) == (
+        f"JOINER_CONFIG={path}: cannot read the file: No such file or directory"
+    )
+
+
+def test_error_missing_from_a_yaml_file_names_the_file(tmp_path):
+    path = tmp_path / "partial.yaml"
+    path.write_text("window: 1s\n")
+
+    message = _error({"JOINER_CONFIG": str(path)})
+
+    assert message.startswith(f"joiner configuration (JOINER_CONFIG={path}) is missing stream.from ")
+
+
+def test_error_empty_yaml_where():
+    assert _yaml_error(SPEC_YAML.replace("where: left.k == right.k", "where: ''")) == (
+        "stream.where is empty: expected a JSONata expression"
+    )
