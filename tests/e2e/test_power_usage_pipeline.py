@@ -70,7 +70,7 @@ def test_malformed_events_go_to_the_dead_letter_topic_and_the_rows_keep_coming(s
 
     def dead_letters() -> list[str]:
         out = subprocess.run(
-            ["redis-cli", "-p", str(stack.brokers[0].port), "--raw", "XRANGE", "tenants-deadletter", "-", "+"],
+            ["redis-cli", "-h", stack.redis.host, "-p", str(stack.redis.port), "--raw", "XRANGE", "tenants-deadletter", "-", "+"],
             capture_output=True, text=True, timeout=10,
         ).stdout
         return [line for line in out.splitlines() if probe in line]

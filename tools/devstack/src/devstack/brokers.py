@@ -11,6 +11,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from devstack.processes import Process, StackError, free_port, port_open, wait_until
 
@@ -37,12 +38,34 @@ def ensure_debian_package(binary: str, package: str) -> str:
 
 @dataclass
 class Broker:
-    process: Process
+    """A broker for the run: one we started (``process``), or one configured outside (``None``)."""
+
+    process: Process | None
+    host: str
     port: int
     url: str
 
     def stop(self) -> None:
-        self.process.stop()
+        if self.process is not None:
+            self.process.stop()
+
+
+def configured_redis() -> Broker | None:
+    """``REDIS_HOST=host:port`` in the environment: use that server instead of a private one."""
+    address = os.environ.get("REDIS_HOST")
+    if not address:
+        return None
+    host, _, port = address.rpartition(":")
+    return Broker(None, host or "127.0.0.1", int(port or 6379), address)
+
+
+def configured_rabbitmq() -> Broker | None:
+    """``RABBITMQ_URL=amqp://user:pass@host:port`` in the environment: use that server."""
+    url = os.environ.get("RABBITMQ_URL")
+    if not url:
+        return None
+    parsed = urlsplit(url)
+    return Broker(None, parsed.hostname or "127.0.0.1", parsed.port or 5672, url)
 
 
 def start_redis(run_dir: Path) -> Broker:
@@ -61,7 +84,7 @@ def start_redis(run_dir: Path) -> Broker:
     except StackError:
         process.stop()
         raise
-    return Broker(process, port, f"127.0.0.1:{port}")
+    return Broker(process, "127.0.0.1", port, f"127.0.0.1:{port}")
 
 
 def start_rabbitmq(run_dir: Path) -> Broker:
@@ -93,7 +116,7 @@ def start_rabbitmq(run_dir: Path) -> Broker:
     except StackError:
         _stop_rabbitmq(process, epmd_port)
         raise
-    broker = Broker(process, port, f"amqp://guest:guest@127.0.0.1:{port}")
+    broker = Broker(process, "127.0.0.1", port, f"amqp://guest:guest@127.0.0.1:{port}")
     broker.stop = lambda: _stop_rabbitmq(process, epmd_port)  # type: ignore[method-assign]
     return broker
 

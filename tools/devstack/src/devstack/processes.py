@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -42,6 +43,14 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str, interva
     raise StackError(f"{what}: not ready after {timeout:.0f}s")
 
 
+def _die_with_parent() -> None:
+    """In the child: ask Linux for SIGTERM when the launcher dies, even by SIGKILL (no orphans)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 class Process:
     def __init__(self, name: str, argv: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None,
                  cwd: Path | None = None) -> None:
@@ -58,7 +67,7 @@ class Process:
         try:
             self._popen = subprocess.Popen(
                 self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=self.env, cwd=self.cwd, start_new_session=True,
+                env=self.env, cwd=self.cwd, start_new_session=True, preexec_fn=_die_with_parent,
             )
         except OSError as error:
             raise StackError(f"{self.name}: cannot start {self.argv[0]}: {error.strerror}") from None

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from devstack.brokers import Broker, start_rabbitmq, start_redis
+from devstack.brokers import Broker, configured_rabbitmq, configured_redis, start_rabbitmq, start_redis
 from devstack.daprd import ensure_daprd
 from devstack.processes import Process, StackError, free_port, wait_until
 from devstack.runfile import AppSpec, RunFile, read_run_file
@@ -52,6 +52,8 @@ class Stack:
         self.quiet = quiet
         self.apps: dict[str, RunningApp] = {}
         self.brokers: list[Broker] = []
+        self.redis: Broker | None = None
+        self.rabbitmq: Broker | None = None
         self.daprd_version = ""
 
     def __enter__(self) -> Stack:
@@ -73,19 +75,20 @@ class Stack:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         daprd, self.daprd_version = ensure_daprd()
         self._say(f"daprd {self.daprd_version} ({daprd})")
-        redis = start_redis(self.run_dir)
-        self.brokers.append(redis)
-        self._say(f"redis-server on {redis.url}")
-        rabbit = start_rabbitmq(self.run_dir)
-        self.brokers.append(rabbit)
-        self._say(f"rabbitmq-server on 127.0.0.1:{rabbit.port}")
+        # brokers configured in the environment are used as they are; otherwise private ones
+        self.redis = configured_redis() or start_redis(self.run_dir)
+        self.brokers.append(self.redis)
+        self._say(f"redis on {self.redis.host}:{self.redis.port}{'' if self.redis.process else ' (REDIS_HOST)'}")
+        self.rabbitmq = configured_rabbitmq() or start_rabbitmq(self.run_dir)
+        self.brokers.append(self.rabbitmq)
+        self._say(f"rabbitmq on {self.rabbitmq.host}:{self.rabbitmq.port}{'' if self.rabbitmq.process else ' (RABBITMQ_URL)'}")
         config = self._render_config()
         sidecar_env = {
             **os.environ,
             **self.run_file.common_env,
             "DAPR_HOST_IP": "127.0.0.1",  # no non-loopback address needed
-            "REDIS_HOST": redis.url,
-            "RABBITMQ_URL": rabbit.url,
+            "REDIS_HOST": self.redis.url,
+            "RABBITMQ_URL": self.rabbitmq.url,
         }
         # dapr.yaml lists receivers before senders, so nothing is published before it can be delivered
         for spec in self.run_file.apps:
