@@ -5,15 +5,22 @@ export UV_PYTHON_DOWNLOADS := never
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test test-unit test-contract test-e2e clean
+# images: `make images REGISTRY=registry.example.com/power-usage TAG=0.1.0` (any engine with docker's CLI)
+REGISTRY ?= power-usage
+TAG ?= dev
+CONTAINER_ENGINE ?= docker
+SERVICES := joiner message-gen message-proc
+
+.PHONY: help setup run test test-unit test-contract test-e2e test-deploy images lint-docker clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-setup: ## install what is missing: uv, the Python deps, daprd (pinned), redis-server, rabbitmq-server
+setup: ## install what is missing: uv, the Python deps, daprd (pinned), redis-server, rabbitmq-server, kustomize (pinned)
 	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check uv
 	@$(UV) sync --frozen --quiet
 	@$(PY) -m devstack install
+	@bash deploy/install-kustomize.sh
 
 run: setup ## the whole pipeline; prints billable-proc's "Data received" lines until Ctrl-C
 	@$(PY) -m devstack run $(if $(WINDOW),--window $(WINDOW))
@@ -29,6 +36,18 @@ test-contract: setup ## in-process contract tests of each service
 
 test-e2e: setup ## end-to-end tests only
 	@$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+
+test-deploy: setup ## Dockerfiles, Kubernetes manifests and the migration of the original manifests
+	@$(PY) -m pytest tests/deploy $(PYTEST_ARGS)
+
+images: ## build the three service images as $(REGISTRY)/<service>:$(TAG), from the repository root
+	@for svc in $(SERVICES); do \
+		echo "[images] $(REGISTRY)/$$svc:$(TAG)"; \
+		$(CONTAINER_ENGINE) build -f services/$$svc/Dockerfile -t $(REGISTRY)/$$svc:$(TAG) . || exit 1; \
+	done
+
+lint-docker: setup ## hadolint on every Dockerfile
+	@.venv/bin/hadolint services/*/Dockerfile
 
 clean: ## remove the venv and run directories
 	rm -rf .venv .devstack .pytest_cache
