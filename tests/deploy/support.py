@@ -1,0 +1,190 @@
+"""What the deploy tests share: kustomize rendering, Kubernetes and Dapr schema validation, lookups.
+
+* Kubernetes kinds are validated against the API schemas of ``K8S_VERSION`` shipped by the
+  ``kubernetes-validate`` package, in its strict form (unknown fields are errors).
+* Dapr kinds are validated against the ``openAPIV3Schema`` of the CRDs of Dapr's Helm chart, read from
+  ``<repo>/../shared/schemas/dapr-crds-v1.18.3/``. The API server prunes fields a CRD does not declare,
+  silently; here every object schema that lists its properties is closed, so such a field is an error.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED = ROOT.parent / "shared"
+DAPR_CRDS = SHARED / "schemas" / "dapr-crds-v1.18.3"
+ORIGINAL_MANIFESTS = SHARED / "examples" / "power-usage-manifests-all.yaml"
+DEPLOY = ROOT / "deploy"
+K8S_VERSION = "1.37.0"
+DAPR_KINDS = {"Component", "Subscription", "Resiliency", "Configuration", "HTTPEndpoint"}
+SERVICES = ("joiner", "message-gen", "message-proc")
+
+
+def shared_file(path: Path) -> Path:
+    """A file of the shared folder; a missing one fails the test, naming where it was expected."""
+    assert path.exists(), (
+        f"expected {path} (the shared folder beside the repository, {SHARED}); "
+        "it is read from there, not copied into the repository"
+    )
+    return path
+
+
+# ---- kustomize
+
+def kustomize_path() -> Path:
+    version = (DEPLOY / "kustomize.version").read_text().strip()
+    bin_dir = Path(os.environ.get("KUSTOMIZE_BIN_DIR", Path.home() / ".cache" / "power-usage" / "bin"))
+    path = bin_dir / "kustomize"
+    assert os.access(path, os.X_OK), f"kustomize {version} not found at {path}: `make setup` installs it (deploy/install-kustomize.sh)"
+    found = subprocess.run([str(path), "version"], capture_output=True, text=True).stdout.strip()
+    assert found == version, f"{path} is kustomize {found!r}, deploy/kustomize.version pins {version}: run `make setup`"
+    return path
+
+
+def kustomize_build(directory: Path) -> list[dict[str, Any]]:
+    done = subprocess.run(
+        [str(kustomize_path()), "build", str(directory)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, f"kustomize build {directory} failed:\n{done.stderr}"
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+def copy_deploy_with_dev_secrets(destination: Path) -> Path:
+    """deploy/ copied to ``destination`` and the dev overlay's secrets generated there (never in the repo)."""
+    target = destination / "deploy"
+    shutil.copytree(DEPLOY, target, ignore=shutil.ignore_patterns("secrets"))
+    done = subprocess.run(
+        ["sh", str(target / "overlays" / "dev" / "generate-secrets.sh")], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    return target
+
+
+# ---- YAML
+
+def load_documents(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def yaml_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob("*.yaml") if p.name != "kustomization.yaml")
+
+
+# ---- validation
+
+def validate(resources: Iterable[dict[str, Any]]) -> list[str]:
+    """Every problem of every resource, one line each ("Kind/name: problem"); [] when all are valid."""
+    problems: list[str] = []
+    seen: set[tuple[str, str, str | None]] = set()
+    for resource in resources:
+        label = f"{resource.get('kind')}/{(resource.get('metadata') or {}).get('name')}"
+        key = (str(resource.get("kind")), label, (resource.get("metadata") or {}).get("namespace"))
+        if key in seen:
+            problems.append(f"{label}: defined twice")
+        seen.add(key)
+        if resource.get("kind") in DAPR_KINDS:
+            problems += [f"{label}: {p}" for p in validate_dapr(resource)]
+        else:
+            problems += [f"{label}: {p}" for p in validate_kubernetes(resource)]
+    return problems
+
+
+def validate_kubernetes(resource: dict[str, Any]) -> list[str]:
+    try:
+        kubernetes_validate.validate(resource, K8S_VERSION, strict=True)
+    except kubernetes_validate.SchemaNotFoundError as error:
+        return [error.message]
+    except kubernetes_validate.ValidationError as error:
+        path = ".".join(str(part) for part in error.absolute_path)
+        return [f"{path or '(resource)'}: {error.message}"]
+    return []
+
+
+def validate_dapr(resource: dict[str, Any]) -> list[str]:
+    group, _, version = str(resource.get("apiVersion", "")).partition("/")
+    schema = dapr_schemas().get((group, version, resource.get("kind")))
+    if schema is None:
+        return [f"no Dapr CRD in {DAPR_CRDS} serves {resource.get('apiVersion')} {resource.get('kind')}"]
+    problems = []
+    if not (resource.get("metadata") or {}).get("name"):
+        problems.append("metadata.name is missing")
+    for error in sorted(jsonschema.Draft7Validator(schema).iter_errors(resource), key=lambda e: list(e.absolute_path)):
+        path = ".".join(str(part) for part in error.absolute_path)
+        problems.append(f"{path or '(resource)'}: {error.message}")
+    return problems
+
+
+@functools.cache
+def dapr_schemas() -> dict[tuple[str, str, str], dict[str, Any]]:
+    """(group, version, kind) -> the CRD's openAPIV3Schema, closed (see the module doc)."""
+    shared_file(DAPR_CRDS)
+    schemas = {}
+    for path in sorted(DAPR_CRDS.glob("*.yaml")):
+        for crd in load_documents(path):
+            spec = crd["spec"]
+            for version in spec["versions"]:
+                if version.get("served", True):
+                    schemas[(spec["group"], version["name"], spec["names"]["kind"])] = closed(version["schema"]["openAPIV3Schema"])
+    assert schemas, f"no CustomResourceDefinition found in {DAPR_CRDS}"
+    return schemas
+
+
+def closed(schema: Any) -> Any:
+    """A copy where each object schema with listed properties refuses other properties."""
+    if isinstance(schema, list):
+        return [closed(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    result = {key: closed(value) for key, value in schema.items()}
+    if "properties" in schema:
+        # property names are data here, not schemas: keep them, close their schemas
+        result["properties"] = {name: closed(sub) for name, sub in schema["properties"].items()}
+        if "additionalProperties" not in schema and not schema.get("x-kubernetes-preserve-unknown-fields"):
+            result["additionalProperties"] = False
+    return result
+
+
+# ---- lookups
+
+def by_kind(resources: Iterable[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {r["metadata"]["name"]: r for r in resources if r.get("kind") == kind}
+
+
+def dapr_apps(resources: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """app id -> Deployment, for Deployments with dapr.io/enabled."""
+    apps = {}
+    for deployment in by_kind(resources, "Deployment").values():
+        annotations = deployment["spec"]["template"]["metadata"].get("annotations") or {}
+        if annotations.get("dapr.io/enabled") == "true":
+            apps[annotations["dapr.io/app-id"]] = deployment
+    return apps
+
+
+def container(deployment: dict[str, Any]) -> dict[str, Any]:
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1, f"{deployment['metadata']['name']}: expected one container"
+    return containers[0]
+
+
+def env(container_spec: dict[str, Any]) -> dict[str, str]:
+    """Plain env values (valueFrom entries are left out)."""
+    return {v["name"]: v["value"] for v in container_spec.get("env") or [] if "value" in v}
+
+
+def annotations(deployment: dict[str, Any]) -> dict[str, str]:
+    return deployment["spec"]["template"]["metadata"].get("annotations") or {}
+
+
+def workloads(resources: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in resources if r.get("kind") in ("Deployment", "StatefulSet")]
