@@ -5,10 +5,11 @@ components/, and the checks' own ability to refuse a wrong resource."""
 from __future__ import annotations
 
 import copy
+import subprocess
 
 import pytest
 
-from tests.deploy.support import DAPR_CRDS, DEPLOY, ROOT, by_kind, load_documents, validate, yaml_files
+from tests.deploy.support import DAPR_CRDS, DAPR_KINDS, DEPLOY, ROOT, by_kind, dapr_schemas, load_documents, validate, yaml_files
 
 
 def test_base_renders_to_valid_kubernetes_and_dapr_resources(base):
@@ -33,7 +34,9 @@ def test_local_components_pass_the_dapr_crd_schemas(path):
 
 def test_the_dapr_crds_are_read_from_the_shared_folder():
     assert DAPR_CRDS.is_dir(), f"expected the Dapr CRDs in {DAPR_CRDS} (shared folder beside the repository)"
-    assert not list(ROOT.rglob("subscriptions.dapr.io*")), "the CRDs are not to be copied into the repository"
+    assert {kind for (_, _, kind) in dapr_schemas()} == DAPR_KINDS
+    copies = subprocess.run(["git", "grep", "-l", "-E", "^kind: CustomResourceDefinition"], cwd=ROOT, capture_output=True, text=True)
+    assert copies.stdout == "", "the CRDs are read from the shared folder, not copied into the repository"
 
 
 def _mutations():

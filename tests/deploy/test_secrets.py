@@ -11,7 +11,7 @@ import yaml
 from tests.deploy.support import DEPLOY, ORIGINAL_MANIFESTS, ROOT, by_kind, shared_file, workloads, yaml_files
 
 ORIGINAL_PASSWORDS = ("@dm1n", "PfobN4Ttfq")  # manifests-all.yaml and the example's README
-URL_WITH_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^\s/:@'\"]+:(?!<password>@)[^\s/'\"]+@", re.I)  # user:password@
+URL_WITH_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^\s/:@'\"]*:(?!<password>@)[^\s/'\"]+@", re.I)  # user:password@
 SECRET_NAME = re.compile(r"pass|secret|token|connectionstring|clientkey", re.I)
 
 MANIFESTS = yaml_files(DEPLOY) + yaml_files(ROOT / "components")
@@ -76,3 +76,17 @@ def test_the_migration_writes_no_password(migrated_power_usage, migrated_small):
         for password in passwords:
             assert password not in text
             assert not any(password in line for line in migration.notes + migration.warnings)
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("amqp://admin:@dm1n@rabbitmq:5672", True),
+        ("url=amqp://power-usage:f00@rabbitmq:5672", True),
+        ("redis://:pw@redis:6379", True),
+        ("amqp://admin:<password>@rabbitmq:5672", False),  # the migration's placeholder
+        ("redisHost: redis:6379", False),
+    ],
+)
+def test_the_url_pattern_finds_user_and_password(text, found):
+    assert bool(URL_WITH_PASSWORD.search(text)) is found
