@@ -41,6 +41,7 @@ class RecordingSidecar:
         self.publications: list[tuple[str, str, Any]] = []
         self.failures = failures
         self.attempts = 0
+        self.bulk_calls = 0
 
     def _maybe_fail(self) -> None:
         self.attempts += 1
@@ -55,6 +56,11 @@ class RecordingSidecar:
     async def publish(self, pubsub: str, topic: str, data: Any) -> None:
         self._maybe_fail()
         self.publications.append((pubsub, topic, data))
+
+    async def publish_many(self, pubsub: str, topic: str, items: list[Any]) -> None:
+        self._maybe_fail()
+        self.bulk_calls += 1
+        self.publications.extend((pubsub, topic, item) for item in items)
 
 
 class ManualClock:

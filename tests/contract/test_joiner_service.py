@@ -170,3 +170,57 @@ async def test_api_token_is_required_when_configured():
         )
     assert refused.status_code == 401
     assert accepted.json() == {"status": "SUCCESS"}
+
+
+async def test_bulk_delivery_gets_a_status_per_entry():
+    app, sidecar, clock = make_app()
+    body = {
+        "id": "bulk-1",
+        "topic": "poweruse",
+        "pubsubname": "rabbit-stream",
+        "type": "com.dapr.event.sent.bulk",
+        "entries": [
+            {"entryId": "e1", "event": cloud_event({"tenant_id": "t1", "power_use": 1.5, "kwh_use": 10}, "poweruse"), "contentType": "application/cloudevents+json"},
+            {"entryId": "e2", "event": cloud_event({"tenant_id": "t1", "power_use": "high", "kwh_use": 11}, "poweruse"), "contentType": "application/cloudevents+json"},
+            {"entryId": "e3", "event": "{not json", "contentType": "application/json"},
+            {"entryId": "e4", "event": cloud_event({"tenant_id": "t1", "power_use": 0.2, "kwh_use": 12}, "poweruse"), "contentType": "application/cloudevents+json"},
+        ],
+    }
+    async with serve(app) as client:
+        await post(client, "/tenants", {"tenant_id": "t1", "customer_id": 7})
+        answer = await client.post("/poweruse", json=body)
+        stats = (await client.get("/stats")).json()
+        await close_window(app, clock)
+        await wait_for(lambda: sidecar.invocations, what="invocation")
+    assert answer.status_code == 200
+    assert answer.json() == {
+        "statuses": [
+            {"entryId": "e1", "status": "SUCCESS"},
+            {"entryId": "e2", "status": "DROP"},
+            {"entryId": "e3", "status": "DROP"},
+            {"entryId": "e4", "status": "SUCCESS"},
+        ]
+    }
+    assert stats["accepted"] == {"tenants": 1, "poweruse": 1}
+    assert stats["filtered"] == {"poweruse": 1}
+    assert stats["dropped"] == {"poweruse": 2}
+    assert sidecar.invocations[0][2] == [{"customer_id": 7, "tenant_id": "t1", "tenant_kwh_usage": 10}]
+
+
+async def test_a_full_window_is_closed_early_and_nothing_is_lost(caplog):
+    yaml_text = EXAMPLE.replace("window: 20s", "window: 20s\nmaxWindowEvents: 2")
+    app, sidecar, clock = make_app(yaml_text)
+    async with serve(app) as client:
+        await post(client, "/tenants", {"tenant_id": "t1", "customer_id": 7})
+        await post(client, "/poweruse", {"tenant_id": "t1", "power_use": 1.5, "kwh_use": 10})  # full: closes part 0
+        await post(client, "/tenants", {"tenant_id": "t2", "customer_id": 8})
+        await post(client, "/poweruse", {"tenant_id": "t2", "power_use": 1.5, "kwh_use": 20})  # closes part 1
+        await wait_for(lambda: len(sidecar.invocations) == 2, what="two invocations")
+        stats = (await client.get("/stats")).json()
+    assert [call[2] for call in sidecar.invocations] == [
+        [{"customer_id": 7, "tenant_id": "t1", "tenant_kwh_usage": 10}],
+        [{"customer_id": 8, "tenant_id": "t2", "tenant_kwh_usage": 20}],
+    ]
+    assert [call[3]["window-id"].count("-") for call in sidecar.invocations] == [0, 1]
+    assert stats["windows_split"] == 2
+    assert any("maxWindowEvents" in r.getMessage() for r in caplog.records)

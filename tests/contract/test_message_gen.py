@@ -61,3 +61,12 @@ def test_an_expression_that_does_not_parse_stops_start_up():
 def test_an_expression_that_fails_on_the_first_message_stops_start_up():
     with pytest.raises(ConfigError, match="MESSAGE_EXPR fails on the first message"):
         create_app(settings(MESSAGE_EXPR='"a" - 1'), publisher=RecordingSidecar())
+
+
+async def test_message_batch_publishes_in_bulk_and_stops_at_message_count():
+    sidecar = RecordingSidecar()
+    app = create_app(settings(MESSAGE_EXPR="[1, 2, 3]", MESSAGE_COUNT=7, MESSAGE_BATCH=3), publisher=sidecar)
+    async with serve(app):
+        await wait_for(lambda: app.state.stats.finished, what="generator finished")
+    assert [data for *_, data in sidecar.publications] == [1, 2, 3, 1, 2, 3, 1]
+    assert sidecar.bulk_calls == 2  # 3 + 3 in bulk, the last one alone

@@ -57,6 +57,9 @@ def test_billable_proc_receives_exactly_the_billable_rows(stack: Stack):
 def test_joiner_took_its_input_from_both_brokers(stack: Stack):
     stats = stack.apps["join-tenants-poweruse"].get("/stats").json()
     assert stats["accepted"]["tenants"] > 0 and stats["accepted"]["poweruse"] > 0
+    # the poweruse Subscription has bulkSubscribe: readings come in bulk deliveries, tenants one by one
+    assert stats["bulk_deliveries"].get("poweruse", 0) > 0
+    assert "tenants" not in stats["bulk_deliveries"]
     assert stats["windows_closed"] > 0 and stats["rows_emitted"] > 0
 
 

@@ -28,6 +28,8 @@ class SidecarError(StreamingRuntimeError):
 class Publisher(Protocol):
     async def publish(self, pubsub: str, topic: str, data: Any) -> None: ...
 
+    async def publish_many(self, pubsub: str, topic: str, items: list[Any]) -> None: ...
+
 
 class Invoker(Protocol):
     async def invoke(self, app_id: str, method: str, data: Any, headers: dict[str, str] | None = None) -> None: ...
@@ -73,6 +75,20 @@ class Sidecar:
             )
         except Exception as error:  # grpc.aio.AioRpcError and SDK errors carry the sidecar's reason
             raise SidecarError(f"publish to {pubsub}/{topic} failed: {_grpc_reason(error)}") from None
+
+    async def publish_many(self, pubsub: str, topic: str, items: list[Any]) -> None:
+        """Bulk publish (one call, one event per item). Raises SidecarError naming how many failed."""
+        client = await self._grpc_client()
+        try:
+            answer = await client.publish_events(
+                pubsub_name=pubsub, topic_name=topic, data=[dumps(item) for item in items],
+                data_content_type="application/json",
+            )
+        except Exception as error:
+            raise SidecarError(f"bulk publish to {pubsub}/{topic} failed: {_grpc_reason(error)}") from None
+        failed = getattr(answer, "failed_entries", None) or []
+        if failed:
+            raise SidecarError(f"bulk publish to {pubsub}/{topic}: {len(failed)} of {len(items)} entries failed")
 
     async def invoke(self, app_id: str, method: str, data: Any, headers: dict[str, str] | None = None) -> None:
         try:

@@ -25,9 +25,9 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from joiner.config import InvokeTarget, JoinerConfig, StreamSource, load_config
-from joiner.engine.join import JoinQuery
-from joiner.engine.windows import ClosedWindow, Event, TumblingWindows
-from streaming_runtime.cloudevents import parse_delivery
+from joiner.engine.join import JoinEngine, WindowState
+from joiner.engine.windows import TumblingWindows, Window
+from streaming_runtime.cloudevents import bulk_entries, delivery_of, is_bulk, read_body
 from streaming_runtime.errors import MalformedEvent
 from streaming_runtime.expressions import compile_expression
 from streaming_runtime.service import api_token_guard
@@ -37,6 +37,7 @@ from streaming_runtime.sidecar import Invoker, Publisher, Sidecar, SidecarError
 log = logging.getLogger("joiner")
 
 DELIVERY_ATTEMPTS = 5
+ROWS_PER_CALL = 10_000  # daprd refuses bodies over 4 MB by default; large windows go in several calls
 
 
 class JoinerSettings(ServiceSettings):
@@ -46,8 +47,11 @@ class JoinerSettings(ServiceSettings):
 @dataclass
 class JoinerStats:
     accepted: Counter = field(default_factory=Counter)
+    filtered: Counter = field(default_factory=Counter)
     dropped: Counter = field(default_factory=Counter)
+    bulk_deliveries: Counter = field(default_factory=Counter)
     windows_closed: int = 0
+    windows_split: int = 0
     rows_emitted: int = 0
     pair_errors: int = 0
     deliveries_failed: int = 0
@@ -55,20 +59,22 @@ class JoinerStats:
     def as_dict(self) -> dict[str, Any]:
         return {
             "accepted": dict(self.accepted),
+            "filtered": dict(self.filtered),
             "dropped": dict(self.dropped),
+            "bulk_deliveries": dict(self.bulk_deliveries),
             "windows_closed": self.windows_closed,
+            "windows_split": self.windows_split,
             "rows_emitted": self.rows_emitted,
             "pair_errors": self.pair_errors,
             "deliveries_failed": self.deliveries_failed,
         }
 
 
-def build_query(config: JoinerConfig) -> JoinQuery:
-    """Compile both expressions (ConfigError on a parse error) and log the plan."""
+def build_engine(config: JoinerConfig) -> JoinEngine:
+    """Compile both expressions (ConfigError on a parse error) and plan the join."""
     where = compile_expression(config.where, setting=config.where_setting)
     select = compile_expression(config.select, setting=config.select_setting)
-    streams = (config.sources[0].name, config.sources[1].name)
-    return JoinQuery(streams, where, select)
+    return JoinEngine((config.sources[0].name, config.sources[1].name), where, select)
 
 
 class Joiner:
@@ -77,57 +83,110 @@ class Joiner:
     def __init__(
         self,
         config: JoinerConfig,
-        query: JoinQuery,
-        sink: Invoker | Publisher | Any,
+        engine: JoinEngine,
+        sink: Any,
         clock: Callable[[], float] = time.time,
         max_body_bytes: int = 1024 * 1024,
         retry_base_delay: float = 0.25,
+        rows_per_call: int = ROWS_PER_CALL,
     ) -> None:
         self.config = config
-        self.query = query
+        self.engine = engine
         self.sink = sink
         self.clock = clock
         self.max_body_bytes = max_body_bytes
         self.retry_base_delay = retry_base_delay
-        self.windows = TumblingWindows(config.window_seconds, query.streams)
+        self.rows_per_call = rows_per_call
+        self.windows = TumblingWindows(config.window_seconds, engine.new_state)
+        self.stream_index = {source.name: index for index, source in enumerate(config.sources)}
         self.stats = JoinerStats()
-        self.outbox: asyncio.Queue[tuple[ClosedWindow, list[Any]]] = asyncio.Queue()
+        self.outbox: asyncio.Queue[tuple[Window, list[Any]]] = asyncio.Queue()
 
-    def ingest(self, source: StreamSource, body: bytes) -> dict[str, str]:
-        """Answer for one delivery: SUCCESS when buffered, DROP (with a log line) when malformed."""
-        event_id = None
+    # -- deliveries ---------------------------------------------------------------------------
+
+    def ingest(self, source: StreamSource, body: bytes) -> dict[str, Any]:
+        """Answer for one delivery (single or bulk). Malformed events are answered DROP, with a log line."""
         try:
-            delivery = parse_delivery(body, max_bytes=self.max_body_bytes)
-            event_id = delivery.id
-            data = self.query.check(source.name, delivery.data)
+            document = read_body(body, max_bytes=self.max_body_bytes)
+            if is_bulk(document):
+                return self._ingest_bulk(source, document)
+            delivery = delivery_of(document)
         except MalformedEvent as error:
-            self.stats.dropped[source.name] += 1
-            log.warning("dropped malformed event stream=%s id=%s reason=%s", source.name, event_id, error)
-            return {"status": "DROP"}
-        self.windows.add(source.name, Event(event_id, data), self.clock())
-        self.stats.accepted[source.name] += 1
+            return self._drop(source, None, error)
+        window, state = self.windows.state_at(self.clock())
+        try:
+            kept = self.engine.accept(state, self.stream_index[source.name], delivery.data, delivery.id)
+        except MalformedEvent as error:
+            return self._drop(source, delivery.id, error)
+        (self.stats.accepted if kept else self.stats.filtered)[source.name] += 1
+        self._split_if_full(window, state)
         return {"status": "SUCCESS"}
 
+    def _ingest_bulk(self, source: StreamSource, document: dict[str, Any]) -> dict[str, Any]:
+        self.stats.bulk_deliveries[source.name] += 1
+        statuses: dict[str, str] = {}
+        entries: list[tuple[Any, str | None]] = []
+        entry_ids: dict[int, str] = {}
+        for entry_id, parsed in bulk_entries(document):
+            if isinstance(parsed, MalformedEvent):
+                self._drop(source, entry_id, parsed)
+                statuses[entry_id] = "DROP"
+                continue
+            entry = (parsed.data, parsed.id or entry_id)
+            entries.append(entry)
+            entry_ids[id(entry)] = entry_id
+            statuses[entry_id] = "SUCCESS"
+        window, state = self.windows.state_at(self.clock())
+        outcome = self.engine.accept_many(state, self.stream_index[source.name], entries)
+        for entry, reason in outcome.malformed:
+            self._drop(source, entry[1], MalformedEvent(reason))
+            statuses[entry_ids[id(entry)]] = "DROP"
+        self.stats.accepted[source.name] += outcome.accepted
+        self.stats.filtered[source.name] += outcome.filtered
+        self._split_if_full(window, state)
+        return {"statuses": [{"entryId": entry_id, "status": status} for entry_id, status in statuses.items()]}
+
+    def _drop(self, source: StreamSource, event_id: str | None, error: MalformedEvent) -> dict[str, str]:
+        self.stats.dropped[source.name] += 1
+        log.warning("dropped malformed event stream=%s id=%s reason=%s", source.name, event_id, error)
+        return {"status": "DROP"}
+
+    def _split_if_full(self, window: Window, state: WindowState) -> None:
+        """At the per-window bound, close the window early and go on in a new part of it.
+
+        Nothing is lost: the rows made so far are sent; pairs between events of different parts
+        are not made, which is what the count `windows_split` and the warning say."""
+        if state.count < self.config.max_window_events:
+            return
+        self.stats.windows_split += 1
+        log.warning(
+            "window %s reached %d buffered events (maxWindowEvents): closing it early; "
+            "later events of this window go to part %d and do not pair with earlier ones",
+            window.id, state.count, window.part + 1,
+        )
+        self._close(*self.windows.split(window))
+
+    # -- windows ------------------------------------------------------------------------------
+
     def close_due(self) -> None:
-        for closed in self.windows.close_due(self.clock()):
-            self._join(closed)
+        for window, state in self.windows.close_due(self.clock()):
+            self._close(window, state)
 
     def close_all(self) -> None:
-        for closed in self.windows.close_all():
-            self._join(closed)
+        for window, state in self.windows.close_all():
+            self._close(window, state)
 
-    def _join(self, closed: ClosedWindow) -> None:
-        result = self.query.run(closed)
+    def _close(self, window: Window, state: WindowState) -> None:
+        result = self.engine.result(state)
         self.stats.windows_closed += 1
         self.stats.pair_errors += len(result.errors)
         for error in result.errors[:5]:
-            log.warning("pair skipped window=%s %s", closed.window.id, error)
-        counts = " ".join(f"{name}={len(items)}" for name, items in closed.events.items())
+            log.warning("pair skipped window=%s %s", window.id, error)
         log.info(
-            "window closed id=%s events: %s pairs=%d rows=%d", closed.window.id, counts, result.pairs, len(result.rows)
+            "window closed id=%s events=%d pairs=%d rows=%d", window.id, state.count, result.pairs, len(result.rows)
         )
         if result.rows:
-            self.outbox.put_nowait((closed, result.rows))
+            self.outbox.put_nowait((window, result.rows))
 
     async def run_windows(self) -> None:
         """Close each window when the clock reaches its end."""
@@ -138,13 +197,14 @@ class Joiner:
 
     async def run_sender(self) -> None:
         while True:
-            closed, rows = await self.outbox.get()
-            await self.deliver(closed, rows)
+            window, rows = await self.outbox.get()
+            for start in range(0, len(rows), self.rows_per_call):
+                await self.deliver(window, rows[start : start + self.rows_per_call])
             self.outbox.task_done()
 
-    async def deliver(self, closed: ClosedWindow, rows: list[Any]) -> None:
-        """Send one window's rows to every target, retrying with backoff; never drops silently."""
-        headers = {"window-start": str(closed.window.start), "window-end": str(closed.window.end), "window-id": closed.window.id}
+    async def deliver(self, window: Window, rows: list[Any]) -> None:
+        """Send rows of one window to every target, retrying with backoff; a failure is logged, never silent."""
+        headers = {"window-start": str(window.start), "window-end": str(window.end), "window-id": window.id}
         for target in self.config.targets:
             for attempt in range(1, DELIVERY_ATTEMPTS + 1):
                 try:
@@ -159,10 +219,10 @@ class Joiner:
                         self.stats.deliveries_failed += 1
                         log.error(
                             "window %s: %d rows not delivered to %s after %d attempts: %s",
-                            closed.window.id, len(rows), target, attempt, error,
+                            window.id, len(rows), target, attempt, error,
                         )
                     else:
-                        log.warning("window %s: delivery to %s failed (attempt %d): %s", closed.window.id, target, attempt, error)
+                        log.warning("window %s: delivery to %s failed (attempt %d): %s", window.id, target, attempt, error)
                         await asyncio.sleep(min(self.retry_base_delay * 2**attempt, 5.0))
 
 
@@ -173,7 +233,7 @@ def create_app(
     clock: Callable[[], float] = time.time,
 ) -> FastAPI:
     config = config or load_config(os.environ)
-    query = build_query(config)
+    engine = build_engine(config)
     guard = api_token_guard(settings)
     state: dict[str, Joiner] = {}
 
@@ -184,7 +244,7 @@ def create_app(
         if target is None:
             sidecar = Sidecar(settings)
             target = sidecar
-        joiner = Joiner(config, query, target, clock, settings.max_body_bytes)
+        joiner = Joiner(config, engine, target, clock, settings.max_body_bytes)
         state["joiner"] = app.state.joiner = joiner
         log.info(
             "joining %s over %gs windows -> %s",
@@ -192,6 +252,7 @@ def create_app(
             config.window_seconds,
             ", ".join(str(t) for t in config.targets),
         )
+        log.info("plan: %s", engine.describe())
         tasks = [asyncio.create_task(joiner.run_windows()), asyncio.create_task(joiner.run_sender())]
         yield
         tasks[0].cancel()
@@ -224,6 +285,7 @@ def create_app(
     @app.get("/stats")
     async def stats() -> dict:
         joiner = state["joiner"]
-        return {**joiner.stats.as_dict(), "buffered": joiner.windows.buffered, "outbox": joiner.outbox.qsize()}
+        buffered = sum(state.count for state in joiner.windows.states())
+        return {**joiner.stats.as_dict(), "buffered": buffered, "outbox": joiner.outbox.qsize()}
 
     return app

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from streaming_runtime.durations import parse_duration
 from streaming_runtime.errors import ConfigError
 
+DEFAULT_MAX_WINDOW_EVENTS = 1_000_000
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -74,6 +75,7 @@ class JoinerConfig(BaseModel):
     where_setting: str = "stream.where"
     select_setting: str = "stream.select"
     targets: tuple[InvokeTarget | PublishTarget, ...]
+    max_window_events: int = Field(DEFAULT_MAX_WINDOW_EVENTS, gt=0)
 
 
 def load_config(environ: Mapping[str, str]) -> JoinerConfig:
@@ -118,6 +120,8 @@ def _from_yaml_text(text: str, origin: str) -> dict[str, Any]:
     values: dict[str, Any] = {}
     if "window" in spec:
         values["window"] = (str(spec["window"]), "window")
+    if "maxWindowEvents" in spec:
+        values["max_window_events"] = (spec["maxWindowEvents"], "maxWindowEvents")
     if "from" in stream:
         entries = stream["from"]
         if not isinstance(entries, list):
@@ -157,6 +161,8 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     if environ.get("JOINER_WINDOW_SIZE"):
         values["window"] = (environ["JOINER_WINDOW_SIZE"], "JOINER_WINDOW_SIZE")
+    if environ.get("JOINER_MAX_WINDOW_EVENTS"):
+        values["max_window_events"] = (environ["JOINER_MAX_WINDOW_EVENTS"], "JOINER_MAX_WINDOW_EVENTS")
     sources = []
     for index in (0, 1):
         key = f"JOINER_STREAM_FROM_{index}"
@@ -247,7 +253,17 @@ def _build(values: dict[str, Any], origin: str) -> JoinerConfig:
     for text, setting in ((where, where_setting), (select, select_setting)):
         if not isinstance(text, str) or not text.strip():
             raise ConfigError(f"{setting} is empty: expected a JSONata expression")
+    max_events = DEFAULT_MAX_WINDOW_EVENTS
+    if "max_window_events" in values:
+        raw, setting = values["max_window_events"]
+        try:
+            max_events = int(str(raw).replace("_", ""))
+        except ValueError:
+            raise ConfigError(f"{setting}={raw!r}: expected a whole number of events") from None
+        if max_events <= 0:
+            raise ConfigError(f"{setting}={raw!r}: must be at least 1")
     return JoinerConfig(
+        max_window_events=max_events,
         window_seconds=window,
         sources=(first, second),
         where=where,

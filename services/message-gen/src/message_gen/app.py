@@ -36,14 +36,20 @@ async def generate(
     """
     message_id = 1
     while settings.message_count == 0 or message_id <= settings.message_count:
+        remaining = settings.message_count - message_id + 1 if settings.message_count else settings.message_batch
+        size = min(settings.message_batch, remaining)
         try:
-            message = source.message(message_id, int(time.time() * 1000))
-            await publisher.publish(settings.cluster_stream, settings.stream_topic, message)
-            stats.published += 1
-            message_id += 1
+            now = int(time.time() * 1000)
+            messages = [source.message(message_id + offset, now) for offset in range(size)]
+            if size == 1:
+                await publisher.publish(settings.cluster_stream, settings.stream_topic, messages[0])
+            else:
+                await publisher.publish_many(settings.cluster_stream, settings.stream_topic, messages)
+            stats.published += size
+            message_id += size
         except (EvaluationError, SidecarError) as error:
             stats.failed += 1
-            log.warning("message %d not published (will retry): %s", message_id, error)
+            log.warning("messages from %d not published (will retry): %s", message_id, error)
         await asyncio.sleep(settings.message_delay)
     stats.finished = True
     log.info("published %d messages to %s/%s", stats.published, settings.cluster_stream, settings.stream_topic)
@@ -100,9 +106,10 @@ async def _run(source, publisher, sidecar, settings, stats) -> None:
             except SidecarError as error:
                 log.warning("%s; still waiting", error)
     log.info(
-        "publishing to %s/%s every %ss (%s)",
+        "publishing to %s/%s, %d every %ss (%s)",
         settings.cluster_stream,
         settings.stream_topic,
+        settings.message_batch,
         settings.message_delay,
         f"{settings.message_count} messages" if settings.message_count else "forever",
     )

@@ -24,3 +24,5 @@ class GeneratorSettings(ServiceSettings):
     stream_topic: str = Field(validation_alias="STREAM_TOPIC", min_length=1)
     message_count: int = Field(0, ge=0, validation_alias="MESSAGE_COUNT")
     message_delay: Annotated[float, BeforeValidator(_duration)] = Field(1.0, ge=0, validation_alias="MESSAGE_DELAY")
+    # messages per tick; above 1 they go out in one bulk publish (Dapr's publish_events)
+    message_batch: int = Field(1, ge=1, le=10_000, validation_alias="MESSAGE_BATCH")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from collections import deque
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field
@@ -20,7 +22,9 @@ class ProcessorSettings(ServiceSettings):
 
 def create_app(settings: ProcessorSettings) -> FastAPI:
     app = FastAPI(title="message-proc")
-    received = {"calls": 0, "rejected": 0}
+    received = {"calls": 0, "rejected": 0, "rows": 0}
+    # (window id, window end, seconds since epoch when received): how late windows arrive (bench/)
+    windows: deque[dict] = deque(maxlen=1000)
     guard = api_token_guard(settings)
     route = "/" + settings.service_route.strip("/")
 
@@ -36,6 +40,11 @@ def create_app(settings: ProcessorSettings) -> FastAPI:
             received["rejected"] += 1
             return _rejected(400, f"body is not JSON: {error}")
         received["calls"] += 1
+        received["rows"] += len(data) if isinstance(data, list) else 1
+        if "window-end" in request.headers:
+            windows.append(
+                {"id": request.headers.get("window-id"), "end": request.headers["window-end"], "received": time.time()}
+            )
         log.info("Data received: %s", json.dumps(data, separators=(", ", ":"), ensure_ascii=False))
         return JSONResponse({"status": "ok"})
 
@@ -45,7 +54,7 @@ def create_app(settings: ProcessorSettings) -> FastAPI:
 
     @app.get("/stats")
     async def stats() -> dict:
-        return dict(received)
+        return {**received, "windows": list(windows)}
 
     return app
 

@@ -1,25 +1,64 @@
-"""The join query: ``from`` two streams, ``where`` a JSONata predicate, ``select`` a JSONata shape.
+"""The join engine: a symmetric hash join per window, with the semantics of the naive plan.
 
-Every event of the first stream is paired with every event of the second in the same window;
-pairs the ``where`` accepts are shaped by ``select`` into rows. The stream names are the
-variables of both expressions (``tenants.customer_id``).
+The naive plan (:func:`naive_join`) pairs every event of the first stream with every event of the
+second in the window, keeps the pairs ``where`` accepts and shapes them with ``select``. The engine
+yields the same rows (as a multiset) through the plan of :mod:`joiner.engine.plan`:
 
-Events are checked on arrival (:meth:`JoinQuery.check`) so that one that can never be joined
-(a field the expressions read is missing, or has a type they cannot use) is rejected there,
-where it can still go to a dead-letter topic, instead of failing silently at window close.
+* on arrival an event is checked (:class:`MalformedEvent` when it can never be joined: not an
+  object, a field the expressions read is missing, or a filter or ``select`` cannot use its types),
+  then filtered (an event a filter rejects is in no row: counted, not buffered);
+* it is put in its stream's bucket for its key and paired at once with the events of the other
+  stream already in the window under that key (each pair is made when its second event arrives,
+  so exactly once, while the new event is still in the CPU's cache); the residual decides and
+  ``select`` shapes the row, which waits in the window until it closes.
+
+Keys follow JSONata's ``=``: numbers equal across int/float (``1 = 1.0``), never equal to strings or
+booleans (``"5" != 5``, ``true != 1``). An event whose key is not a plain value (a JSON null, an
+array, an object) is kept aside and paired with every event of the other stream under the full
+``where``, so unusual data is slower, never wrong. Without a key conjunct every pair is examined
+(a nested loop), with the filters still applied on arrival.
+
+The hot paths are generated Python (see :mod:`streaming_runtime.jsonata_compiler`); whatever they do
+not handle goes through :meth:`JoinEngine.accept`, which evaluates exactly, event by event.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from joiner.engine.windows import ClosedWindow
+from joiner.engine.plan import JoinPlan, plan_join
 from streaming_runtime.errors import EvaluationError, MalformedEvent
 from streaming_runtime.expressions import Expression, truthy
+from streaming_runtime.jsonata_compiler import (
+    CodeGenerator,
+    NotCompilable,
+    U,
+    namespace,
+    single_variable_roots,
+)
 
 _MISSING = object()
+_ODD = object()  # a key that is not a plain value
+_BOOL = object()  # tags boolean keys: JSONata's true is not 1
+
+Entry = tuple  # (event data, CloudEvent id[, projection]): see JoinEngine
+
+ACCEPTED = True
+FILTERED = False
+
+
+@dataclass
+class WindowState:
+    """One window: per stream, events by key and events with unusual keys; the rows made so far."""
+
+    buckets: tuple[dict[Any, list[Entry]], dict[Any, list[Entry]]] = field(default_factory=lambda: ({}, {}))
+    odd: tuple[list[Entry], list[Entry]] = field(default_factory=lambda: ([], []))
+    rows: list[Any] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    count: int = 0  # events buffered
+    pairs: int = 0  # candidate pairs examined
 
 
 @dataclass
@@ -29,71 +68,400 @@ class JoinResult:
     errors: list[str] = field(default_factory=list)
 
 
-class JoinQuery:
+@dataclass
+class Accepted:
+    accepted: int = 0
+    filtered: int = 0
+    malformed: list[tuple[Entry, str]] = field(default_factory=list)  # (the entry given, reason)
+
+
+class JoinEngine:
     def __init__(self, streams: tuple[str, str], where: Expression, select: Expression) -> None:
         if len(streams) != 2 or streams[0] == streams[1]:
             raise ValueError("a join reads exactly two distinct streams")
         self.streams = streams
-        self.where = where
-        self.select = select
-        names = set(streams)
-        self._required = {
-            name: sorted(where.paths_under({name})[name] | select.paths_under({name})[name]) for name in streams
-        }
-        # conjuncts of `where` that read one stream only can be checked on that stream's events alone
-        self._single_stream_checks = {
-            name: [part for part in where.conjuncts() if part.roots_used(names) == {name}] for name in streams
-        }
+        self.plan: JoinPlan = plan_join(streams, where, select)
+        required = [sorted(where.paths_under({n})[n] | select.paths_under({n})[n]) for n in streams]
+        self._required_top = [frozenset(p[0] for p in paths if len(p) == 1) for paths in required]
+        self._required_deep = [[p for p in paths if len(p) > 1] for paths in required]
+        self._key_paths = ([k.left for k in self.plan.keys], [k.right for k in self.plan.keys])
+        self._select_probe = _can_fail(select.tree)
+        self._roots = self._projection_roots(select.tree)
+        self._project = [self._generate_projection(index) for index in (0, 1)]
+        self._generated = [self._generate_ingest(index) for index in (0, 1)]
 
-    def check(self, stream: str, data: Any) -> dict[str, Any]:
-        """Return ``data`` if it can take part in the join; raise MalformedEvent saying why not."""
-        if not isinstance(data, dict):
+    def describe(self) -> str:
+        ingest = ", ".join(
+            f"{name}: {'generated' if fast else 'per event'}" for name, fast in zip(self.streams, self._generated)
+        )
+        return f"{self.plan.describe()}; arrival loop: {ingest}"
+
+    def new_state(self) -> WindowState:
+        return WindowState()
+
+    def result(self, state: WindowState) -> JoinResult:
+        """What a closed window produced."""
+        return JoinResult(rows=state.rows, pairs=state.pairs, errors=state.errors)
+
+    # -- arrival: one event, exactly -------------------------------------------------------------
+
+    def accept(self, state: WindowState, index: int, data: Any, event_id: str | None = None) -> bool:
+        """Take one event of stream ``index``: ACCEPTED (buffered, paired) or FILTERED.
+
+        Raises MalformedEvent (nothing is buffered then)."""
+        self.check(index, data)
+        for condition in self.plan.filters[index]:
+            try:
+                if not _is_true(condition(data)):
+                    return FILTERED
+            except EvaluationError as error:
+                raise MalformedEvent(f"{self.streams[index]} event does not fit the expressions: {error}") from None
+        entry = (data, event_id, self._projection(index, data))
+        other = 1 - index
+        if self.plan.keys:
+            key = self._key(index, data)
+            if key is _MISSING:
+                return FILTERED  # `undefined = x` is false: this event can never be in a row
+            if key is _ODD:
+                state.odd[index].append(entry)
+                partners = _chain(state.buckets[other].values()) + state.odd[other]
+                self._pair_all(state, index, entry, partners, [self.plan.where])
+            else:
+                state.buckets[index].setdefault(key, []).append(entry)
+                self._pair_all(state, index, entry, state.buckets[other].get(key, ()), self.plan.residual)
+                self._pair_all(state, index, entry, state.odd[other], [self.plan.where])
+        else:
+            state.odd[index].append(entry)
+            self._pair_all(state, index, entry, state.odd[other], self.plan.residual)
+        state.count += 1
+        return ACCEPTED
+
+    def check(self, index: int, data: Any) -> None:
+        """Raise MalformedEvent saying why ``data`` can never take part in the join."""
+        stream = self.streams[index]
+        if data.__class__ is not dict:
             raise MalformedEvent(f"{stream} event is {_json_type(data)}, not a JSON object")
-        for path in self._required[stream]:
+        if not self._required_top[index] <= data.keys():
+            missing = sorted(self._required_top[index] - data.keys())
+            raise MalformedEvent(f"{stream} event has no field {missing[0]} (used by the expressions)")
+        for path in self._required_deep[index]:
             if _lookup(data, path) is _MISSING:
                 raise MalformedEvent(f"{stream} event has no field {'.'.join(path)} (used by the expressions)")
-        alone = {stream: data}
+        if self._select_probe:
+            values = [U, U]
+            values[index] = data
+            try:
+                self.plan.select(*values)
+            except EvaluationError as error:
+                raise MalformedEvent(f"{stream} event does not fit the expressions: {error}") from None
+
+    def _key(self, index: int, data: dict) -> Any:
+        paths = self._key_paths[index]
+        if len(paths) == 1:
+            return _key_value(_lookup(data, paths[0]))
+        parts = []
+        for path in paths:
+            part = _key_value(_lookup(data, path))
+            if part is _MISSING or part is _ODD:
+                return part
+            parts.append(part)
+        return tuple(parts)
+
+    def _pair_all(self, state: WindowState, index: int, entry: Entry, partners: Iterable[Entry], conditions: list) -> None:
+        for partner in partners:
+            if index == 0:
+                self._pair(state, entry, partner, conditions)
+            else:
+                self._pair(state, partner, entry, conditions)
+
+    def _pair(self, state: WindowState, left: Entry, right: Entry, conditions: list) -> None:
+        state.pairs += 1
         try:
-            for part in self._single_stream_checks[stream]:
-                part.evaluate(alone)
-            self.select.evaluate(alone)
+            for condition in conditions:
+                if not _is_true(condition(left[0], right[0])):
+                    return
+            row = self.plan.select(left[0], right[0])
         except EvaluationError as error:
-            raise MalformedEvent(f"{stream} event does not fit the expressions: {error}") from None
-        return data
+            state.errors.append(f"{self.streams[0]} {left[1]} x {self.streams[1]} {right[1]}: {error}")
+            return
+        if row is not None:
+            state.rows.append(row)
 
-    def run(self, closed: ClosedWindow) -> JoinResult:
-        """Join one closed window (nested loop over both buffers)."""
-        left_name, right_name = self.streams
-        result = JoinResult()
-        for left in closed.events.get(left_name, ()):
-            for right in closed.events.get(right_name, ()):
-                result.pairs += 1
-                binding = {left_name: left.data, right_name: right.data}
-                try:
-                    if not truthy(self.where.evaluate(binding)):
-                        continue
-                    row = self.select.evaluate(binding)
-                except EvaluationError as error:
-                    result.errors.append(f"{left_name} {left.id} x {right_name} {right.id}: {error}")
+    # -- arrival: many events, generated loop ---------------------------------------------------
+
+    def accept_many(self, state: WindowState, index: int, entries: list[Entry]) -> Accepted:
+        """Take a batch of ``(data, id)`` of stream ``index``; malformed ones are reported, not raised."""
+        outcome = Accepted()
+        slow: list[Entry] = entries
+        generated = self._generated[index]
+        if generated is not None:
+            slow = []
+            other = 1 - index
+            accepted, filtered, pairs = generated(
+                entries, state.buckets[index], state.buckets[other], state.odd[other], state.rows, slow,
+                self._odd_pair(state, index),
+            )
+            state.count += accepted
+            state.pairs += pairs
+            outcome.accepted, outcome.filtered = accepted, filtered
+        for entry in slow:  # what the generated loop left to the exact path
+            try:
+                if self.accept(state, index, entry[0], entry[1]):
+                    outcome.accepted += 1
+                else:
+                    outcome.filtered += 1
+            except MalformedEvent as error:
+                outcome.malformed.append((entry, str(error)))
+        return outcome
+
+    def _odd_pair(self, state: WindowState, index: int) -> Callable[[Entry, Entry, bool], None]:
+        """For generated code: pair ``mine`` (of stream ``index``) with ``theirs`` exactly.
+
+        ``full`` says whether the whole ``where`` must be checked (a partner with an unusual key)
+        or only the residual (same key, but the fast path could not compute the row)."""
+
+        def pair(mine: Entry, theirs: Entry, full: bool) -> None:
+            conditions = [self.plan.where] if full else self.plan.residual
+            if index == 0:
+                self._pair(state, mine, theirs, conditions)
+            else:
+                self._pair(state, theirs, mine, conditions)
+            state.pairs -= 1  # the generated loop counts its pairs itself
+
+        return pair
+
+    # Buffered entries are (data, id, projection): the projection holds the values of the parts of
+    # `select` that read this event only, computed once on arrival, so pairing reads them instead of
+    # evaluating them again for every partner (None when they are outside the fast path).
+
+    def _projection_roots(self, tree: Any) -> tuple[list[Any], list[Any]]:
+        first = single_variable_roots(tree, self.streams[0])
+        taken = {id(node) for node in first}
+        second = [node for node in single_variable_roots(tree, self.streams[1]) if id(node) not in taken]
+        return first, second
+
+    def _generate_projection(self, index: int) -> Callable[[dict], tuple | None] | None:
+        name = self.streams[index]
+        generator = CodeGenerator(self.streams, trusted_inputs=True, program=self.plan.select.expression._program)
+        generator.bound = {name}
+        try:
+            values = [generator.node(root, 2) for root in self._roots[index]]
+        except NotCompilable:
+            return None
+        lines = [
+            f"def project({name}):",
+            "    try:",
+            *(generator.lines or ["        pass"]),
+            "    except Fallback:",
+            "        return None",
+            f"    return ({''.join(value + ', ' for value in values)})",
+        ]
+        scope = {**namespace(), **generator.references()}
+        exec(compile("\n".join(lines), f"<projection {name}>", "exec"), scope)  # noqa: S102 - generated here
+        return scope["project"]
+
+    def _probe_function(self, index: int) -> Callable[[dict], bool]:
+        """True when ``select`` evaluates on this event alone (the arrival check), else False."""
+        select = self.plan.select
+
+        def probe(data: dict) -> bool:
+            values = [U, U]
+            values[index] = data
+            try:
+                select(*values)
+            except EvaluationError:
+                return False
+            return True
+
+        return probe
+
+    def _projection(self, index: int, data: dict) -> tuple | None:
+        project = self._project[index]
+        return project(data) if project is not None else None
+
+    def _generate_ingest(self, index: int) -> Callable[..., tuple[int, int, int]] | None:
+        """The arrival loop of one stream as generated Python, or None when the plan is outside it.
+
+        It takes events whose required fields are top-level, whose filters stay on the compiled fast
+        path and whose key is a string or an integer; every other event goes to ``slow``. Pairs whose
+        row it cannot compute go to ``pair`` (exact evaluation).
+        """
+        if self._required_deep[index] or self.plan.residual:
+            return None
+        if not self.plan.keys or any(len(path) != 1 for path in self._key_paths[index]):
+            return None
+        if not all(condition.compiled for condition in self.plan.filters[index]):
+            return None
+        if self._project[0] is None or self._project[1] is None:
+            return None
+        mine, theirs = self.streams[index], self.streams[1 - index]
+        program = self.plan.select.expression._program
+        generator = CodeGenerator(self.streams, trusted_inputs=True, program=program, ref_name="_ref_select")
+        for position, root in enumerate(self._roots[index]):
+            generator.precomputed[id(root)] = f"own[{position}]"
+        for position, root in enumerate(self._roots[1 - index]):
+            generator.precomputed[id(root)] = f"theirs_own[{position}]"
+        try:
+            filters = self._filter_code(index)
+            row = generator.node(self.plan.select.expression.tree, 5)
+        except NotCompilable:
+            return None
+        keys = [path[0] for path in self._key_paths[index]]
+        key_lines: list[str] = []
+        for i, key in enumerate(keys):
+            key_lines += [
+                f"        k{i} = {mine}[{key!r}]",
+                f"        if k{i}.__class__ is not str and k{i}.__class__ is not int:",
+                "            slow.append(entry)",
+                "            continue",
+            ]
+        key = "k0" if len(keys) == 1 else "(" + ", ".join(f"k{i}" for i in range(len(keys))) + ")"
+        lines = [
+            "def accept_many(entries, mine, theirs, their_odd, rows, slow, pair):",
+            "    accepted = filtered = pairs = 0",
+            "    append = rows.append",
+            "    for entry in entries:",
+            f"        {mine} = entry[0]",
+            f"        if {mine}.__class__ is not dict or not REQUIRED <= {mine}.keys():",
+            "            slow.append(entry)",
+            "            continue",
+            "        try:",
+            *(filters or ["            pass"]),
+            "        except Fallback:",
+            "            slow.append(entry)",
+            "            continue",
+            *key_lines,
+            *(
+                [f"        if not probe({mine}):", "            slow.append(entry)", "            continue"]
+                if self._select_probe
+                else []
+            ),
+            f"        own = project({mine})",
+            f"        entry = ({mine}, entry[1], own)",
+            f"        bucket = mine.get({key})",
+            "        if bucket is None:",
+            f"            mine[{key}] = [entry]",
+            "        else:",
+            "            bucket.append(entry)",
+            "        accepted += 1",
+            f"        partners = theirs.get({key})",
+            "        if partners:",
+            "            pairs += len(partners)",
+            "            for partner in partners:",
+            "                theirs_own = partner[2]",
+            "                if own is None or theirs_own is None:",
+            "                    pair(entry, partner, False)",
+            "                    continue",
+            f"                {theirs} = partner[0]",
+            "                try:",
+            *(generator.lines or ["                    pass"]),
+            "                except Fallback:",
+            "                    pair(entry, partner, False)",
+            "                    continue",
+            f"                if {row} is not U:",
+            f"                    append({row})",
+            "        if their_odd:",
+            "            pairs += len(their_odd)",
+            "            for partner in their_odd:",
+            "                pair(entry, partner, True)",
+            "    return accepted, filtered, pairs",
+        ]
+        scope = {**namespace(), **generator.references(), **self._filter_scope}
+        scope["REQUIRED"] = self._required_top[index]
+        scope["project"] = self._project[index]
+        scope["probe"] = self._probe_function(index)
+        exec(compile("\n".join(lines), f"<arrival loop {mine}>", "exec"), scope)  # noqa: S102 - generated here
+        return scope["accept_many"]
+
+    def _filter_code(self, index: int) -> list[str]:
+        generator = CodeGenerator(
+            (self.streams[index],), trusted_inputs=True, program=self.plan.where.expression._program,
+            ref_name="_ref_filter",
+        )
+        lines: list[str] = []
+        for condition in self.plan.filters[index]:
+            generator.lines = []
+            result = generator.node(condition.expression.tree, 3)
+            lines += generator.lines
+            lines += [
+                f"            if {result} is not True and not _bool({result}):",
+                "                filtered += 1",
+                "                continue",
+            ]
+        self._filter_scope = generator.references()
+        return lines
+
+
+def naive_join(
+    streams: tuple[str, str], where: Expression, select: Expression, lefts: Iterable[Any], rights: Iterable[Any]
+) -> JoinResult:
+    """The reference: every pair, ``where`` then ``select``, by the jsonata-python evaluator."""
+    result = JoinResult()
+    rights = list(rights)
+    for left in lefts:
+        for right in rights:
+            result.pairs += 1
+            binding = {streams[0]: left, streams[1]: right}
+            try:
+                if not truthy(where.evaluate(binding)):
                     continue
-                if row is not None:
-                    result.rows.append(row)
-        return result
+                row = select.evaluate(binding)
+            except EvaluationError as error:
+                result.errors.append(str(error))
+                continue
+            if row is not None:
+                result.rows.append(row)
+    return result
 
 
-def _lookup(data: Mapping[str, Any], path: tuple[str, ...]) -> Any:
-    value: Any = data
+def _is_true(value: Any) -> bool:
+    return value is True or (value is not False and truthy(value))
+
+
+def _key_value(value: Any) -> Any:
+    cls = value.__class__
+    if cls is str or cls is int:
+        return value
+    if cls is float:
+        return value if value == value and value not in (float("inf"), float("-inf")) else _ODD
+    if cls is bool:
+        return (_BOOL, value)
+    if value is _MISSING:
+        return _MISSING
+    return _ODD
+
+
+def _lookup(data: Any, path: tuple[str, ...]) -> Any:
+    value = data
     for step in path:
-        if isinstance(value, list):  # JSONata maps a path over arrays; any element will do
-            values = [item[step] for item in value if isinstance(item, dict) and step in item]
-            if not values:
+        if value.__class__ is dict:
+            value = value.get(step, _MISSING)
+            if value is _MISSING:
                 return _MISSING
-            value = values
-        elif isinstance(value, dict) and step in value:
-            value = value[step]
+        elif isinstance(value, list):
+            return value  # JSONata maps paths over arrays: not a plain key, the full where decides
         else:
             return _MISSING
     return value
+
+
+def _chain(groups: Iterable[list]) -> list:
+    out: list = []
+    for group in groups:
+        out.extend(group)
+    return out
+
+
+def _can_fail(tree: Any) -> bool:
+    """Whether an expression can raise on one stream's values: anything beyond paths, literals
+    and object/array constructors of them."""
+    kind = getattr(tree, "type", None)
+    if kind in ("path", "string", "number", "value", "name"):
+        return False
+    if kind == "unary" and getattr(tree, "value", None) in ("{", "["):
+        children = [value for _, value in (tree.lhs_object or [])] if tree.value == "{" else list(tree.expressions or [])
+        return any(_can_fail(child) for child in children)
+    return True
 
 
 def _json_type(value: Any) -> str:
@@ -108,5 +476,3 @@ def _json_type(value: Any) -> str:
     if isinstance(value, list):
         return "an array"
     return type(value).__name__
-
-

@@ -1,79 +1,71 @@
 """Tumbling windows in processing time, aligned to the epoch.
 
 A window of size ``s`` covers ``[k*s, (k+1)*s)``; an event belongs to the window that holds the
-time it arrived. A window is due once the clock reaches its end. The clock is a parameter,
-so tests drive it by hand.
+time it arrived. A window is due once the clock reaches its end. What a window holds is opaque
+here (``new_state`` makes it), and the clock is a parameter, so tests drive it by hand.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+S = TypeVar("S")
 
 
 @dataclass(frozen=True, order=True)
 class Window:
     start: float
     end: float
+    part: int = 0  # >0 when a full window was closed early and continued (see JoinEngine)
 
     @property
     def id(self) -> str:
-        """Stable identifier: the start in epoch milliseconds."""
-        return str(int(round(self.start * 1000)))
+        """Stable identifier: the start in epoch milliseconds (and the part, for a split window)."""
+        base = str(int(round(self.start * 1000)))
+        return f"{base}-{self.part}" if self.part else base
 
 
-@dataclass(frozen=True)
-class Event:
-    """One accepted event: its CloudEvent id (for logs) and its data."""
+class TumblingWindows(Generic[S]):
+    """The open windows and their states, oldest first."""
 
-    id: str | None
-    data: dict[str, Any]
-
-
-@dataclass
-class ClosedWindow:
-    window: Window
-    events: dict[str, list[Event]] = field(default_factory=dict)
-
-    @property
-    def size(self) -> int:
-        return sum(len(items) for items in self.events.values())
-
-
-class TumblingWindows:
-    """Buffers events per window and per stream until the window is due."""
-
-    def __init__(self, size_seconds: float, streams: Iterable[str]) -> None:
+    def __init__(self, size_seconds: float, new_state: Callable[[], S]) -> None:
         if not size_seconds > 0:
             raise ValueError("window size must be positive")
         self.size = float(size_seconds)
-        self.streams = tuple(streams)
-        self._open: dict[float, ClosedWindow] = {}
+        self._new_state = new_state
+        self._open: dict[float, tuple[Window, S]] = {}
 
     def window_at(self, when: float) -> Window:
         start = math.floor(when / self.size) * self.size
         return Window(start, start + self.size)
 
-    def add(self, stream: str, event: Event, now: float) -> Window:
-        window = self.window_at(now)
-        buffer = self._open.get(window.start)
-        if buffer is None:
-            buffer = ClosedWindow(window, {name: [] for name in self.streams})
-            self._open[window.start] = buffer
-        buffer.events[stream].append(event)
-        return window
+    def state_at(self, now: float) -> tuple[Window, S]:
+        """The window holding ``now`` and its state, opened if needed."""
+        start = math.floor(now / self.size) * self.size
+        entry = self._open.get(start)
+        if entry is None:
+            entry = (Window(start, start + self.size), self._new_state())
+            self._open[start] = entry
+        return entry
 
-    def close_due(self, now: float) -> list[ClosedWindow]:
+    def close_due(self, now: float) -> list[tuple[Window, S]]:
         """Remove and return, oldest first, every window whose end is at or before ``now``."""
-        due = sorted(start for start, buffer in self._open.items() if buffer.window.end <= now)
+        due = sorted(start for start, (window, _) in self._open.items() if window.end <= now)
         return [self._open.pop(start) for start in due]
 
-    def close_all(self) -> list[ClosedWindow]:
+    def split(self, window: Window) -> tuple[Window, S]:
+        """Close ``window`` early and continue its time range in a fresh state (next part)."""
+        closed = self._open.pop(window.start)
+        continued = Window(window.start, window.end, window.part + 1)
+        self._open[window.start] = (continued, self._new_state())
+        return closed
+
+    def close_all(self) -> list[tuple[Window, S]]:
         """Every open window, oldest first (used when the service stops)."""
         return [self._open.pop(start) for start in sorted(self._open)]
 
-    @property
-    def buffered(self) -> int:
-        return sum(buffer.size for buffer in self._open.values())
+    def states(self) -> list[S]:
+        return [state for _, state in self._open.values()]
