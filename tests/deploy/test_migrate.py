@@ -31,6 +31,7 @@ from tests.deploy.support import (
 SMALL_WARNINGS = [
     "Channel/click-channel: kind Channel (streaming.vivien.io/v1alpha1) is not known to this tool: not converted",
     "ClusterStream/logs: protocol 'kafka' is not supported (redis, rabbitmq): no Component written",
+    "ClusterStream/orders-mq: field metadata.annotations is not known to this tool: not carried over",
     "ClusterStream/orders-mq: property 'exchangeFlavor' is not a pubsub.rabbitmq setting this tool knows: passed through unchanged",
     "Joiner/join-clicks-orders: field spec.parallelism is not known to this tool: not carried over",
     "Secret/orders-mq-secret: Secrets are not copied (they hold passwords): create it in the cluster with kubectl create secret",
@@ -173,6 +174,9 @@ def test_the_small_files_joiner_gets_the_streams_routes_and_its_targets(migrated
     assert config.window_seconds == 5
     assert config.targets == (InvokeTarget(app_id="order-proc", method="matched"), PublishTarget(pubsub="events", topic="matches"))
     assert "parallelism" not in config_map["data"]["joiner.yaml"]
+    deployment = dapr_apps(migrated_small.resources)["join-clicks-orders"]
+    for resource in (config_map, deployment):
+        assert resource["metadata"]["labels"]["team"] == "shop"  # the Joiner's labels are kept
 
 
 def test_the_small_files_apps_run_this_projects_images_or_their_own(migrated_small):

@@ -90,6 +90,8 @@ KNOWN_SPEC_FIELDS = {
 }
 KNOWN_JOINER_STREAM_FIELDS = {"from", "to", "select", "where", "filter"}
 KNOWN_RESOURCE_FIELDS = {"apiVersion", "kind", "metadata", "spec"}
+# annotations are not carried: an exported resource's last-applied-configuration can hold a password
+KNOWN_METADATA_FIELDS = {"name", "namespace", "labels"}
 KNOWN_CONTAINER_FIELDS = {"name", "image", "imagePullPolicy", "env", "envFrom", "resources"}
 
 
@@ -181,9 +183,9 @@ class _Converter:
             self.warn(f"document {index + 1}", "not a Kubernetes resource (no kind): not converted")
             return
         kind, api_version = document["kind"], str(document.get("apiVersion", ""))
-        name = (document.get("metadata") or {}).get("name")
-        label = f"{kind}/{name}"
-        if not name:
+        metadata = document.get("metadata") or {}
+        label = f"{kind}/{metadata.get('name')}"
+        if not metadata.get("name"):
             self.warn(label, "has no metadata.name: not converted")
             return
         if api_version.split("/")[0] == ORIGINAL_GROUP:
@@ -191,19 +193,24 @@ class _Converter:
                 self.warn(label, f"kind {kind} ({api_version}) is not known to this tool: not converted")
                 return
             self.check_fields(label, document, KNOWN_RESOURCE_FIELDS, "")
+            self.check_fields(label, metadata, KNOWN_METADATA_FIELDS, "metadata.")
             spec = document.get("spec") or {}
             if not isinstance(spec, dict):
                 self.warn(label, "spec is not a mapping: not converted")
                 return
             self.check_fields(label, spec, KNOWN_SPEC_FIELDS[kind], "spec.")
-            {"ClusterStream": self.cluster_streams, "Stream": self.streams}.get(kind, {})[name] = document
-            if kind == "Joiner":
+            if kind == "ClusterStream":
+                self.cluster_streams[metadata["name"]] = document
+            elif kind == "Stream":
+                self.streams[metadata["name"]] = document
+            elif kind == "Joiner":
                 self.joiners.append(document)
-            elif kind == "Processor":
+            else:
                 self.processors.append(document)
         elif kind == "Secret":
             self.warn(label, "Secrets are not copied (they hold passwords): create it in the cluster with kubectl create secret")
-        elif kind == "Deployment" and _annotations(document).get("dapr.io/enabled") == "true":
+        elif kind == "Deployment" and _dapr_app(document):
+            self.check_fields(label, metadata, KNOWN_METADATA_FIELDS, "metadata.")
             self.apps.append(document)
         elif kind in PASS_THROUGH_KINDS:
             self.others.append(copy.deepcopy(document))
@@ -216,7 +223,7 @@ class _Converter:
         readers: dict[str, list[str]] = {}
         for joiner in self.joiners:
             for entry in ((joiner.get("spec") or {}).get("stream") or {}).get("from") or []:
-                name = entry if isinstance(entry, str) else (entry or {}).get("name") if isinstance(entry, dict) else None
+                name = entry.get("name") if isinstance(entry, dict) else entry
                 if isinstance(name, str):
                     readers.setdefault(name, []).append(joiner["metadata"]["name"])
         return readers
@@ -388,7 +395,8 @@ class _Converter:
         route = str(spec.get("serviceRoute") or "").strip("/")
         env = [{"name": "PROC_SERVICE_ROUTE", "value": route}] if route else []
         replicas = spec.get("replicas", 1)
-        service = ORIGINAL_IMAGES.get(_image_repository(container.get("image", "")), "message-proc" if not container else None)
+        # no container given: this project's message-proc; the original's image: its replacement
+        service = ORIGINAL_IMAGES.get(_image_repository(container["image"])) if container else "message-proc"
         if service is None:
             self.note(
                 f"{label} runs its own image {container['image']}: it must listen on port {port} and serve "
@@ -472,7 +480,7 @@ class _Converter:
             container["volumeMounts"] = [{"name": "joiner-config", "mountPath": JOINER_CONFIG_DIR, "readOnly": True}]
             pod["volumes"] = [{"name": "joiner-config", "configMap": {"name": config_map}}]
         deployment = _resource("apps/v1", "Deployment", name, source)
-        deployment["metadata"]["labels"] = {"app": name}
+        deployment["metadata"]["labels"] = deployment["metadata"].get("labels", {}) | {"app": name}
         spec: dict[str, Any] = {"replicas": replicas}
         if strategy:
             spec["strategy"] = {"type": strategy}
@@ -489,7 +497,7 @@ class _Converter:
         container.setdefault("name", name)
         container["env"] = env + [v for v in container.get("env") or [] if v.get("name") != "PROC_SERVICE_ROUTE"]
         deployment = _resource("apps/v1", "Deployment", name, source)
-        deployment["metadata"]["labels"] = {"app": name}
+        deployment["metadata"]["labels"] = deployment["metadata"].get("labels", {}) | {"app": name}
         deployment["spec"] = {
             "replicas": replicas,
             "selector": {"matchLabels": {"app": name}},
@@ -538,10 +546,14 @@ class _Converter:
 
 
 def _resource(api_version: str, kind: str, name: str, source: dict) -> dict:
+    """A new resource with the source's namespace and labels."""
     metadata: dict[str, Any] = {"name": name}
     namespace = _namespace(source)
     if namespace:
         metadata["namespace"] = namespace
+    labels = (source.get("metadata") or {}).get("labels")
+    if labels:
+        metadata["labels"] = copy.deepcopy(labels)
     return {"apiVersion": api_version, "kind": kind, "metadata": metadata}
 
 
