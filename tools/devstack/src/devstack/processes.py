@@ -75,6 +75,10 @@ class Process:
             log.close()
         return self
 
+    @property
+    def pid(self) -> int | None:
+        return self._popen.pid if self._popen is not None else None
+
     def death(self) -> str | None:
         """None while running; otherwise how it ended and the end of its log."""
         if self._popen is None or self._popen.poll() is None:

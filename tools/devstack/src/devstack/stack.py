@@ -45,8 +45,9 @@ class Stack:
     """Context manager; ``env_overrides`` maps app id -> extra env (e.g. a short window for tests)."""
 
     def __init__(self, run_file: Path, run_dir: Path, env_overrides: dict[str, dict[str, str]] | None = None,
-                 quiet: bool = False) -> None:
+                 quiet: bool = False, resources: Path | None = None) -> None:
         self.run_file: RunFile = read_run_file(run_file)
+        self.resources = resources or self.run_file.resources_path  # another folder of Dapr resources
         self.run_dir = run_dir.resolve()
         self.env_overrides = env_overrides or {}
         self.quiet = quiet
@@ -129,7 +130,7 @@ class Stack:
                 "--dapr-listen-addresses", "127.0.0.1",
                 "--dapr-http-port", str(http_port), "--dapr-grpc-port", str(grpc_port),
                 "--dapr-internal-grpc-port", str(internal_port), "--metrics-port", str(metrics_port),
-                "--resources-path", str(self.run_file.resources_path), "--config", str(config),
+                "--resources-path", str(self.resources), "--config", str(config),
                 "--log-level", "info",
             ],
             logs / f"daprd-{spec.app_id}.log",
