@@ -91,7 +91,9 @@ def test_the_example_carries_over_to_what_deploy_holds(migrated_power_usage, bas
 def test_the_example_keeps_its_streams_subscriptions_and_joiner(migrated_power_usage, base):
     resources = migrated_power_usage.resources
     for name, subscription in by_kind(base, "Subscription").items():
-        assert by_kind(resources, "Subscription")[name]["spec"] == subscription["spec"]
+        # bulk delivery is tuning deploy/ chose for the busy stream; the original manifests do not say
+        ours = {k: v for k, v in subscription["spec"].items() if k != "bulkSubscribe"}
+        assert by_kind(resources, "Subscription")[name]["spec"] == ours
         assert by_kind(resources, "Subscription")[name]["scopes"] == subscription["scopes"]
     migrated_components = by_kind(resources, "Component")
     for name, component in by_kind(base, "Component").items():
