@@ -11,7 +11,7 @@ TAG ?= dev
 CONTAINER_ENGINE ?= docker
 SERVICES := joiner message-gen message-proc
 
-.PHONY: help setup run test test-unit test-contract test-e2e test-deploy images lint-docker clean
+.PHONY: bench help setup run test test-unit test-contract test-e2e test-deploy images lint-docker clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -48,6 +48,10 @@ images: ## build the three service images as $(REGISTRY)/<service>:$(TAG), from 
 
 lint-docker: setup ## hadolint on every Dockerfile
 	@.venv/bin/hadolint services/*/Dockerfile
+
+bench: setup ## benchmarks: the join engine (naive / engine / DuckDB) and the pipeline on real Dapr
+	@$(PY) bench/engine.py
+	@$(PY) bench/pipeline.py
 
 clean: ## remove the venv and run directories
 	rm -rf .venv .devstack .pytest_cache
