@@ -40,7 +40,7 @@ test-e2e: setup ## end-to-end tests only
 test-deploy: setup ## Dockerfiles, Kubernetes manifests and the migration of the original manifests
 	@$(PY) -m pytest tests/deploy $(PYTEST_ARGS)
 
-images: ## build the three service images as $(REGISTRY)/<service>:$(TAG), from the repository root
+images: ## build the three service images as REGISTRY/<service>:TAG (default power-usage/…:dev), from the repository root
 	@for svc in $(SERVICES); do \
 		echo "[images] $(REGISTRY)/$$svc:$(TAG)"; \
 		$(CONTAINER_ENGINE) build -f services/$$svc/Dockerfile -t $(REGISTRY)/$$svc:$(TAG) . || exit 1; \
