@@ -224,3 +224,35 @@ async def test_a_full_window_is_closed_early_and_nothing_is_lost(caplog):
     assert [call[3]["window-id"].count("-") for call in sidecar.invocations] == [0, 1]
     assert stats["windows_split"] == 2
     assert any("maxWindowEvents" in r.getMessage() for r in caplog.records)
+
+
+async def test_envelope_output_carries_the_window():
+    yaml_text = EXAMPLE.replace("window: 20s", "window: 20s\noutput: {envelope: true}")
+    app, sidecar, clock = make_app(yaml_text)
+    async with serve(app) as client:
+        await post(client, "/tenants", {"tenant_id": "t1", "customer_id": 7})
+        await post(client, "/poweruse", {"tenant_id": "t1", "power_use": 1.5, "kwh_use": 10})
+        await close_window(app, clock)
+        await wait_for(lambda: sidecar.invocations, what="invocation")
+    body = sidecar.invocations[0][2]
+    assert body["rows"] == [{"customer_id": 7, "tenant_id": "t1", "tenant_kwh_usage": 10}]
+    assert body["window_end"] - body["window_start"] == 20
+    assert body["window_id"] == str(int(body["window_start"] * 1000))
+
+
+async def test_late_events_are_published_to_the_late_topic():
+    yaml_text = EXAMPLE.replace(
+        "window: 20s", "window: 20s\neventTime: {field: ts, grace: 1s}\nlate: {stream: redis-stream/late-readings}"
+    )
+    app, sidecar, _ = make_app(yaml_text)
+    async with serve(app) as client:
+        await post(client, "/tenants", {"ts": 1_700_000_001, "tenant_id": "t1", "customer_id": 7})
+        await post(client, "/poweruse", {"ts": 1_700_000_030, "tenant_id": "t1", "power_use": 1.5, "kwh_use": 1})
+        answer = await post(client, "/poweruse", {"ts": 1_700_000_002, "tenant_id": "t1", "power_use": 1.5, "kwh_use": 2})
+        await wait_for(lambda: sidecar.publications, what="late publication")
+        stats = (await client.get("/stats")).json()
+    assert answer == {"status": "SUCCESS"}
+    [(pubsub, topic, record)] = sidecar.publications
+    assert (pubsub, topic) == ("redis-stream", "late-readings")
+    assert record["data"]["kwh_use"] == 2 and record["window_end"] == 1_700_000_020
+    assert stats["late"] == {"poweruse": 1} and stats["late_published"] == 1

@@ -18,21 +18,20 @@ import os
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from joiner.config import InvokeTarget, JoinerConfig, StreamSource, load_config
-from joiner.engine.join import JoinEngine, WindowState
-from joiner.engine.windows import TumblingWindows, Window
+from joiner.engine.join import JoinEngine
+from joiner.engine.windows import Window
+from joiner.processor import LateEvent, Processor, build_engine
 from streaming_runtime.cloudevents import bulk_entries, delivery_of, is_bulk, read_body
 from streaming_runtime.errors import MalformedEvent
-from streaming_runtime.expressions import compile_expression
 from streaming_runtime.service import api_token_guard
 from streaming_runtime.settings import ServiceSettings
-from streaming_runtime.sidecar import Invoker, Publisher, Sidecar, SidecarError
+from streaming_runtime.sidecar import Sidecar, SidecarError
 
 log = logging.getLogger("joiner")
 
@@ -44,41 +43,8 @@ class JoinerSettings(ServiceSettings):
     """Service settings; the join itself is read by :func:`joiner.config.load_config`."""
 
 
-@dataclass
-class JoinerStats:
-    accepted: Counter = field(default_factory=Counter)
-    filtered: Counter = field(default_factory=Counter)
-    dropped: Counter = field(default_factory=Counter)
-    bulk_deliveries: Counter = field(default_factory=Counter)
-    windows_closed: int = 0
-    windows_split: int = 0
-    rows_emitted: int = 0
-    pair_errors: int = 0
-    deliveries_failed: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "accepted": dict(self.accepted),
-            "filtered": dict(self.filtered),
-            "dropped": dict(self.dropped),
-            "bulk_deliveries": dict(self.bulk_deliveries),
-            "windows_closed": self.windows_closed,
-            "windows_split": self.windows_split,
-            "rows_emitted": self.rows_emitted,
-            "pair_errors": self.pair_errors,
-            "deliveries_failed": self.deliveries_failed,
-        }
-
-
-def build_engine(config: JoinerConfig) -> JoinEngine:
-    """Compile both expressions (ConfigError on a parse error) and plan the join."""
-    where = compile_expression(config.where, setting=config.where_setting)
-    select = compile_expression(config.select, setting=config.select_setting)
-    return JoinEngine((config.sources[0].name, config.sources[1].name), where, select)
-
-
 class Joiner:
-    """Ingest, windows, join, delivery: the state one service instance holds."""
+    """The service around a :class:`~joiner.processor.Processor`: deliveries in, windows and late events out."""
 
     def __init__(
         self,
@@ -91,16 +57,25 @@ class Joiner:
         rows_per_call: int = ROWS_PER_CALL,
     ) -> None:
         self.config = config
-        self.engine = engine
         self.sink = sink
-        self.clock = clock
         self.max_body_bytes = max_body_bytes
         self.retry_base_delay = retry_base_delay
         self.rows_per_call = rows_per_call
-        self.windows = TumblingWindows(config.window_seconds, engine.new_state)
-        self.stream_index = {source.name: index for index, source in enumerate(config.sources)}
-        self.stats = JoinerStats()
         self.outbox: asyncio.Queue[tuple[Window, list[Any]]] = asyncio.Queue()
+        self.late_box: asyncio.Queue[LateEvent] = asyncio.Queue()
+        self.processor = Processor(
+            config, engine, on_window=lambda w, rows: self.outbox.put_nowait((w, rows)),
+            on_late=self.late_box.put_nowait, clock=clock,
+        )
+        self.stream_index = {source.name: index for index, source in enumerate(config.sources)}
+        self.bulk_deliveries: Counter = Counter()
+        self.deliveries_failed = 0
+        self.rows_emitted = 0
+        self.late_published = 0
+
+    @property
+    def stats(self):  # the processor's counters, for tests and /stats
+        return self.processor.stats
 
     # -- deliveries ---------------------------------------------------------------------------
 
@@ -113,87 +88,50 @@ class Joiner:
             delivery = delivery_of(document)
         except MalformedEvent as error:
             return self._drop(source, None, error)
-        window, state = self.windows.state_at(self.clock())
         try:
-            kept = self.engine.accept(state, self.stream_index[source.name], delivery.data, delivery.id)
+            self.processor.offer(self.stream_index[source.name], delivery.data, delivery.id, delivery.time)
         except MalformedEvent as error:
             return self._drop(source, delivery.id, error)
-        (self.stats.accepted if kept else self.stats.filtered)[source.name] += 1
-        self._split_if_full(window, state)
         return {"status": "SUCCESS"}
 
     def _ingest_bulk(self, source: StreamSource, document: dict[str, Any]) -> dict[str, Any]:
-        self.stats.bulk_deliveries[source.name] += 1
+        self.bulk_deliveries[source.name] += 1
         statuses: dict[str, str] = {}
-        entries: list[tuple[Any, str | None]] = []
-        entry_ids: dict[int, str] = {}
+        entry_ids: list[str] = []
+        entries: list[tuple[Any, str | None, str | None]] = []
         for entry_id, parsed in bulk_entries(document):
             if isinstance(parsed, MalformedEvent):
                 self._drop(source, entry_id, parsed)
                 statuses[entry_id] = "DROP"
                 continue
-            entry = (parsed.data, parsed.id or entry_id)
-            entries.append(entry)
-            entry_ids[id(entry)] = entry_id
             statuses[entry_id] = "SUCCESS"
-        window, state = self.windows.state_at(self.clock())
-        outcome = self.engine.accept_many(state, self.stream_index[source.name], entries)
-        for entry, reason in outcome.malformed:
-            self._drop(source, entry[1], MalformedEvent(reason))
-            statuses[entry_ids[id(entry)]] = "DROP"
-        self.stats.accepted[source.name] += outcome.accepted
-        self.stats.filtered[source.name] += outcome.filtered
-        self._split_if_full(window, state)
+            entry_ids.append(entry_id)
+            entries.append((parsed.data, parsed.id or entry_id, parsed.time))
+        outcomes = self.processor.offer_many(self.stream_index[source.name], entries)
+        for entry_id, entry, outcome in zip(entry_ids, entries, outcomes):
+            if isinstance(outcome, MalformedEvent):
+                self._drop(source, entry[1], outcome)
+                statuses[entry_id] = "DROP"
         return {"statuses": [{"entryId": entry_id, "status": status} for entry_id, status in statuses.items()]}
 
     def _drop(self, source: StreamSource, event_id: str | None, error: MalformedEvent) -> dict[str, str]:
-        self.stats.dropped[source.name] += 1
+        self.processor.stats.dropped[source.name] += 1
         log.warning("dropped malformed event stream=%s id=%s reason=%s", source.name, event_id, error)
         return {"status": "DROP"}
-
-    def _split_if_full(self, window: Window, state: WindowState) -> None:
-        """At the per-window bound, close the window early and go on in a new part of it.
-
-        Nothing is lost: the rows made so far are sent; pairs between events of different parts
-        are not made, which is what the count `windows_split` and the warning say."""
-        if state.count < self.config.max_window_events:
-            return
-        self.stats.windows_split += 1
-        log.warning(
-            "window %s reached %d buffered events (maxWindowEvents): closing it early; "
-            "later events of this window go to part %d and do not pair with earlier ones",
-            window.id, state.count, window.part + 1,
-        )
-        self._close(*self.windows.split(window))
 
     # -- windows ------------------------------------------------------------------------------
 
     def close_due(self) -> None:
-        for window, state in self.windows.close_due(self.clock()):
-            self._close(window, state)
+        self.processor.tick()
 
     def close_all(self) -> None:
-        for window, state in self.windows.close_all():
-            self._close(window, state)
-
-    def _close(self, window: Window, state: WindowState) -> None:
-        result = self.engine.result(state)
-        self.stats.windows_closed += 1
-        self.stats.pair_errors += len(result.errors)
-        for error in result.errors[:5]:
-            log.warning("pair skipped window=%s %s", window.id, error)
-        log.info(
-            "window closed id=%s events=%d pairs=%d rows=%d", window.id, state.count, result.pairs, len(result.rows)
-        )
-        if result.rows:
-            self.outbox.put_nowait((window, result.rows))
+        self.processor.flush()
 
     async def run_windows(self) -> None:
-        """Close each window when the clock reaches its end."""
+        """Close windows on time: at each window end (processing time), or when input goes idle."""
         while True:
-            now = self.clock()
-            await asyncio.sleep(max(0.0, self.windows.window_at(now).end - now))
-            self.close_due()
+            await asyncio.sleep(self.processor.next_tick())
+            self.processor.tick()
 
     async def run_sender(self) -> None:
         while True:
@@ -202,21 +140,40 @@ class Joiner:
                 await self.deliver(window, rows[start : start + self.rows_per_call])
             self.outbox.task_done()
 
+    async def run_late_sender(self) -> None:
+        """Publish late events to the configured late topic (they are counted and logged either way)."""
+        target = self.config.late_target
+        while True:
+            late = await self.late_box.get()
+            if target is not None:
+                try:
+                    await self.sink.publish(target.pubsub, target.topic, late.as_record())
+                    self.late_published += 1
+                except SidecarError as error:
+                    log.error("late event %s not published to %s: %s", late.id, target, error)
+            self.late_box.task_done()
+
+    def body(self, window: Window, rows: list[Any]) -> Any:
+        if not self.config.envelope:
+            return rows
+        return {"window_start": window.start, "window_end": window.end, "window_id": window.id, "rows": rows}
+
     async def deliver(self, window: Window, rows: list[Any]) -> None:
         """Send rows of one window to every target, retrying with backoff; a failure is logged, never silent."""
         headers = {"window-start": str(window.start), "window-end": str(window.end), "window-id": window.id}
+        body = self.body(window, rows)
         for target in self.config.targets:
             for attempt in range(1, DELIVERY_ATTEMPTS + 1):
                 try:
                     if isinstance(target, InvokeTarget):
-                        await self.sink.invoke(target.app_id, target.method, rows, headers)
+                        await self.sink.invoke(target.app_id, target.method, body, headers)
                     else:
-                        await self.sink.publish(target.pubsub, target.topic, rows)
-                    self.stats.rows_emitted += len(rows)
+                        await self.sink.publish(target.pubsub, target.topic, body)
+                    self.rows_emitted += len(rows)
                     break
                 except SidecarError as error:
                     if attempt == DELIVERY_ATTEMPTS:
-                        self.stats.deliveries_failed += 1
+                        self.deliveries_failed += 1
                         log.error(
                             "window %s: %d rows not delivered to %s after %d attempts: %s",
                             window.id, len(rows), target, attempt, error,
@@ -224,6 +181,18 @@ class Joiner:
                     else:
                         log.warning("window %s: delivery to %s failed (attempt %d): %s", window.id, target, attempt, error)
                         await asyncio.sleep(min(self.retry_base_delay * 2**attempt, 5.0))
+
+    def stats_dict(self) -> dict[str, Any]:
+        return {
+            **self.processor.stats.as_dict(),
+            "bulk_deliveries": dict(self.bulk_deliveries),
+            "rows_emitted": self.rows_emitted,
+            "deliveries_failed": self.deliveries_failed,
+            "late_published": self.late_published,
+            "buffered": sum(state.count for state in self.processor.windows.states()),
+            "outbox": self.outbox.qsize(),
+            "table_keys": self.processor.table.size if self.processor.table else 0,
+        }
 
 
 def create_app(
@@ -234,6 +203,7 @@ def create_app(
 ) -> FastAPI:
     config = config or load_config(os.environ)
     engine = build_engine(config)
+    Processor.check_config(config, engine)
     guard = api_token_guard(settings)
     state: dict[str, Joiner] = {}
 
@@ -252,14 +222,21 @@ def create_app(
             config.window_seconds,
             ", ".join(str(t) for t in config.targets),
         )
-        log.info("plan: %s", engine.describe())
-        tasks = [asyncio.create_task(joiner.run_windows()), asyncio.create_task(joiner.run_sender())]
+        log.info("plan: %s", joiner.processor.describe())
+        tasks = [
+            asyncio.create_task(joiner.run_windows()),
+            asyncio.create_task(joiner.run_sender()),
+            asyncio.create_task(joiner.run_late_sender()),
+        ]
         yield
         tasks[0].cancel()
         joiner.close_all()  # what is buffered goes out before we stop
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(joiner.outbox.join(), timeout=10)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(joiner.late_box.join(), timeout=5)
         tasks[1].cancel()
+        tasks[2].cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         if sidecar is not None:
             await sidecar.aclose()
@@ -284,8 +261,6 @@ def create_app(
 
     @app.get("/stats")
     async def stats() -> dict:
-        joiner = state["joiner"]
-        buffered = sum(state.count for state in joiner.windows.states())
-        return {**joiner.stats.as_dict(), "buffered": buffered, "outbox": joiner.outbox.qsize()}
+        return state["joiner"].stats_dict()
 
     return app

@@ -25,7 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
+
+from joiner.engine.eventtime import EventTimeSpec, event_time_spec
 
 from streaming_runtime.durations import parse_duration
 from streaming_runtime.errors import ConfigError
@@ -76,6 +80,16 @@ class JoinerConfig(BaseModel):
     select_setting: str = "stream.select"
     targets: tuple[InvokeTarget | PublishTarget, ...]
     max_window_events: int = Field(DEFAULT_MAX_WINDOW_EVENTS, gt=0)
+    # streaming semantics (see README "Streaming semantics"); defaults keep the original example's behaviour
+    event_time: EventTimeSpec | None = None
+    late_target: PublishTarget | None = None
+    join_mode: Literal["window", "table"] = "window"
+    table_deleted_when: str | None = None  # JSONata over the table stream: true means "delete this key"
+    dedup_ttl: float | None = None  # seconds; None: no deduplication
+    dedup_max_entries: int = 100_000
+    dedup_key_fields: dict[str, str] = Field(default_factory=dict)  # stream -> field, for events without an id
+    aggregate: Any = None  # the raw `aggregate` mapping, validated by joiner.engine.aggregate
+    envelope: bool = False
 
 
 def load_config(environ: Mapping[str, str]) -> JoinerConfig:
@@ -137,7 +151,56 @@ def _from_yaml_text(text: str, origin: str) -> dict[str, Any]:
             values[key] = (stream[key], f"stream.{key}")
     if "filter" in stream and "where" not in stream:
         values["where"] = (stream["filter"], "stream.filter")
+    _semantics_from_yaml(spec, values)
     return values
+
+
+def _semantics_from_yaml(spec: dict[str, Any], values: dict[str, Any]) -> None:
+    """eventTime, late, join, table, dedup, aggregate, output: each optional."""
+    if "eventTime" in spec:
+        event = spec["eventTime"]
+        if not isinstance(event, dict):
+            raise ConfigError("eventTime must be a mapping with field (and format, grace, idle)")
+        for key in ("field", "format"):
+            if key in event:
+                values[f"time_{key}"] = (event[key], f"eventTime.{key}")
+        for key in ("grace", "idle"):
+            if key in event:
+                values[key] = (str(event[key]), f"eventTime.{key}")
+    if "late" in spec:
+        late = spec["late"]
+        if not isinstance(late, dict) or "stream" not in late:
+            raise ConfigError("late must be {stream: pubsub/topic}")
+        values["late"] = _publish_target(str(late["stream"]), "late.stream")
+    if "join" in spec:
+        values["join"] = (spec["join"], "join")
+    if "table" in spec:
+        table = spec["table"] or {}
+        if not isinstance(table, dict):
+            raise ConfigError("table must be a mapping, such as {deletedWhen: 'tenants.deleted = true'}")
+        if "deletedWhen" in table:
+            values["deleted_when"] = (table["deletedWhen"], "table.deletedWhen")
+    if "dedup" in spec:
+        dedup = spec["dedup"]
+        if not isinstance(dedup, dict):
+            raise ConfigError("dedup must be a mapping, such as {ttl: 10m, maxEntries: 100000}")
+        if "ttl" in dedup:
+            values["dedup_ttl"] = (str(dedup["ttl"]), "dedup.ttl")
+        if "maxEntries" in dedup:
+            values["dedup_max"] = (dedup["maxEntries"], "dedup.maxEntries")
+        if "keyFields" in dedup:
+            fields = dedup["keyFields"]
+            if not isinstance(fields, dict) or not all(isinstance(v, str) and v for v in fields.values()):
+                raise ConfigError("dedup.keyFields must map a stream name to a field, such as {poweruse: reading_id}")
+            values["dedup_keys"] = dict(fields)
+    if "aggregate" in spec:
+        values["aggregate"] = spec["aggregate"]
+    if "output" in spec:
+        output = spec["output"] or {}
+        if not isinstance(output, dict):
+            raise ConfigError("output must be a mapping, such as {envelope: true}")
+        if "envelope" in output:
+            values["envelope"] = (output["envelope"], "output.envelope")
 
 
 def _source_from_yaml(entry: Any, setting: str) -> StreamSource:
@@ -177,6 +240,16 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         targets.append(_publish_target(environ["JOINER_STREAM_TO_STREAM"], "JOINER_STREAM_TO_STREAM"))
     if targets:
         values["to"] = targets
+    for key, name in (
+        ("JOINER_TIME_FIELD", "time_field"), ("JOINER_TIME_FORMAT", "time_format"), ("JOINER_GRACE", "grace"),
+        ("JOINER_IDLE_TIMEOUT", "idle"), ("JOINER_JOIN_MODE", "join"), ("JOINER_TABLE_DELETED_WHEN", "deleted_when"),
+        ("JOINER_DEDUP_TTL", "dedup_ttl"), ("JOINER_DEDUP_MAX_ENTRIES", "dedup_max"),
+        ("JOINER_OUTPUT_ENVELOPE", "envelope"),
+    ):
+        if environ.get(key):
+            values[name] = (environ[key], key)
+    if environ.get("JOINER_LATE_TO_STREAM"):
+        values["late"] = _publish_target(environ["JOINER_LATE_TO_STREAM"], "JOINER_LATE_TO_STREAM")
     if environ.get("JOINER_STREAM_SELECT"):
         values["select"] = (environ["JOINER_STREAM_SELECT"], "JOINER_STREAM_SELECT")
     for key in ("JOINER_STREAM_WHERE", "JOINER_STREAM_FILTER"):
@@ -262,7 +335,9 @@ def _build(values: dict[str, Any], origin: str) -> JoinerConfig:
             raise ConfigError(f"{setting}={raw!r}: expected a whole number of events") from None
         if max_events <= 0:
             raise ConfigError(f"{setting}={raw!r}: must be at least 1")
+    semantics = _semantics(values, (first.name, second.name))
     return JoinerConfig(
+        **semantics,
         max_window_events=max_events,
         window_seconds=window,
         sources=(first, second),
@@ -272,3 +347,69 @@ def _build(values: dict[str, Any], origin: str) -> JoinerConfig:
         select_setting=select_setting,
         targets=tuple(values["to"]),
     )
+
+
+def _semantics(values: dict[str, Any], streams: tuple[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if "time_field" in values:
+        time_field, _ = values["time_field"]
+        time_format = values.get("time_format", ("auto", ""))[0]
+        grace = _duration(values["grace"]) if "grace" in values else 0.0
+        idle = _duration(values["idle"]) if "idle" in values else None
+        if idle is not None and idle <= 0:
+            raise ConfigError(f"{values['idle'][1]}={values['idle'][0]!r}: must be longer than zero")
+        out["event_time"] = event_time_spec({"field": time_field, "format": time_format, "grace": grace, "idle": idle})
+    else:
+        for key in ("time_format", "grace", "idle"):
+            if key in values:
+                raise ConfigError(f"{values[key][1]} needs an event time field (eventTime.field or JOINER_TIME_FIELD)")
+    if "late" in values:
+        out["late_target"] = values["late"]
+    if "join" in values:
+        mode, setting = values["join"]
+        if mode not in ("window", "table"):
+            raise ConfigError(f"{setting}={mode!r}: expected window (both streams windowed) or table (the first stream is a table)")
+        out["join_mode"] = mode
+    if "deleted_when" in values:
+        text, setting = values["deleted_when"]
+        if out.get("join_mode") != "table":
+            raise ConfigError(f"{setting} only applies with join: table")
+        if not isinstance(text, str) or not text.strip():
+            raise ConfigError(f"{setting} is empty: expected a JSONata predicate over {streams[0]}")
+        out["table_deleted_when"] = text
+    if "dedup_ttl" in values:
+        ttl = _duration(values["dedup_ttl"])
+        if ttl <= 0:
+            raise ConfigError(f"{values['dedup_ttl'][1]}={values['dedup_ttl'][0]!r}: must be longer than zero")
+        out["dedup_ttl"] = ttl
+    if "dedup_max" in values:
+        raw, setting = values["dedup_max"]
+        try:
+            out["dedup_max_entries"] = int(str(raw))
+        except ValueError:
+            raise ConfigError(f"{setting}={raw!r}: expected a whole number") from None
+        if out["dedup_max_entries"] <= 0:
+            raise ConfigError(f"{setting}={raw!r}: must be at least 1")
+    if "dedup_keys" in values:
+        unknown = sorted(set(values["dedup_keys"]) - set(streams))
+        if unknown:
+            raise ConfigError(f"dedup.keyFields names {unknown[0]!r}, which is not one of the streams {list(streams)}")
+        out["dedup_key_fields"] = values["dedup_keys"]
+    if "aggregate" in values:
+        out["aggregate"] = values["aggregate"]
+    if "envelope" in values:
+        raw, setting = values["envelope"]
+        if isinstance(raw, bool):
+            out["envelope"] = raw
+        elif str(raw).lower() in ("true", "1", "yes"):
+            out["envelope"] = True
+        elif str(raw).lower() in ("false", "0", "no"):
+            out["envelope"] = False
+        else:
+            raise ConfigError(f"{setting}={raw!r}: expected true or false")
+    return out
+
+
+def _duration(entry: tuple[Any, str]) -> float:
+    text, setting = entry
+    return parse_duration(str(text), setting=setting)

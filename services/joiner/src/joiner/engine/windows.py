@@ -37,6 +37,7 @@ class TumblingWindows(Generic[S]):
         self.size = float(size_seconds)
         self._new_state = new_state
         self._open: dict[float, tuple[Window, S]] = {}
+        self.closed_through = -math.inf  # every window ending at or before this has been closed
 
     def window_at(self, when: float) -> Window:
         start = math.floor(when / self.size) * self.size
@@ -51,8 +52,16 @@ class TumblingWindows(Generic[S]):
             self._open[start] = entry
         return entry
 
+    def is_late(self, when: float) -> bool:
+        """Whether the window holding ``when`` has already been closed."""
+        return self.window_at(when).end <= self.closed_through
+
     def close_due(self, now: float) -> list[tuple[Window, S]]:
-        """Remove and return, oldest first, every window whose end is at or before ``now``."""
+        """Remove and return, oldest first, every window whose end is at or before ``now``.
+
+        ``now`` is the clock in processing time, the watermark in event time."""
+        if now > self.closed_through:
+            self.closed_through = now
         due = sorted(start for start, (window, _) in self._open.items() if window.end <= now)
         return [self._open.pop(start) for start in due]
 
@@ -64,8 +73,15 @@ class TumblingWindows(Generic[S]):
         return closed
 
     def close_all(self) -> list[tuple[Window, S]]:
-        """Every open window, oldest first (used when the service stops)."""
-        return [self._open.pop(start) for start in sorted(self._open)]
+        """Every open window, oldest first (when input goes idle, and when the service stops)."""
+        closed = [self._open.pop(start) for start in sorted(self._open)]
+        if closed and closed[-1][0].end > self.closed_through:
+            self.closed_through = closed[-1][0].end
+        return closed
+
+    @property
+    def open_count(self) -> int:
+        return len(self._open)
 
     def states(self) -> list[S]:
         return [state for _, state in self._open.values()]

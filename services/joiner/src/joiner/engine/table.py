@@ -1,0 +1,125 @@
+"""``join: table``: the first stream is a table, the second a stream joined against it.
+
+The table keeps, per key (the equality key of ``where``), the versions of its record by event time.
+A record for which ``deletedWhen`` holds, or that the table stream's filters reject, removes the
+key from its time on. Each event of the second stream, on arrival, joins the version valid at its
+event time (the latest at or before it), so a reading is billed once however often tenants are
+re-sent. Table state outlives window closes; versions older than what any on-time event can still
+ask for are pruned.
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import Any
+
+from joiner.engine.join import _MISSING, _ODD, FILTERED, JoinEngine, WindowState, _is_true
+from joiner.engine.state import StateStore
+from streaming_runtime.errors import ConfigError, EvaluationError, MalformedEvent
+from streaming_runtime.expressions import Expression
+from streaming_runtime.jsonata_compiler import FastExpression
+
+_DELETED = None  # a version that removes the key
+NAMESPACE = "table"
+
+
+class TableJoin:
+    def __init__(self, engine: JoinEngine, store: StateStore, deleted_when: Expression | None = None) -> None:
+        if not engine.plan.keys:
+            raise ConfigError(
+                "join: table needs an equality between the two streams in where "
+                f"(such as {engine.streams[0]}.id = {engine.streams[1]}.id) to key the table"
+            )
+        self.engine = engine
+        self.store = store
+        self.deleted_when = FastExpression(deleted_when, (engine.streams[0],)) if deleted_when else None
+        self.updates = 0
+        self.deletes = 0
+
+    # -- the table stream ---------------------------------------------------------------------
+
+    def update(self, data: Any, event_time: float) -> str:
+        """Apply one table record: "updated", "deleted", or MalformedEvent."""
+        engine = self.engine
+        if not isinstance(data, dict):
+            engine.check(0, data)  # raises with the usual message
+        if self.deleted_when is not None:
+            try:
+                if _is_true(self.deleted_when(data)):
+                    return self._put(self._key_or_raise(data), event_time, _DELETED)
+            except EvaluationError as error:
+                raise MalformedEvent(f"{engine.streams[0]} record: table.deletedWhen failed: {error}") from None
+        engine.check(0, data)
+        key = self._key_or_raise(data)
+        for condition in engine.plan.filters[0]:
+            try:
+                if not _is_true(condition(data)):
+                    return self._put(key, event_time, _DELETED)  # a record the filters reject is not in the table
+            except EvaluationError as error:
+                raise MalformedEvent(f"{engine.streams[0]} record does not fit the expressions: {error}") from None
+        return self._put(key, event_time, data)
+
+    def _key_or_raise(self, data: dict) -> Any:
+        key = self.engine._key(0, data)  # noqa: SLF001 - the engine's key rules, shared on purpose
+        if key is _MISSING or key is _ODD:
+            raise MalformedEvent(
+                f"{self.engine.streams[0]} record has no plain key "
+                f"({', '.join('.'.join(k.left) for k in self.engine.plan.keys)}) to index the table by"
+            )
+        return key
+
+    def _put(self, key: Any, event_time: float, record: dict | None) -> str:
+        versions: list[tuple[float, dict | None]] = self.store.get(NAMESPACE, key) or []
+        times = [when for when, _ in versions]
+        position = bisect.bisect_right(times, event_time)
+        versions.insert(position, (event_time, record))
+        self.store.put(NAMESPACE, key, versions)
+        if record is None:
+            self.deletes += 1
+            return "deleted"
+        self.updates += 1
+        return "updated"
+
+    def row_at(self, key: Any, event_time: float) -> dict | None:
+        versions = self.store.get(NAMESPACE, key)
+        if not versions:
+            return None
+        position = bisect.bisect_right([when for when, _ in versions], event_time)
+        return versions[position - 1][1] if position else None
+
+    def prune(self, before: float) -> None:
+        """Forget versions no on-time event can ask for: keep, per key, the newest at or before ``before``."""
+        for key, versions in list(self.store.items(NAMESPACE)):
+            position = bisect.bisect_right([when for when, _ in versions], before)
+            if position > 1:
+                kept = versions[position - 1 :]
+                if kept == [(kept[0][0], None)]:
+                    self.store.delete(NAMESPACE, key)
+                else:
+                    self.store.put(NAMESPACE, key, kept)
+
+    @property
+    def size(self) -> int:
+        return self.store.size(NAMESPACE)
+
+    # -- the joined stream ----------------------------------------------------------------------
+
+    def accept(self, state: WindowState, data: Any, event_id: str | None, event_time: float) -> bool:
+        """Join one event of the second stream with the table row valid at its time; rows go to ``state``."""
+        engine = self.engine
+        engine.check(1, data)
+        for condition in engine.plan.filters[1]:
+            try:
+                if not _is_true(condition(data)):
+                    return FILTERED
+            except EvaluationError as error:
+                raise MalformedEvent(f"{engine.streams[1]} event does not fit the expressions: {error}") from None
+        key = engine._key(1, data)  # noqa: SLF001
+        state.count += 1
+        if key is _MISSING or key is _ODD:
+            return True  # no plain key: nothing in the table can match (counted, not an error)
+        row = self.row_at(key, event_time)
+        if row is not None:
+            engine._pair(state, (row, None, None), (data, event_id, None), engine.plan.residual)  # noqa: SLF001
+        return True
+

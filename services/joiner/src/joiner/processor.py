@@ -1,0 +1,278 @@
+"""The joiner's stream processing, without I/O: what the service and ``joiner replay`` both run.
+
+Per event: deduplicate (CloudEvent id, or a configured key field), place it in time (event time
+or arrival), set late ones aside, then either update the table (``join: table``, first stream) or
+join it in its window. Windows close when the clock (processing time) or the watermark (event
+time) passes their end, when input has been idle, when they reach ``maxWindowEvents``, or on
+``flush``. A closed window's rows are aggregated if configured and handed to ``on_window``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from joiner.config import JoinerConfig
+from joiner.engine.aggregate import aggregate, parse_aggregate
+from joiner.engine.dedup import Deduplicator, dedup_key
+from joiner.engine.eventtime import Watermark, event_time
+from joiner.engine.join import JoinEngine, WindowState
+from joiner.engine.state import MemoryStore, StateStore
+from joiner.engine.table import TableJoin
+from joiner.engine.windows import TumblingWindows, Window
+from streaming_runtime.errors import MalformedEvent
+from streaming_runtime.expressions import compile_expression
+
+log = logging.getLogger("joiner")
+
+ACCEPTED, FILTERED, DUPLICATE, LATE, TABLE = "accepted", "filtered", "duplicate", "late", "table"
+
+
+@dataclass
+class Stats:
+    accepted: Counter = field(default_factory=Counter)
+    filtered: Counter = field(default_factory=Counter)
+    dropped: Counter = field(default_factory=Counter)
+    duplicates: Counter = field(default_factory=Counter)
+    late: Counter = field(default_factory=Counter)
+    table_updates: int = 0
+    table_deletes: int = 0
+    windows_closed: int = 0
+    windows_split: int = 0
+    windows_idle_closed: int = 0
+    rows_made: int = 0
+    pair_errors: int = 0
+    aggregate_ignored: int = 0
+
+    def count(self, outcome: str, stream: str) -> None:
+        counter = {ACCEPTED: self.accepted, FILTERED: self.filtered, DUPLICATE: self.duplicates, LATE: self.late,
+                   TABLE: self.accepted}[outcome]
+        counter[stream] += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            name: (dict(value) if isinstance(value, Counter) else value) for name, value in self.__dict__.items()
+        }
+
+
+@dataclass(frozen=True)
+class LateEvent:
+    stream: str
+    id: str | None
+    event_time: float
+    window: Window
+    data: Any
+
+    def as_record(self) -> dict[str, Any]:
+        return {
+            "stream": self.stream, "id": self.id, "event_time": self.event_time,
+            "window_start": self.window.start, "window_end": self.window.end, "data": self.data,
+        }
+
+
+def build_engine(config: JoinerConfig) -> JoinEngine:
+    """Compile both expressions (ConfigError on a parse error) and plan the join."""
+    where = compile_expression(config.where, setting=config.where_setting)
+    select = compile_expression(config.select, setting=config.select_setting)
+    return JoinEngine((config.sources[0].name, config.sources[1].name), where, select)
+
+
+class Processor:
+    def __init__(
+        self,
+        config: JoinerConfig,
+        engine: JoinEngine,
+        on_window: Callable[[Window, list[Any]], None],
+        on_late: Callable[[LateEvent], None] = lambda late: None,
+        clock: Callable[[], float] | None = None,
+        store: StateStore | None = None,
+    ) -> None:
+        import time
+
+        self.config = config
+        self.engine = engine
+        self.streams = engine.streams
+        self.on_window = on_window
+        self.on_late = on_late
+        self.clock = clock or time.time
+        self.store = store or MemoryStore()
+        self.stats = Stats()
+        self.windows = TumblingWindows(config.window_seconds, engine.new_state)
+        self.time_spec = config.event_time
+        self.watermark = Watermark(self.time_spec.grace if self.time_spec else 0.0)
+        self.idle_after = (
+            (self.time_spec.idle or config.window_seconds + self.time_spec.grace) if self.time_spec else None
+        )
+        self.last_arrival = self.clock()
+        self.table = (
+            TableJoin(
+                engine, self.store,
+                compile_expression(config.table_deleted_when, setting="table.deletedWhen")
+                if config.table_deleted_when else None,
+            )
+            if config.join_mode == "table" else None
+        )
+        self.dedup = (
+            Deduplicator(self.store, "dedup", config.dedup_ttl, config.dedup_max_entries, self.clock)
+            if config.dedup_ttl else None
+        )
+        self.aggregate_spec = parse_aggregate(config.aggregate) if config.aggregate is not None else None
+
+    @classmethod
+    def check_config(cls, config: JoinerConfig, engine: JoinEngine) -> None:
+        """Raise ConfigError now (before the server starts) for what only the processor validates:
+        aggregate, table.deletedWhen, a table join without a key."""
+        cls(config, engine, on_window=lambda window, rows: None)
+
+    @property
+    def event_time_mode(self) -> bool:
+        return self.time_spec is not None
+
+    def describe(self) -> str:
+        time_mode = (
+            f"event time from {'.'.join(self.time_spec.field)} (grace {self.time_spec.grace:g}s, idle {self.idle_after:g}s)"
+            if self.time_spec else "processing time"
+        )
+        extras = [
+            f"join: {self.config.join_mode}",
+            time_mode,
+            f"dedup {self.config.dedup_ttl:g}s" if self.dedup else "no dedup",
+            "aggregate" if self.aggregate_spec else "rows as selected",
+        ]
+        return f"{self.engine.describe()}; " + "; ".join(extras)
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def offer(self, index: int, data: Any, event_id: str | None = None, cloudevent_time: str | None = None) -> str:
+        """Take one event of stream ``index``; returns its outcome, raises MalformedEvent."""
+        stream = self.streams[index]
+        arrival = self.clock()
+        self.last_arrival = arrival
+        if self.dedup is not None:
+            key = dedup_key(stream, event_id, data, self.config.dedup_key_fields.get(stream))
+            if key is not None and self.dedup.seen(key):
+                self.stats.duplicates[stream] += 1
+                return DUPLICATE
+        when = event_time(self.time_spec, data, cloudevent_time, arrival)
+        if self.table is not None and index == 0:
+            outcome = self.table.update(data, when)
+            self.stats.accepted[stream] += 1
+            self.stats.table_updates += outcome == "updated"
+            self.stats.table_deletes += outcome == "deleted"
+            self._observe(when)
+            return TABLE
+        if self.windows.is_late(when):
+            late = LateEvent(stream, event_id, when, self.windows.window_at(when), data)
+            self.stats.late[stream] += 1
+            log.warning(
+                "late event stream=%s id=%s event_time=%s window=%s (closed)", stream, event_id, when, late.window.id
+            )
+            self.on_late(late)
+            return LATE
+        window, state = self.windows.state_at(when)
+        if self.table is not None:
+            kept = self.table.accept(state, data, event_id, when)
+        else:
+            kept = self.engine.accept(state, index, data, event_id)
+        self.stats.count(ACCEPTED if kept else FILTERED, stream)
+        self._split_if_full(window, state)
+        self._observe(when)
+        return ACCEPTED if kept else FILTERED
+
+    def offer_many(self, index: int, entries: list[tuple[Any, str | None, str | None]]) -> list[str | MalformedEvent]:
+        """Take a batch of ``(data, id, cloudevent time)``; an outcome (or the MalformedEvent) per entry.
+
+        In processing time, with no dedup and a window join, the batch goes through the engine's
+        generated loop in one call; otherwise event by event."""
+        if self.event_time_mode or self.dedup is not None or self.table is not None:
+            outcomes: list[str | MalformedEvent] = []
+            for data, event_id, ce_time in entries:
+                try:
+                    outcomes.append(self.offer(index, data, event_id, ce_time))
+                except MalformedEvent as error:
+                    outcomes.append(error)
+            return outcomes
+        stream = self.streams[index]
+        self.last_arrival = now = self.clock()
+        window, state = self.windows.state_at(now)
+        batch = [(data, event_id) for data, event_id, _ in entries]
+        outcome = self.engine.accept_many(state, index, batch)
+        bad = {id(entry): MalformedEvent(reason) for entry, reason in outcome.malformed}
+        self.stats.accepted[stream] += outcome.accepted
+        self.stats.filtered[stream] += outcome.filtered
+        self._split_if_full(window, state)
+        # the engine counts filtered events but does not name them: both are answered SUCCESS
+        return [bad.get(id(entry), ACCEPTED) for entry in batch]
+
+    # -- time -----------------------------------------------------------------------------------
+
+    def _observe(self, when: float) -> None:
+        if self.event_time_mode:
+            self.watermark.observe(when)
+            self._close_through(self.watermark.value)
+
+    def tick(self) -> None:
+        """Called by a timer: close what the clock (processing time) or idleness (event time) closes."""
+        now = self.clock()
+        if not self.event_time_mode:
+            self._close_through(now)
+        elif self.idle_after is not None and now - self.last_arrival >= self.idle_after and self.windows.open_count:
+            self.stats.windows_idle_closed += self.windows.open_count
+            log.info("input idle for %.1fs: closing %d open window(s)", now - self.last_arrival, self.windows.open_count)
+            for window, state in self.windows.close_all():
+                self._close(window, state)
+
+    def next_tick(self) -> float:
+        """Seconds until ``tick`` has something to do (a bound, not a promise)."""
+        now = self.clock()
+        if not self.event_time_mode:
+            return max(0.0, self.windows.window_at(now).end - now)
+        return max(0.05, min(1.0, (self.last_arrival + (self.idle_after or 1.0)) - now))
+
+    def flush(self) -> None:
+        """Close every open window (end of a replay, service shutdown)."""
+        for window, state in self.windows.close_all():
+            self._close(window, state)
+
+    def _close_through(self, when: float) -> None:
+        for window, state in self.windows.close_due(when):
+            self._close(window, state)
+        if self.table is not None and math.isfinite(self.windows.closed_through):
+            self.table.prune(self.windows.closed_through)
+
+    def _split_if_full(self, window: Window, state: WindowState) -> None:
+        """At maxWindowEvents, close the window early and go on in a new part of it.
+
+        Nothing is lost: the rows made so far are sent; pairs between events of different parts
+        are not made, which is what the count `windows_split` and the warning say."""
+        if state.count < self.config.max_window_events:
+            return
+        self.stats.windows_split += 1
+        log.warning(
+            "window %s reached %d buffered events (maxWindowEvents): closing it early; "
+            "later events of this window go to part %d and do not pair with earlier ones",
+            window.id, state.count, window.part + 1,
+        )
+        self._close(*self.windows.split(window))
+
+    def _close(self, window: Window, state: WindowState) -> None:
+        result = self.engine.result(state)
+        self.stats.windows_closed += 1
+        self.stats.pair_errors += len(result.errors)
+        for error in result.errors[:5]:
+            log.warning("pair skipped window=%s %s", window.id, error)
+        rows = result.rows
+        if self.aggregate_spec is not None and rows:
+            aggregated = aggregate(rows, self.aggregate_spec)
+            self.stats.aggregate_ignored += aggregated.ignored
+            rows = aggregated.rows
+        self.stats.rows_made += len(rows)
+        log.info(
+            "window closed id=%s events=%d pairs=%d rows=%d", window.id, state.count, result.pairs, len(rows)
+        )
+        if rows:
+            self.on_window(window, rows)

@@ -1,0 +1,143 @@
+"""The joiner's processing without I/O: time, lateness, idleness, dedup, join modes (hand-computed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from joiner.config import config_from_yaml
+from joiner.processor import DUPLICATE, LATE, Processor, build_engine
+from streaming_runtime.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE = (ROOT / "services" / "joiner" / "joiner.yaml").read_text()
+
+
+class Clock:
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def processor(extra: str = "", clock: Clock | None = None) -> tuple[Processor, list, list]:
+    spec = yaml.safe_load(BASE)["spec"]
+    spec.update(yaml.safe_load(extra) or {})
+    config = config_from_yaml(yaml.safe_dump(spec))
+    windows, late = [], []
+    proc = Processor(config, build_engine(config), on_window=lambda w, rows: windows.append((w, rows)),
+                     on_late=late.append, clock=clock or Clock())
+    return proc, windows, late
+
+
+def example_messages() -> dict[str, list]:
+    from streaming_runtime.expressions import compile_expression
+
+    run_file = yaml.safe_load((ROOT / "dapr.yaml").read_text())
+    return {
+        app["env"]["STREAM_TOPIC"]: compile_expression(app["env"]["MESSAGE_EXPR"], setting="m").evaluate(None)
+        for app in run_file["apps"] if "MESSAGE_EXPR" in app.get("env", {})
+    }
+
+
+def billable(windows) -> list[tuple]:
+    return sorted((r["customer_id"], r["tenant_id"], r["tenant_kwh_usage"]) for _, rows in windows for r in rows)
+
+
+@pytest.mark.parametrize("mode, copies", [("window", 3), ("table", 1)])
+def test_example_data_in_both_join_modes(mode, copies):
+    """Tenants re-sent three times in one window: the window join bills each reading three times
+    (as the original's output did), the table join once."""
+    clock = Clock()
+    proc, windows, _ = processor(f"join: {mode}", clock)
+    data = example_messages()
+    for _ in range(3):
+        for tenant in data["tenants"]:
+            proc.offer(0, tenant)
+    for reading in data["poweruse"]:
+        proc.offer(1, reading)
+    clock.now += 20
+    proc.tick()
+    expected = [(243, "dc:kddi:cn:hnk2:11", 1119), (243, "dc:kddi:cn:hnk2:11", 1201),
+                (924, "dc:eqix:us:chi1:12", 1034), (924, "dc:eqix:us:chi1:12", 1134)]
+    assert billable(windows) == sorted(expected * copies)
+
+
+def test_processing_time_windows_close_on_the_clock():
+    clock = Clock(1_700_000_005.0)
+    proc, windows, _ = processor("", clock)
+    proc.offer(0, {"tenant_id": "t", "customer_id": 1})
+    proc.offer(1, {"tenant_id": "t", "power_use": 2, "kwh_use": 5})
+    clock.now = 1_700_000_019.9
+    proc.tick()
+    assert windows == []
+    clock.now = 1_700_000_020.0
+    proc.tick()
+    assert [(w.start, w.end) for w, _ in windows] == [(1_700_000_000.0, 1_700_000_020.0)]
+
+
+def test_idle_input_closes_event_time_windows_and_later_events_are_late():
+    clock = Clock(5_000.0)
+    proc, windows, late = processor("eventTime: {field: ts, grace: 5s, idle: 30s}", clock)
+    proc.offer(0, {"ts": 1_700_000_001, "tenant_id": "t", "customer_id": 1})
+    proc.offer(1, {"ts": 1_700_000_002, "tenant_id": "t", "power_use": 2, "kwh_use": 5})
+    clock.now += 29
+    proc.tick()
+    assert windows == []  # the watermark (2 - 5) has not passed the end, and 29 s is not idle yet
+    clock.now += 1
+    proc.tick()
+    assert billable(windows) == [(1, "t", 5)]
+    assert proc.stats.windows_idle_closed == 1
+    assert proc.offer(1, {"ts": 1_700_000_003, "tenant_id": "t", "power_use": 2, "kwh_use": 6}) == LATE
+    assert [(entry.stream, entry.data["kwh_use"]) for entry in late] == [("poweruse", 6)]
+
+
+def test_cloudevent_time_is_used_when_the_field_is_missing():
+    proc, windows, _ = processor("eventTime: {field: ts}")
+    proc.offer(0, {"tenant_id": "t", "customer_id": 1}, "e1", "2023-11-14T22:13:21Z")  # 1700000001
+    proc.offer(1, {"ts": 1_700_000_002_000, "tenant_id": "t", "power_use": 2, "kwh_use": 5})  # epoch ms
+    proc.offer(1, {"ts": "2023-11-14T22:13:45+00:00", "tenant_id": "x", "power_use": 2, "kwh_use": 5})  # next window
+    assert [(w.start, billable([(w, rows)])) for w, rows in windows] == [(1_700_000_000.0, [(1, "t", 5)])]
+
+
+def test_a_redelivered_event_is_joined_once():
+    clock = Clock()
+    proc, windows, _ = processor("dedup: {ttl: 1m}", clock)
+    proc.offer(0, {"tenant_id": "t", "customer_id": 1}, "tenant-1")
+    reading = {"tenant_id": "t", "power_use": 2, "kwh_use": 5}
+    assert proc.offer(1, reading, "reading-1") == "accepted"
+    assert proc.offer(1, reading, "reading-1") == DUPLICATE
+    clock.now += 20
+    proc.tick()
+    assert billable(windows) == [(1, "t", 5)]
+    assert proc.stats.duplicates == {"poweruse": 1}
+
+
+def test_dedup_by_key_field_when_the_publisher_gives_no_id_and_forgets_after_the_ttl():
+    clock = Clock()
+    proc, _, _ = processor("dedup: {ttl: 10s, keyFields: {poweruse: reading_id}}", clock)
+    reading = {"reading_id": 7, "tenant_id": "t", "power_use": 2, "kwh_use": 5}
+    assert proc.offer(1, reading) == "accepted"
+    assert proc.offer(1, dict(reading)) == DUPLICATE
+    clock.now += 11
+    assert proc.offer(1, dict(reading)) == "accepted"
+
+
+def test_table_join_needs_a_key_between_the_streams():
+    spec = yaml.safe_load(BASE)["spec"]
+    spec["join"] = "table"
+    spec["stream"]["where"] = "poweruse.power_use >= 1.0"
+    config = config_from_yaml(yaml.safe_dump(spec))
+    with pytest.raises(ConfigError, match="join: table needs an equality between the two streams"):
+        Processor.check_config(config, build_engine(config))
+
+
+def test_aggregate_errors_stop_the_configuration():
+    spec = yaml.safe_load(BASE)["spec"]
+    spec["aggregate"] = {"group_by": ["customer_id"], "fields": {"kwh": "total(tenant_kwh_usage)"}}
+    config = config_from_yaml(yaml.safe_dump(spec))
+    with pytest.raises(ConfigError, match=r"aggregate.fields.kwh: .*total\(tenant_kwh_usage\)"):
+        Processor.check_config(config, build_engine(config))
