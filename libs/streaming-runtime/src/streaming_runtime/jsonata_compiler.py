@@ -82,8 +82,10 @@ def _eq(a: Any, b: Any) -> bool:
     if a is U or b is U:
         return False
     ca, cb = a.__class__, b.__class__
-    if ca is cb or (ca in (int, float) and cb in (int, float)):
-        return a == b
+    if (ca is int or ca is float) and (cb is int or cb is float):
+        return float(a) == float(b)  # as jsonata-python, which makes 2**53 + 1 = 2**53 true
+    if ca is cb:
+        return a == b if ca is str or ca is bool else _JUtils.is_deep_equal(a, b)  # [1] != [true]
     if ca in (str, int, float, bool) and cb in (str, int, float, bool):
         return False  # different JSON types are never equal
     raise _FALLBACK
@@ -92,7 +94,7 @@ def _eq(a: Any, b: Any) -> bool:
 def _compare(a: Any, b: Any, op: Callable[[Any, Any], bool]) -> Any:
     ca, cb = a.__class__, b.__class__
     if (ca is int or ca is float) and (cb is int or cb is float):
-        return op(a, b)
+        return op(a, b) if ca is cb else op(float(a), float(b))  # jsonata-python: an int and a float as floats
     if ca is str and cb is str:
         return op(a, b)
     if (a is U and cb in (str, int, float)) or (b is U and ca in (str, int, float)) or (a is U and b is U):
@@ -220,6 +222,7 @@ _FUNCTIONS: dict[str, Callable[..., Any]] = {
     "ceil": _numeric_fn("ceil"),
 }
 _COMPARISONS = {"<": "_lt", "<=": "_le", ">": "_gt", ">=": "_ge"}
+_EXACT_INT = 2**53  # ints up to this compare with floats in Python as after a conversion to float
 _PATH_STEP_FLAGS = ("stages", "predicate", "group", "focus", "index", "tuple", "keep_array", "ancestor")
 
 
@@ -582,12 +585,17 @@ class CodeGenerator:
         elif op == "!=":
             self.emit(f"{out} = False if {left} is U or {right} is U else not _eq({left}, {right})", depth)
         elif op in _COMPARISONS:
-            # inline the number-number case; anything else goes through _compare
-            numeric = " and ".join(
-                f"({side}.__class__ is int or {side}.__class__ is float)"
-                for side, child in ((left, node.lhs), (right, node.rhs))
-                if getattr(child, "type", None) != "number"
-            ) or "True"
+            # inline the number-number case; anything else goes through _compare. jsonata-python
+            # compares an int with a float as two floats, which differs from Python's exact comparison
+            # only for ints beyond 2**53: those go through _compare too
+            checks = []
+            for side, child in ((left, node.lhs), (right, node.rhs)):
+                if getattr(child, "type", None) != "number":
+                    checks.append(f"({side}.__class__ is float or ({side}.__class__ is int and "
+                                  f"-{_EXACT_INT} <= {side} <= {_EXACT_INT}))")
+                elif abs(child.value) > _EXACT_INT:
+                    checks.append("False")
+            numeric = " and ".join(checks) or "True"
             self.emit(f"{out} = ({left} {op} {right}) if {numeric} else _compare({left}, {right}, {_COMPARISONS[op]})", depth)
         elif op in ("+", "-", "*", "/", "%"):
             self.emit(f"{out} = _arith({left}, {right}, {op!r})", depth)

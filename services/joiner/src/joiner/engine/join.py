@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from joiner.engine.plan import JoinPlan, plan_join
+from joiner.engine.plan import JoinPlan, _plain_path, plan_join
 from streaming_runtime.errors import EvaluationError, MalformedEvent
 from streaming_runtime.expressions import Expression, truthy
 from streaming_runtime.jsonata_compiler import (
@@ -42,6 +42,7 @@ from streaming_runtime.jsonata_compiler import (
 _MISSING = object()
 _ODD = object()  # a key that is not a plain value
 _BOOL = object()  # tags boolean keys: JSONata's true is not 1
+_EXACT_INT = 2**53  # ints up to this are keys as they are; beyond, as the float jsonata-python compares
 
 Entry = tuple  # (event data, CloudEvent id[, projection]): see JoinEngine
 
@@ -85,7 +86,7 @@ class JoinEngine:
         self._required_top = [frozenset(p[0] for p in paths if len(p) == 1) for paths in required]
         self._required_deep = [[p for p in paths if len(p) > 1] for paths in required]
         self._key_paths = ([k.left for k in self.plan.keys], [k.right for k in self.plan.keys])
-        self._select_probe = _can_fail(select.tree)
+        self._select_probe = _can_fail(select.tree) and _fails_with_any_partner(select.tree)
         self._roots = self._projection_roots(select.tree)
         self._project = [self._generate_projection(index) for index in (0, 1)]
         self._generated = [self._generate_ingest(index) for index in (0, 1)]
@@ -311,7 +312,7 @@ class JoinEngine:
         for i, key in enumerate(keys):
             key_lines += [
                 f"        k{i} = {mine}[{key!r}]",
-                f"        if k{i}.__class__ is not str and k{i}.__class__ is not int:",
+                f"        if k{i}.__class__ is not str and (k{i}.__class__ is not int or not -EXACT <= k{i} <= EXACT):",
                 "            slow.append(entry)",
                 "            continue",
             ]
@@ -325,17 +326,17 @@ class JoinEngine:
             f"        if {mine}.__class__ is not dict or not REQUIRED <= {mine}.keys():",
             "            slow.append(entry)",
             "            continue",
+            *(  # before the filters, as accept checks before it filters (malformed, not filtered)
+                [f"        if not probe({mine}):", "            slow.append(entry)", "            continue"]
+                if self._select_probe
+                else []
+            ),
             "        try:",
             *(filters or ["            pass"]),
             "        except Fallback:",
             "            slow.append(entry)",
             "            continue",
             *key_lines,
-            *(
-                [f"        if not probe({mine}):", "            slow.append(entry)", "            continue"]
-                if self._select_probe
-                else []
-            ),
             f"        own = project({mine})",
             f"        entry = ({mine}, entry[1], own)",
             f"        bucket = mine.get({key})",
@@ -368,6 +369,7 @@ class JoinEngine:
         ]
         scope = {**namespace(), **generator.references(), **self._filter_scope}
         scope["REQUIRED"] = self._required_top[index]
+        scope["EXACT"] = _EXACT_INT
         scope["project"] = self._project[index]
         scope["probe"] = self._probe_function(index)
         exec(compile("\n".join(lines), f"<arrival loop {mine}>", "exec"), scope)  # noqa: S102 - generated here
@@ -420,8 +422,11 @@ def _is_true(value: Any) -> bool:
 
 def _key_value(value: Any) -> Any:
     cls = value.__class__
-    if cls is str or cls is int:
+    if cls is str:
         return value
+    if cls is int:
+        # jsonata-python's `=` compares numbers as floats (2**53 + 1 = 2**53): so do keys beyond 2**53
+        return value if -_EXACT_INT <= value <= _EXACT_INT else float(value)
     if cls is float:
         return value if value == value and value not in (float("inf"), float("-inf")) else _ODD
     if cls is bool:
@@ -462,6 +467,32 @@ def _can_fail(tree: Any) -> bool:
         children = [value for _, value in (tree.lhs_object or [])] if tree.value == "{" else list(tree.expressions or [])
         return any(_can_fail(child) for child in children)
     return True
+
+
+_OPERATORS = frozenset({"+", "-", "*", "/", "%", "=", "!=", "<", "<=", ">", ">=", "&"})
+
+
+def _fails_with_any_partner(tree: Any) -> bool:
+    """Whether ``select`` failing on one stream's event alone (the other undefined) means it fails with
+    every partner, so the event can never be in a row: true when every part is always evaluated and
+    its type errors depend on its own operands (paths, literals, constructors, arithmetic, comparisons,
+    ``&``); not with ``? :``, ``and``, ``or`` or calls, where a partner can avoid the failing part
+    (``a.z = 1 ? "one" : b.y + 1`` fails alone on ``b.y = "s"`` but not with ``a.z = 1``)."""
+    kind = getattr(tree, "type", None)
+    if kind == "path":
+        return _plain_path(tree) is not None  # a predicate is evaluated per item, conditionally
+    if kind in ("string", "number", "value", "name"):
+        return True
+    if kind == "binary":
+        return tree.value in _OPERATORS and _fails_with_any_partner(tree.lhs) and _fails_with_any_partner(tree.rhs)
+    if kind == "block":
+        return all(_fails_with_any_partner(child) for child in tree.expressions or [])
+    if kind == "unary" and tree.value == "-":
+        return _fails_with_any_partner(tree.expression)
+    if kind == "unary" and tree.value in ("{", "["):
+        children = [value for _, value in (tree.lhs_object or [])] if tree.value == "{" else list(tree.expressions or [])
+        return all(_fails_with_any_partner(child) for child in children)
+    return False
 
 
 def _json_type(value: Any) -> str:
