@@ -105,7 +105,7 @@ def run_duckdb(tenants: list[dict], readings: list[dict]) -> list[dict]:
     connection = duckdb.connect()
     connection.register("tenants", tenant_table)
     connection.register("poweruse", poweruse_table)
-    rows = connection.execute(DUCKDB_SQL).to_arrow_table().to_pylist()
+    rows = connection.sql(DUCKDB_SQL).to_arrow_table().to_pylist()
     connection.close()
     return rows
 

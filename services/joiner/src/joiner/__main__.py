@@ -1,3 +1,4 @@
+import gc
 import sys
 
 from joiner.app import JoinerSettings, create_app
@@ -5,6 +6,9 @@ from streaming_runtime.service import serve
 
 
 def main() -> None:
+    # windows hold many small objects: with the default thresholds the collector would run every
+    # 700 allocations and rescan them; the buffers have no reference cycles to find
+    gc.set_threshold(50_000, 20, 50)
     if len(sys.argv) > 1 and sys.argv[1] == "replay":
         from joiner.replay import main as replay
 
