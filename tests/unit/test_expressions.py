@@ -369,3 +369,20 @@ def test_truthy_matches_jsonata_boolean():
     for value in [0, 1, "", "x", [], [0], [0, 2], {}, {"a": 1}, None, True, False]:
         expected = boolean.evaluate({"v": value})
         assert truthy(value) is bool(expected), value
+
+
+@pytest.mark.parametrize(
+    ("source", "varies"),
+    [
+        ('[{"tenant_id": "a"}, {"tenant_id": "b"},]', False),
+        ("$string(1) & $uppercase(\"x\")", False),
+        ('{"id": $id}', True),
+        ('[1, {"at": $timestamp}]', True),
+        ("$now()", True),
+        ('{"n": $random()}', True),
+    ],
+)
+def test_reads_variables_tells_constant_expressions_apart(source, varies):
+    from streaming_runtime.expressions import reads_variables
+
+    assert reads_variables(compile_expression(source, setting="MESSAGE_EXPR").tree) is varies

@@ -320,29 +320,52 @@ def _excerpt(source: str, index: int, width: int = 24) -> str:
     return f"near {text!r}"
 
 
+IMPURE_FUNCTIONS = frozenset({"now", "millis", "random", "uuid", "eval"})
+_CHILDREN = (
+    "lhs", "rhs", "steps", "expressions", "arguments", "procedure", "expression",
+    "stages", "predicate", "condition", "then", "_else", "body", "group", "update", "delete",
+)
+
+
+def children(node: Any) -> Iterator[Any]:
+    """The direct sub-nodes of a jsonata-python syntax-tree node (lists and object pairs flattened)."""
+    for attribute in _CHILDREN:
+        child = getattr(node, attribute, None)
+        if child is None or child is node:
+            continue
+        if isinstance(child, (list, tuple)):
+            yield from (item for item in child if item is not None)
+        else:
+            yield child
+    for pair in getattr(node, "lhs_object", None) or []:
+        yield from (item for item in pair if item is not None)
+
+
+def reads_variables(tree: Any) -> bool:
+    """Whether an expression reads a variable (``$id``...) or calls an impure function (``$now()``),
+    i.e. whether its value can change between evaluations on the same input."""
+    kind = getattr(tree, "type", None)
+    if kind == "function":
+        procedure = getattr(tree, "procedure", None)
+        if getattr(procedure, "type", None) != "variable" or str(procedure.value) in IMPURE_FUNCTIONS:
+            return True
+        return any(reads_variables(argument) for argument in tree.arguments or [])
+    if kind == "variable":
+        return True
+    return any(reads_variables(child) for child in children(tree))
+
+
 def _paths(node: Any) -> Iterator[list[str]]:
     """Every name path in a jsonata-python syntax tree, as lists of step names."""
     if node is None:
         return
-    if isinstance(node, (list, tuple)):
-        for item in node:
-            yield from _paths(item)
-        return
     if getattr(node, "type", None) == "path":
-        steps = getattr(node, "steps", None) or []
         names: list[str] = []
-        for step in steps:
+        for step in getattr(node, "steps", None) or []:
             if getattr(step, "type", None) != "name":
                 break
             names.append(str(step.value))
         if names:
             yield names
-    for attribute in (
-        "lhs", "rhs", "steps", "expressions", "arguments", "procedure", "expression",
-        "stages", "predicate", "condition", "then", "_else", "body", "group", "update", "delete",
-    ):
-        child = getattr(node, attribute, None)
-        if child is not None and child is not node:
-            yield from _paths(child)
-    for pair in getattr(node, "lhs_object", None) or []:
-        yield from _paths(list(pair))
+    for child in children(node):
+        yield from _paths(child)

@@ -26,7 +26,7 @@ from typing import Any
 from jsonata.functions import Functions as _JFunctions
 from jsonata.utils import Utils as _JUtils
 
-from streaming_runtime.expressions import Expression
+from streaming_runtime.expressions import IMPURE_FUNCTIONS, Expression
 
 
 class Fallback(Exception):
@@ -259,7 +259,6 @@ def compile_tree(tree: Any, variables: tuple[str, ...], program: Any = None) -> 
     return Compiled(scope["compiled"], generator.ref_reasons[0] if whole else "", source, len(generator.ref_nodes))
 
 
-_IMPURE_FUNCTIONS = frozenset({"now", "millis", "random", "uuid", "eval"})
 _MEMO_LIMIT = 65_536
 
 
@@ -334,7 +333,7 @@ def _memo_inputs(node: Any, variables: tuple[str, ...]) -> list[tuple[int, tuple
             return True
         if kind == "function":
             procedure = item.procedure
-            if getattr(procedure, "type", None) != "variable" or str(procedure.value) in _IMPURE_FUNCTIONS:
+            if getattr(procedure, "type", None) != "variable" or str(procedure.value) in IMPURE_FUNCTIONS:
                 return False
             return visit(item.arguments or [])
         if kind in ("binary", "condition", "block") or (kind == "unary" and item.value in ("-", "[", "{")):

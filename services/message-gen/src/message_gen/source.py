@@ -11,39 +11,16 @@ from __future__ import annotations
 from typing import Any
 
 from streaming_runtime.errors import EvaluationError
-from streaming_runtime.expressions import Expression
+from streaming_runtime.expressions import Expression, reads_variables
 
 _UNSET = object()
-_IMPURE = {"now", "millis", "random", "uuid"}
-
-
-def _uses_variables(node: Any) -> bool:
-    """Whether the tree reads a variable ($id, $timestamp, ...) or calls an impure function."""
-    if node is None:
-        return False
-    if isinstance(node, (list, tuple)):
-        return any(_uses_variables(item) for item in node)
-    kind = getattr(node, "type", None)
-    if kind == "variable":
-        return True
-    if kind == "function":
-        procedure = getattr(node, "procedure", None)
-        if str(getattr(procedure, "value", "")) in _IMPURE or getattr(procedure, "type", None) != "variable":
-            return True
-        return _uses_variables(node.arguments)
-    children = [getattr(node, name, None) for name in (
-        "lhs", "rhs", "expression", "expressions", "steps", "arguments", "condition", "then", "_else",
-        "stages", "predicate", "body", "group",
-    )]
-    children += [list(pair) for pair in (getattr(node, "lhs_object", None) or [])]
-    return any(_uses_variables(child) for child in children if child is not None and child is not node)
 
 
 class MessageSource:
     def __init__(self, expression: Expression) -> None:
         self._expression = expression
         # an expression without $id/$timestamp (the example's lists) has one value: evaluate it once
-        self._constant = not _uses_variables(expression.tree)
+        self._constant = not reads_variables(expression.tree)
         self._cached: Any = _UNSET
 
     def message(self, message_id: int, timestamp_ms: int) -> Any:
