@@ -449,6 +449,10 @@ def namespace() -> dict[str, Any]:
     }
 
 
+def _is_literal(code: str) -> bool:
+    return code[:1] in "'\"0123456789-" or code in ("True", "False")
+
+
 class CodeGenerator:
     """Emits Python for a jsonata-python syntax tree (see the module docstring for the subset).
 
@@ -466,6 +470,7 @@ class CodeGenerator:
         self.ref_nodes: list[Any] = []
         self.ref_reasons: list[str] = []
         self.bound: set[str] = set(variables)  # variables holding a value where code is emitted
+        self.defined: set[str] = set()  # names known never to hold U (lets constructors skip checks)
         self.lines: list[str] = []
         self.count = 0
         self.precomputed: dict[int, str] = {}
@@ -640,7 +645,11 @@ class CodeGenerator:
         values = [self.node(value, depth) for _, value in pairs]
         out = self.temp()
         literal = ", ".join(f"{key!r}: {value}" for key, value in zip(keys, values))
-        defined = " and ".join(f"{value} is not U" for value in values) or "True"
+        unknown = [value for value in values if value not in self.defined and not _is_literal(value)]
+        if not unknown:
+            self.emit(f"{out} = {{{literal}}}", depth)
+            return out
+        defined = " and ".join(f"{value} is not U" for value in unknown)
         self.emit(f"if {defined}:", depth)
         self.emit(f"{out} = {{{literal}}}", depth + 1)
         self.emit("else:", depth)

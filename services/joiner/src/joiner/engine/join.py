@@ -44,7 +44,7 @@ _ODD = object()  # a key that is not a plain value
 _BOOL = object()  # tags boolean keys: JSONata's true is not 1
 _EXACT_INT = 2**53  # ints up to this are keys as they are; beyond, as the float jsonata-python compares
 
-Entry = tuple  # (event data, CloudEvent id[, projection]): see JoinEngine
+Entry = tuple  # (event data, CloudEvent id[, has projection, *projection]): see JoinEngine._entry
 
 ACCEPTED = True
 FILTERED = False
@@ -117,7 +117,7 @@ class JoinEngine:
                     return FILTERED
             except EvaluationError as error:
                 raise MalformedEvent(f"{self.streams[index]} event does not fit the expressions: {error}") from None
-        entry = (data, event_id, self._projection(index, data))
+        entry = self._entry(index, data, event_id)
         other = 1 - index
         if self.plan.keys:
             key = self._key(index, data)
@@ -231,9 +231,9 @@ class JoinEngine:
 
         return pair
 
-    # Buffered entries are (data, id, projection): the projection holds the values of the parts of
-    # `select` that read this event only, computed once on arrival, so pairing reads them instead of
-    # evaluating them again for every partner (None when they are outside the fast path).
+    # Buffered entries are (data, id, True, *projection): the projection holds the values of the parts
+    # of `select` that read this event only, computed once on arrival, so pairing reads them instead of
+    # evaluating them again for every partner; (data, id, False) when they are outside the fast path.
 
     def _projection_roots(self, tree: Any) -> tuple[list[Any], list[Any]]:
         first = single_variable_roots(tree, self.streams[0])
@@ -249,13 +249,14 @@ class JoinEngine:
             values = [generator.node(root, 2) for root in self._roots[index]]
         except NotCompilable:
             return None
+        undefined = " or ".join(f"{value} is U" for value in values) or "False"
         lines = [
             f"def project({name}):",
             "    try:",
             *(generator.lines or ["        pass"]),
             "    except Fallback:",
             "        return None",
-            f"    return ({''.join(value + ', ' for value in values)})",
+            f"    return None if {undefined} else ({''.join(value + ', ' for value in values)})",
         ]
         scope = {**namespace(), **generator.references()}
         exec(compile("\n".join(lines), f"<projection {name}>", "exec"), scope)  # noqa: S102 - generated here
@@ -276,9 +277,11 @@ class JoinEngine:
 
         return probe
 
-    def _projection(self, index: int, data: dict) -> tuple | None:
+    def _entry(self, index: int, data: dict, event_id: str | None) -> Entry:
+        """A buffered entry: ``(data, id, True, *projection)``, or ``(data, id, False)`` without one."""
         project = self._project[index]
-        return project(data) if project is not None else None
+        values = project(data) if project is not None else None
+        return (data, event_id, False) if values is None else (data, event_id, True, *values)
 
     def _generate_ingest(self, index: int) -> Callable[..., tuple[int, int, int]] | None:
         """The arrival loop of one stream as generated Python, or None when the plan is outside it.
@@ -297,33 +300,72 @@ class JoinEngine:
             return None
         mine, theirs = self.streams[index], self.streams[1 - index]
         program = self.plan.select.expression._program
+        # every required field is read once, up front: a missing one is a KeyError (exact path),
+        # a value outside the fast path a Fallback (exact path); later code uses the locals
+        # fields the filters read come first; a filtered event only needs the others to be present
+        filter_fields = sorted({path[0] for c in self.plan.filters[index] for path in c.expression.paths_under({mine})[mine]})
+        fields = filter_fields + sorted(self._required_top[index] - set(filter_fields))
+        bound = {(mine, field): f"f{i}" for i, field in enumerate(fields)}
+
+        def bind(names: list[str]) -> list[str]:
+            lines: list[str] = []
+            for field in names:
+                local = bound[(mine, field)]
+                lines += [
+                    f"            {local} = {mine}[{field!r}]",
+                    f"            if {local}.__class__ is not str and {local}.__class__ is not int "
+                    f"and {local}.__class__ is not float: {local} = _value({local})",
+                ]
+            return lines or ["            pass"]
+
+        bind_lines = bind(filter_fields)
+        rest_lines = bind(fields[len(filter_fields):])
+        projector = CodeGenerator(self.streams, trusted_inputs=True, program=program, ref_name="_ref_project")
+        projector.bound = {mine}
+        projector.paths.update(bound)
         generator = CodeGenerator(self.streams, trusted_inputs=True, program=program, ref_name="_ref_select")
-        for position, root in enumerate(self._roots[index]):
-            generator.precomputed[id(root)] = f"own[{position}]"
-        for position, root in enumerate(self._roots[1 - index]):
-            generator.precomputed[id(root)] = f"theirs_own[{position}]"
         try:
-            filters = self._filter_code(index)
+            filters = self._filter_code(index, bound)
+            projected = [projector.node(root, 3) for root in self._roots[index]]
+        except NotCompilable:
+            return None
+        for root, value in zip(self._roots[index], projected):
+            generator.precomputed[id(root)] = value
+        for position, root in enumerate(self._roots[1 - index]):
+            generator.precomputed[id(root)] = f"partner[{3 + position}]"
+        generator.defined = set(generator.precomputed.values())  # an entry has a projection only if all are defined
+        try:
             row = generator.node(self.plan.select.expression.tree, 5)
         except NotCompilable:
             return None
+        undefined = " or ".join(f"{value} is U" for value in projected if value not in bound.values()) or "False"
+        own = "".join(", " + value for value in projected)
         keys = [path[0] for path in self._key_paths[index]]
         key_lines: list[str] = []
         for i, key in enumerate(keys):
+            local = bound[(mine, key)]
             key_lines += [
-                f"        k{i} = {mine}[{key!r}]",
+                f"        k{i} = {local}",
                 f"        if k{i}.__class__ is not str and (k{i}.__class__ is not int or not -EXACT <= k{i} <= EXACT):",
                 "            slow.append(entry)",
                 "            continue",
             ]
         key = "k0" if len(keys) == 1 else "(" + ", ".join(f"k{i}" for i in range(len(keys))) + ")"
+        uses_partner = any(f"{theirs}." in line or f"{theirs}[" in line or f"{theirs}," in line or f"{theirs})" in line
+                           for line in generator.lines)
         lines = [
             "def accept_many(entries, mine, theirs, their_odd, rows, slow, pair):",
             "    accepted = filtered = pairs = 0",
+            "    filtered_now = False",
             "    append = rows.append",
             "    for entry in entries:",
             f"        {mine} = entry[0]",
-            f"        if {mine}.__class__ is not dict or not REQUIRED <= {mine}.keys():",
+            f"        if {mine}.__class__ is not dict:",
+            "            slow.append(entry)",
+            "            continue",
+            "        try:",
+            *(bind_lines or ["            pass"]),
+            "        except (KeyError, Fallback):",
             "            slow.append(entry)",
             "            continue",
             *(  # before the filters, as accept checks before it filters (malformed, not filtered)
@@ -336,9 +378,23 @@ class JoinEngine:
             "        except Fallback:",
             "            slow.append(entry)",
             "            continue",
+            "        if filtered_now:",
+            f"            if REQUIRED <= {mine}.keys():  # a missing field makes it malformed, not filtered",
+            "                filtered += 1",
+            "            else:",
+            "                slow.append(entry)",
+            "            continue",
+            "        try:",
+            *rest_lines,
+            "        except (KeyError, Fallback):",
+            "            slow.append(entry)",
+            "            continue",
             *key_lines,
-            f"        own = project({mine})",
-            f"        entry = ({mine}, entry[1], own)",
+            "        try:",
+            *(projector.lines or ["            pass"]),
+            f"            entry = ({mine}, entry[1], False) if {undefined} else ({mine}, entry[1], True{own})",
+            "        except Fallback:",
+            f"            entry = ({mine}, entry[1], False)",
             f"        bucket = mine.get({key})",
             "        if bucket is None:",
             f"            mine[{key}] = [entry]",
@@ -348,12 +404,12 @@ class JoinEngine:
             f"        partners = theirs.get({key})",
             "        if partners:",
             "            pairs += len(partners)",
+            "            mine_ok = entry[2]",
             "            for partner in partners:",
-            "                theirs_own = partner[2]",
-            "                if own is None or theirs_own is None:",
+            "                if not mine_ok or not partner[2]:",
             "                    pair(entry, partner, False)",
             "                    continue",
-            f"                {theirs} = partner[0]",
+            *([f"                {theirs} = partner[0]"] if uses_partner else []),
             "                try:",
             *(generator.lines or ["                    pass"]),
             "                except Fallback:",
@@ -367,7 +423,7 @@ class JoinEngine:
             "                pair(entry, partner, True)",
             "    return accepted, filtered, pairs",
         ]
-        scope = {**namespace(), **generator.references(), **self._filter_scope}
+        scope = {**namespace(), **generator.references(), **projector.references(), **self._filter_scope}
         scope["REQUIRED"] = self._required_top[index]
         scope["EXACT"] = _EXACT_INT
         scope["project"] = self._project[index]
@@ -375,21 +431,26 @@ class JoinEngine:
         exec(compile("\n".join(lines), f"<arrival loop {mine}>", "exec"), scope)  # noqa: S102 - generated here
         return scope["accept_many"]
 
-    def _filter_code(self, index: int) -> list[str]:
+    def _filter_code(self, index: int, bound: dict[tuple[str, str], str]) -> list[str]:
+        """Filter code: sets ``filtered_now`` (the caller counts it once the event is known well-formed)."""
         generator = CodeGenerator(
             (self.streams[index],), trusted_inputs=True, program=self.plan.where.expression._program,
             ref_name="_ref_filter",
         )
-        lines: list[str] = []
+        generator.paths.update(bound)
+        lines: list[str] = ["            filtered_now = False"]
+        depth = 3
         for condition in self.plan.filters[index]:
             generator.lines = []
-            result = generator.node(condition.expression.tree, 3)
+            result = generator.node(condition.expression.tree, depth)
             lines += generator.lines
             lines += [
-                f"            if {result} is not True and not _bool({result}):",
-                "                filtered += 1",
-                "                continue",
+                "    " * depth + f"if {result} is not True and not _bool({result}):",
+                "    " * depth + "    filtered_now = True",
+                "    " * depth + "else:",
             ]
+            depth += 1
+        lines.append("    " * depth + "pass")
         self._filter_scope = generator.references()
         return lines
 
