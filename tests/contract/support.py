@@ -42,6 +42,7 @@ class RecordingSidecar:
         self.failures = failures
         self.attempts = 0
         self.bulk_calls = 0
+        self.extensions: list[dict] = []
 
     def _maybe_fail(self) -> None:
         self.attempts += 1
@@ -56,6 +57,11 @@ class RecordingSidecar:
     async def publish(self, pubsub: str, topic: str, data: Any) -> None:
         self._maybe_fail()
         self.publications.append((pubsub, topic, data))
+
+    async def publish_event(self, pubsub: str, topic: str, data: Any, event_type: str, extensions: dict) -> None:
+        self._maybe_fail()
+        self.publications.append((pubsub, topic, data))
+        self.extensions.append(dict(extensions, type=event_type))
 
     async def publish_many(self, pubsub: str, topic: str, items: list[Any]) -> None:
         self._maybe_fail()

@@ -131,6 +131,9 @@ async def test_rows_can_also_be_published_to_a_topic():
         await wait_for(lambda: sidecar.publications, what="publication")
     assert sidecar.publications == [("redis-stream", "billables", [{"customer_id": 7, "tenant_id": "t1", "tenant_kwh_usage": 10}])]
     assert len(sidecar.invocations) == 1
+    [extensions] = sidecar.extensions
+    assert extensions["windowid"] == sidecar.invocations[0][3]["window-id"]
+    assert float(extensions["windowend"]) - float(extensions["windowstart"]) == 20
 
 
 async def test_failed_delivery_is_retried_until_it_succeeds():

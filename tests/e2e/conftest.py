@@ -30,7 +30,12 @@ def pytest_terminal_summary(terminalreporter) -> None:
 @pytest.fixture(scope="package")
 def stack(tmp_path_factory) -> Iterator[Stack]:
     overrides = {
-        "join-tenants-poweruse": {"JOINER_WINDOW_SIZE": "2s"},
+        # rows also go to a topic, to check the window metadata Dapr carries as CloudEvent extensions
+        "join-tenants-poweruse": {
+            "JOINER_WINDOW_SIZE": "2s",
+            "JOINER_STREAM_TO_COMPONENT": "billable-proc/billables",
+            "JOINER_STREAM_TO_STREAM": "redis-stream/billables",
+        },
         "tenants-gen": {"MESSAGE_DELAY": "100ms"},
         "poweruse-gen": {"MESSAGE_DELAY": "100ms"},
     }

@@ -63,6 +63,24 @@ def test_joiner_took_its_input_from_both_brokers(stack: Stack):
     assert stats["windows_closed"] > 0 and stats["rows_emitted"] > 0
 
 
+def redis_stream(stack: Stack, key: str) -> list[str]:
+    out = subprocess.run(
+        ["redis-cli", "-h", stack.redis.host, "-p", str(stack.redis.port), "--raw", "XRANGE", key, "-", "+"],
+        capture_output=True, text=True, timeout=10,
+    ).stdout
+    return [line for line in out.splitlines() if line.startswith("{")]
+
+
+def test_rows_published_to_a_topic_carry_the_window_as_cloudevent_extensions(stack: Stack):
+    events = poll(lambda: redis_stream(stack, "billables"), 60, "no window published to redis-stream/billables", stack)
+    event = json.loads(events[0])
+    assert event["type"] == "io.dapr.streaming.window"
+    assert float(event["windowend"]) - float(event["windowstart"]) == 2
+    assert event["windowid"] == str(int(float(event["windowstart"]) * 1000))
+    rows = {(r["customer_id"], r["tenant_id"], r["tenant_kwh_usage"]) for e in events for r in json.loads(e)["data"]}
+    assert rows and rows <= EXPECTED_ROWS
+
+
 def test_malformed_events_go_to_the_dead_letter_topic_and_the_rows_keep_coming(stack: Stack):
     tenants_gen = stack.apps["tenants-gen"]
     probe = f"dead-letter-probe-{uuid.uuid4()}"
@@ -72,11 +90,7 @@ def test_malformed_events_go_to_the_dead_letter_topic_and_the_rows_keep_coming(s
     assert httpx.post(sidecar, content=f"not json {probe}", headers={"content-type": "text/plain"}, timeout=5).status_code == 204
 
     def dead_letters() -> list[str]:
-        out = subprocess.run(
-            ["redis-cli", "-h", stack.redis.host, "-p", str(stack.redis.port), "--raw", "XRANGE", "tenants-deadletter", "-", "+"],
-            capture_output=True, text=True, timeout=10,
-        ).stdout
-        return [line for line in out.splitlines() if probe in line]
+        return [line for line in redis_stream(stack, "tenants-deadletter") if probe in line]
 
     letters = poll(lambda: len(dead_letters()) >= 2 and dead_letters(), 60, "malformed events did not reach tenants-deadletter", stack)
     assert any(json.loads(letter).get("data") == {"tenant_id": probe} for letter in letters if letter.startswith("{"))

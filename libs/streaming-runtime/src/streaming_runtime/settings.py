@@ -20,6 +20,7 @@ class ServiceSettings(BaseSettings):
 
     model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
+    app_id: str | None = None  # APP_ID, as the Dapr CLI sets it
     app_host: str = "127.0.0.1"
     app_port: int = 8080
     dapr_host: str = "127.0.0.1"

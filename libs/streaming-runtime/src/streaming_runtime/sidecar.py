@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from typing import Any, Protocol
 
 import httpx
@@ -74,6 +75,29 @@ class Sidecar:
                 pubsub_name=pubsub, topic_name=topic, data=dumps(data), data_content_type="application/json"
             )
         except Exception as error:  # grpc.aio.AioRpcError and SDK errors carry the sidecar's reason
+            raise SidecarError(f"publish to {pubsub}/{topic} failed: {_grpc_reason(error)}") from None
+
+    async def publish_event(
+        self, pubsub: str, topic: str, data: Any, event_type: str, extensions: dict[str, str]
+    ) -> None:
+        """Publish our own CloudEvent: ``data`` stays the payload subscribers get, and ``extensions``
+        (lower-case alphanumeric names) travel as CloudEvent extension attributes, which Dapr passes on."""
+        envelope = {
+            "specversion": "1.0",
+            "id": str(uuid.uuid4()),
+            "source": self._settings.app_id or "streaming-runtime",
+            "type": event_type,
+            "datacontenttype": "application/json",
+            "data": data,
+            **extensions,
+        }
+        client = await self._grpc_client()
+        try:
+            await client.publish_event(
+                pubsub_name=pubsub, topic_name=topic, data=dumps(envelope),
+                data_content_type="application/cloudevents+json",
+            )
+        except Exception as error:
             raise SidecarError(f"publish to {pubsub}/{topic} failed: {_grpc_reason(error)}") from None
 
     async def publish_many(self, pubsub: str, topic: str, items: list[Any]) -> None:

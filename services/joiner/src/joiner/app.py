@@ -36,6 +36,7 @@ from streaming_runtime.sidecar import Sidecar, SidecarError
 log = logging.getLogger("joiner")
 
 DELIVERY_ATTEMPTS = 5
+WINDOW_EVENT_TYPE = "io.dapr.streaming.window"
 ROWS_PER_CALL = 10_000  # daprd refuses bodies over 4 MB by default; large windows go in several calls
 
 
@@ -167,8 +168,10 @@ class Joiner:
                 try:
                     if isinstance(target, InvokeTarget):
                         await self.sink.invoke(target.app_id, target.method, body, headers)
-                    else:
-                        await self.sink.publish(target.pubsub, target.topic, body)
+                    else:  # window metadata as CloudEvent extension attributes, the body unchanged
+                        extensions = {"windowstart": headers["window-start"], "windowend": headers["window-end"],
+                                      "windowid": window.id}
+                        await self.sink.publish_event(target.pubsub, target.topic, body, WINDOW_EVENT_TYPE, extensions)
                     self.rows_emitted += len(rows)
                     break
                 except SidecarError as error:
