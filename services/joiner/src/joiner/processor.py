@@ -101,7 +101,7 @@ class Processor:
         self.clock = clock or time.time
         self.store = store or MemoryStore()
         self.stats = Stats()
-        self.windows = TumblingWindows(config.window_seconds, engine.new_state)
+        self.windows = TumblingWindows(config.window_seconds, engine.new_state, self.store)
         self.time_spec = config.event_time
         self.watermark = Watermark(self.time_spec.grace if self.time_spec else 0.0)
         self.idle_after = (

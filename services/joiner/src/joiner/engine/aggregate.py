@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 from streaming_runtime.errors import ConfigError
+from joiner.engine.paths import MISSING, field_at
 
 Function = Literal["sum", "max", "min", "count", "avg", "last"]
 FUNCTIONS: tuple[Function, ...] = ("sum", "max", "min", "count", "avg", "last")
@@ -61,7 +62,6 @@ FUNCTIONS: tuple[Function, ...] = ("sum", "max", "min", "count", "avg", "last")
 _CHOICES = "sum(field), max(field), min(field), count(), avg(field), last(field)"
 _CALL = re.compile(r"^\s*([A-Za-z_]+)\s*\(\s*(.*?)\s*\)\s*$")
 _PATH = re.compile(r"^[^.,\s()]+(\.[^.,\s()]+)*$")
-_MISSING = object()
 
 
 @dataclass(frozen=True)
@@ -164,8 +164,8 @@ def aggregate(rows: list[Any], spec: AggregateSpec) -> Aggregated:
         if not isinstance(row, dict):
             skipped += 1
             continue
-        values = [_lookup(row, path) for path in group_paths]
-        values = [None if value is _MISSING else value for value in values]
+        values = [field_at(row, path) for path in group_paths]
+        values = [None if value is MISSING else value for value in values]
         key = tuple(_group_key(value) for value in values)
         entry = groups.get(key)
         if entry is None:
@@ -195,14 +195,14 @@ class _Accumulator:
         self.numbers: list[int | float] = []
         self.strings: list[str] = []
         self.others = 0  # values that are neither numbers nor strings
-        self.last: Any = _MISSING
+        self.last: Any = MISSING
 
     def add(self, row: dict[str, Any], path: list[str] | None) -> None:
         self.rows += 1
         if path is None:
             return
-        value = _lookup(row, path)
-        if value is _MISSING or value is None:
+        value = field_at(row, path)
+        if value is MISSING or value is None:
             return
         if self.function == "last":
             self.last = value
@@ -217,7 +217,7 @@ class _Accumulator:
         if self.function == "count":
             return self.rows, 0
         if self.function == "last":
-            return (None if self.last is _MISSING else self.last), 0
+            return (None if self.last is MISSING else self.last), 0
         if self.function in ("sum", "avg"):
             if not self.numbers:
                 return None, self.others
@@ -257,12 +257,3 @@ def _group_key(value: Any) -> tuple[str, Any]:
     if isinstance(value, str):
         return ("string", value)
     return ("json", json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr))
-
-
-def _lookup(data: Any, path: list[str]) -> Any:
-    """The value at a path of keys through nested objects, or ``_MISSING``."""
-    for part in path:
-        if not isinstance(data, dict) or part not in data:
-            return _MISSING
-        data = data[part]
-    return data

@@ -21,8 +21,8 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from joiner.engine.state import StateStore
+from joiner.engine.paths import MISSING, field_at
 
-_MISSING = object()
 
 
 class Deduplicator:
@@ -68,8 +68,8 @@ class Deduplicator:
             return False
         now = self._clock()
         self._forget_expired(now)
-        recorded = self._store.get(self._namespace, key, _MISSING)
-        if recorded is not _MISSING:
+        recorded = self._store.get(self._namespace, key, MISSING)
+        if recorded is not MISSING:
             if now - recorded < self._ttl:
                 self.duplicates += 1
                 return True
@@ -111,8 +111,8 @@ def dedup_key(stream: str, event_id: str | None, data: Any, key_field: str | Non
     Every key is made of str, int, float and bool, so a durable store can encode it as JSON.
     """
     if key_field:
-        value = _lookup(data, key_field)
-        if value is not _MISSING and value is not None:
+        value = field_at(data, key_field.split("."))
+        if value is not MISSING and value is not None:
             return (stream, "field", _typed(value))
     if event_id:
         return (stream, "id", event_id)
@@ -123,12 +123,3 @@ def _typed(value: Any) -> tuple[str, Any]:
     if isinstance(value, (str, int, float)):  # bool is an int: its type name keeps it apart
         return (type(value).__name__, value)
     return (type(value).__name__, json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr))
-
-
-def _lookup(data: Any, path: str) -> Any:
-    """The value at a dotted path through nested objects, or ``_MISSING``."""
-    for part in path.split("."):
-        if not isinstance(data, dict) or part not in data:
-            return _MISSING
-        data = data[part]
-    return data

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from joiner.engine.paths import MISSING, field_at
 from streaming_runtime.errors import ConfigError
 
 TimeFormat = Literal["auto", "epoch_s", "epoch_ms", "rfc3339"]
@@ -58,10 +59,8 @@ def event_time(spec: EventTimeSpec | None, data: Any, cloudevent_time: str | Non
     """The time that places an event in its window (see the module docstring for the order)."""
     if spec is None:
         return arrival
-    value: Any = data
-    for step in spec.field:
-        value = value.get(step) if isinstance(value, dict) else None
-    found = parse_time(value, spec.format) if value is not None else None
+    value = field_at(data, spec.field)
+    found = parse_time(value, spec.format) if value is not MISSING and value is not None else None
     if found is None and cloudevent_time:
         found = parse_time(cloudevent_time, "rfc3339")
     return arrival if found is None else found

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from joiner.engine.state import MemoryStore, StateStore
+
 S = TypeVar("S")
 
 
@@ -28,15 +30,22 @@ class Window:
         return f"{base}-{self.part}" if self.part else base
 
 
-class TumblingWindows(Generic[S]):
-    """The open windows and their states, oldest first."""
+NAMESPACE = "windows"
 
-    def __init__(self, size_seconds: float, new_state: Callable[[], S]) -> None:
+
+class TumblingWindows(Generic[S]):
+    """The open windows and their states, kept in a StateStore (namespace ``windows``, key = start).
+
+    A window's state is the engine's working object, changed in place as events arrive; a durable
+    store will have to snapshot it (at least at close), which is why it goes through the store at all.
+    """
+
+    def __init__(self, size_seconds: float, new_state: Callable[[], S], store: StateStore | None = None) -> None:
         if not size_seconds > 0:
             raise ValueError("window size must be positive")
         self.size = float(size_seconds)
         self._new_state = new_state
-        self._open: dict[float, tuple[Window, S]] = {}
+        self._store = store if store is not None else MemoryStore()
         self.closed_through = -math.inf  # every window ending at or before this has been closed
 
     def window_at(self, when: float) -> Window:
@@ -46,10 +55,10 @@ class TumblingWindows(Generic[S]):
     def state_at(self, now: float) -> tuple[Window, S]:
         """The window holding ``now`` and its state, opened if needed."""
         start = math.floor(now / self.size) * self.size
-        entry = self._open.get(start)
+        entry = self._store.get(NAMESPACE, start)
         if entry is None:
             entry = (Window(start, start + self.size), self._new_state())
-            self._open[start] = entry
+            self._store.put(NAMESPACE, start, entry)
         return entry
 
     def is_late(self, when: float) -> bool:
@@ -62,26 +71,26 @@ class TumblingWindows(Generic[S]):
         ``now`` is the clock in processing time, the watermark in event time."""
         if now > self.closed_through:
             self.closed_through = now
-        due = sorted(start for start, (window, _) in self._open.items() if window.end <= now)
-        return [self._open.pop(start) for start in due]
+        due = sorted(start for start, (window, _) in self._store.items(NAMESPACE) if window.end <= now)
+        return [self._store.pop(NAMESPACE, start) for start in due]
 
     def split(self, window: Window) -> tuple[Window, S]:
         """Close ``window`` early and continue its time range in a fresh state (next part)."""
-        closed = self._open.pop(window.start)
+        closed = self._store.pop(NAMESPACE, window.start)
         continued = Window(window.start, window.end, window.part + 1)
-        self._open[window.start] = (continued, self._new_state())
+        self._store.put(NAMESPACE, window.start, (continued, self._new_state()))
         return closed
 
     def close_all(self) -> list[tuple[Window, S]]:
         """Every open window, oldest first (when input goes idle, and when the service stops)."""
-        closed = [self._open.pop(start) for start in sorted(self._open)]
+        closed = [self._store.pop(NAMESPACE, start) for start in sorted(start for start, _ in self._store.items(NAMESPACE))]
         if closed and closed[-1][0].end > self.closed_through:
             self.closed_through = closed[-1][0].end
         return closed
 
     @property
     def open_count(self) -> int:
-        return len(self._open)
+        return self._store.size(NAMESPACE)
 
     def states(self) -> list[S]:
-        return [state for _, state in self._open.values()]
+        return [state for _, (_, state) in self._store.items(NAMESPACE)]
