@@ -1,8 +1,9 @@
-"""The joiner service: a thin shell of FastAPI and Dapr around :mod:`joiner.engine`.
+"""The joiner service: a thin shell of FastAPI and Dapr around :class:`joiner.processor.Processor`.
 
-* one POST route per input stream, fed by declarative Dapr Subscriptions;
-* a window task that closes due windows, joins them and queues their rows;
-* a sender task that delivers queued rows, in order, to every target.
+* one POST route per input stream, fed by declarative Dapr Subscriptions (single or bulk deliveries);
+* a window task that closes windows on time (processing time) or when input goes idle (event time);
+* a sender task that delivers each closed window's rows, in order, to every target, and one that
+  publishes late events to the late topic.
 
 Subscriber answers follow how daprd reads them: ``SUCCESS`` (kept), ``DROP`` (malformed: daprd
 sends it to the Subscription's dead-letter topic). Never a 4xx/5xx for a bad event, since
