@@ -259,3 +259,20 @@ async def test_late_events_are_published_to_the_late_topic():
     assert (pubsub, topic) == ("redis-stream", "late-readings")
     assert record["data"]["kwh_use"] == 2 and record["window_end"] == 1_700_000_020
     assert stats["late"] == {"poweruse": 1} and stats["late_published"] == 1
+
+
+async def test_a_streamed_body_is_read_no_further_than_the_limit():
+    app, _, _ = make_app(max_body_bytes=1000)
+    chunks_sent = []
+
+    async def endless_chunks():
+        for _ in range(1000):  # 1 MB if it were all read
+            chunks_sent.append(1)
+            yield b" " * 1000
+
+    async with serve(app) as client:
+        answer = await client.post("/tenants", content=endless_chunks(), headers={"content-type": "application/json"})
+        stats = (await client.get("/stats")).json()
+    assert answer.json() == {"status": "DROP"}
+    assert stats["dropped"] == {"tenants": 1}
+    assert len(chunks_sent) < 10  # it stopped reading at the limit

@@ -7,6 +7,7 @@ Errors raised by this package (all carry a message meant for the operator, never
     │   └── ExpressionError  a JSONata expression does not parse
     ├── EvaluationError      an expression failed on some input (that input is set aside)
     └── MalformedEvent       a delivered event cannot be used (it is dropped to the dead-letter topic)
+        └── PayloadTooLarge  a body over the size limit
 """
 
 from streaming_runtime.errors import (

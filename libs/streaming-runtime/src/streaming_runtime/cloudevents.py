@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from streaming_runtime.errors import MalformedEvent
+from streaming_runtime.errors import MalformedEvent, PayloadTooLarge
 
 
 class Delivery(BaseModel):
@@ -40,7 +40,7 @@ def _refuse_constant(name: str) -> Any:
 def read_body(body: bytes, *, max_bytes: int) -> Any:
     """The JSON document of a request body; raises MalformedEvent saying what is wrong."""
     if len(body) > max_bytes:
-        raise MalformedEvent(f"payload of {len(body)} bytes exceeds the limit of {max_bytes} bytes")
+        raise PayloadTooLarge(f"payload of {len(body)} bytes exceeds the limit of {max_bytes} bytes")
     if not body.strip():
         raise MalformedEvent("empty body")
     try:

@@ -19,3 +19,7 @@ class EvaluationError(StreamingRuntimeError):
 
 class MalformedEvent(StreamingRuntimeError):
     """A delivered event that no retry can make usable."""
+
+
+class PayloadTooLarge(MalformedEvent):
+    """A body over the configured limit (reading stopped at the limit)."""

@@ -12,7 +12,7 @@ from typing import TypeVar
 import uvicorn
 from fastapi import FastAPI, HTTPException, Request
 
-from streaming_runtime.errors import ConfigError
+from streaming_runtime.errors import ConfigError, PayloadTooLarge
 from streaming_runtime.logs import configure_logging
 from streaming_runtime.settings import ServiceSettings, load_settings
 
@@ -31,6 +31,21 @@ def serve(name: str, settings_cls: type[SettingsT], build_app: Callable[[Setting
         raise SystemExit(EXIT_CONFIG) from None
     logging.getLogger(name).info("listening on %s:%d", settings.app_host, settings.app_port)
     uvicorn.run(app, host=settings.app_host, port=settings.app_port, log_config=None, access_log=False)
+
+
+async def read_limited(request: Request, max_bytes: int) -> bytes:
+    """The request body, read no further than ``max_bytes`` (PayloadTooLarge past it), so an oversized
+    payload costs the service at most the limit in memory."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLarge(f"payload of {declared} bytes exceeds the limit of {max_bytes} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(f"payload of more than {max_bytes} bytes exceeds the limit of {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def api_token_guard(settings: ServiceSettings) -> Callable[[Request], None]:

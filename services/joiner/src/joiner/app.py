@@ -30,7 +30,7 @@ from joiner.engine.windows import Window
 from joiner.processor import LateEvent, Processor, build_engine
 from streaming_runtime.cloudevents import bulk_entries, delivery_of, is_bulk, read_body
 from streaming_runtime.errors import MalformedEvent
-from streaming_runtime.service import api_token_guard
+from streaming_runtime.service import api_token_guard, read_limited
 from streaming_runtime.settings import ServiceSettings
 from streaming_runtime.sidecar import Sidecar, SidecarError
 
@@ -89,11 +89,11 @@ class Joiner:
                 return self._ingest_bulk(source, document)
             delivery = delivery_of(document)
         except MalformedEvent as error:
-            return self._drop(source, None, error)
+            return self.drop(source, None, error)
         try:
             self.processor.offer(self.stream_index[source.name], delivery.data, delivery.id, delivery.time)
         except MalformedEvent as error:
-            return self._drop(source, delivery.id, error)
+            return self.drop(source, delivery.id, error)
         return {"status": "SUCCESS"}
 
     def _ingest_bulk(self, source: StreamSource, document: dict[str, Any]) -> dict[str, Any]:
@@ -103,7 +103,7 @@ class Joiner:
         entries: list[tuple[Any, str | None, str | None]] = []
         for entry_id, parsed in bulk_entries(document):
             if isinstance(parsed, MalformedEvent):
-                self._drop(source, entry_id, parsed)
+                self.drop(source, entry_id, parsed)
                 statuses[entry_id] = "DROP"
                 continue
             statuses[entry_id] = "SUCCESS"
@@ -112,11 +112,11 @@ class Joiner:
         outcomes = self.processor.offer_many(self.stream_index[source.name], entries)
         for entry_id, entry, outcome in zip(entry_ids, entries, outcomes):
             if isinstance(outcome, MalformedEvent):
-                self._drop(source, entry[1], outcome)
+                self.drop(source, entry[1], outcome)
                 statuses[entry_id] = "DROP"
         return {"statuses": [{"entryId": entry_id, "status": status} for entry_id, status in statuses.items()]}
 
-    def _drop(self, source: StreamSource, event_id: str | None, error: MalformedEvent) -> dict[str, str]:
+    def drop(self, source: StreamSource, event_id: str | None, error: MalformedEvent) -> dict[str, str]:
         self.processor.stats.dropped[source.name] += 1
         log.warning("dropped malformed event stream=%s id=%s reason=%s", source.name, event_id, error)
         return {"status": "DROP"}
@@ -249,8 +249,12 @@ def create_app(
 
     def add_stream_route(source: StreamSource) -> None:
         async def receive(request: Request) -> JSONResponse:
-            body = await request.body()
-            return JSONResponse(state["joiner"].ingest(source, body))
+            joiner = state["joiner"]
+            try:
+                body = await read_limited(request, joiner.max_body_bytes)
+            except MalformedEvent as error:
+                return JSONResponse(joiner.drop(source, None, error))
+            return JSONResponse(joiner.ingest(source, body))
 
         app.add_api_route(
             source.route, receive, methods=["POST"], name=f"receive_{source.name}", dependencies=[Depends(guard)]

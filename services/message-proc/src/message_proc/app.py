@@ -10,7 +10,9 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
-from streaming_runtime.service import api_token_guard
+from streaming_runtime.cloudevents import read_body
+from streaming_runtime.errors import MalformedEvent, PayloadTooLarge
+from streaming_runtime.service import api_token_guard, read_limited
 from streaming_runtime.settings import ServiceSettings
 
 log = logging.getLogger("message-proc")
@@ -30,15 +32,14 @@ def create_app(settings: ProcessorSettings) -> FastAPI:
 
     @app.post(route, dependencies=[Depends(guard)])
     async def receive(request: Request) -> JSONResponse:
-        body = await request.body()
-        if len(body) > settings.max_body_bytes:
-            received["rejected"] += 1
-            return _rejected(413, f"body of {len(body)} bytes exceeds the limit of {settings.max_body_bytes} bytes")
         try:
-            data = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            data = read_body(await read_limited(request, settings.max_body_bytes), max_bytes=settings.max_body_bytes)
+        except PayloadTooLarge as error:
             received["rejected"] += 1
-            return _rejected(400, f"body is not JSON: {error}")
+            return _rejected(413, str(error))
+        except MalformedEvent as error:
+            received["rejected"] += 1
+            return _rejected(400, str(error))
         received["calls"] += 1
         received["rows"] += len(data) if isinstance(data, list) else 1
         if "window-end" in request.headers:
