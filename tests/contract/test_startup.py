@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -45,4 +46,17 @@ def test_bad_setting_stops_the_service_with_one_clear_line(module, env, expected
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     assert expected in lines[0]
+    assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_a_bad_streaming_option_in_the_joiner_yaml_stops_it_with_one_line(tmp_path):
+    config = tmp_path / "joiner.yaml"
+    config.write_text(
+        (Path(__file__).resolve().parents[2] / "services" / "joiner" / "joiner.yaml").read_text()
+        + "  aggregate:\n    group_by: [customer_id]\n    fields: {kwh: total(tenant_kwh_usage)}\n"
+    )
+    done = start("joiner", {"JOINER_CONFIG": str(config)})
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("joiner: configuration error: aggregate.fields.kwh:")
     assert "Traceback" not in done.stderr + done.stdout
