@@ -362,37 +362,6 @@ def _memo_key(paths: list[tuple[int, tuple[str, ...]]], values: tuple) -> tuple 
     return tuple(key)
 
 
-@dataclass(frozen=True)
-class LoopCode:
-    """Code for an expression evaluated in a nested loop: ``outer`` runs once per ``current`` value,
-    ``inner`` once per pair, and ``result`` names the value (``U`` when undefined)."""
-
-    outer: list[str]
-    inner: list[str]
-    result: str
-    scope: dict[str, Any]  # names the lines need besides namespace()
-
-
-def loop_code(
-    tree: Any, variables: tuple[str, ...], current: str, outer_depth: int, inner_depth: int,
-    program: Any = None, ref_name: str = "_ref",
-) -> LoopCode:
-    """Split the code of ``tree`` so that what reads only ``current`` is hoisted out of the inner loop.
-
-    Variables are trusted (see CodeGenerator). Raises NotCompilable. Generated lines raise
-    ``Fallback`` for inputs outside the fast path.
-    """
-    generator = CodeGenerator(variables, trusted_inputs=True, program=program, ref_name=ref_name)
-    generator.bound = {current}
-    for root in single_variable_roots(tree, current):
-        generator.precomputed[id(root)] = generator.node(root, outer_depth)
-    outer = generator.lines
-    generator.lines = []
-    generator.bound = set(variables)
-    result = generator.node(tree, inner_depth)
-    return LoopCode(outer, generator.lines, result, generator.references())
-
-
 def single_variable_roots(tree: Any, left: str) -> list[Any]:
     """Largest subtrees that read only ``left`` (or nothing) and are always evaluated."""
     roots: list[Any] = []
