@@ -14,6 +14,12 @@ non-boolean finite numbers, booleans, undefined). Whenever it meets anything els
 array or object where a scalar is expected, a type error, a division by zero — it raises
 :class:`Fallback`, and the caller evaluates the same input with the reference evaluator, which gives
 the true result or the true error. So results always equal jsonata-python's.
+
+Outside the subset: given the parsed program, a node the generator does not know (``$contains``,
+a predicate, a lambda) is evaluated by jsonata-python from inside the generated code, and when it is
+a pure function of plain fields, memoised on their typed values (streams repeat their values).
+
+The joiner builds its arrival loops from :class:`CodeGenerator` directly (see joiner.engine.join).
 """
 
 from __future__ import annotations
