@@ -14,7 +14,7 @@ SERVICES := joiner message-gen message-proc
 .PHONY: bench help setup run test test-unit test-contract test-e2e test-deploy images lint-docker clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 setup: ## install what is missing: uv, the Python deps, daprd (pinned), redis-server, rabbitmq-server, kustomize (pinned)
 	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check uv
@@ -25,7 +25,7 @@ setup: ## install what is missing: uv, the Python deps, daprd (pinned), redis-se
 run: setup ## the whole pipeline; prints billable-proc's "Data received" lines until Ctrl-C
 	@$(PY) -m devstack run $(if $(WINDOW),--window $(WINDOW))
 
-test: setup ## every test: unit, contract and end-to-end (real daprd, Redis, RabbitMQ)
+test: setup ## every test: unit, contract, deploy and end-to-end (real daprd, Redis, RabbitMQ)
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: setup ## unit tests only
