@@ -32,10 +32,6 @@ class Publisher(Protocol):
     async def publish_many(self, pubsub: str, topic: str, items: list[Any]) -> None: ...
 
 
-class Invoker(Protocol):
-    async def invoke(self, app_id: str, method: str, data: Any, headers: dict[str, str] | None = None) -> None: ...
-
-
 def dumps(data: Any) -> bytes:
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
 

@@ -13,7 +13,7 @@ import yaml
 
 from devstack.brokers import Broker, configured_rabbitmq, configured_redis, start_rabbitmq, start_redis
 from devstack.daprd import ensure_daprd
-from devstack.processes import Process, StackError, free_port, wait_until
+from devstack.processes import Process, free_port, wait_until
 from devstack.runfile import AppSpec, RunFile, read_run_file
 
 

@@ -111,12 +111,8 @@ class JoinEngine:
 
         Raises MalformedEvent (nothing is buffered then)."""
         self.check(index, data)
-        for condition in self.plan.filters[index]:
-            try:
-                if not _is_true(condition(data)):
-                    return FILTERED
-            except EvaluationError as error:
-                raise MalformedEvent(f"{self.streams[index]} event does not fit the expressions: {error}") from None
+        if not self.passes_filters(index, data):
+            return FILTERED
         entry = self._entry(index, data, event_id)
         other = 1 - index
         if self.plan.keys:
@@ -156,6 +152,21 @@ class JoinEngine:
             except EvaluationError as error:
                 raise MalformedEvent(f"{stream} event does not fit the expressions: {error}") from None
 
+    def passes_filters(self, index: int, data: dict) -> bool:
+        """Whether the conditions of ``where`` on this stream alone hold; MalformedEvent if they fail."""
+        for condition in self.plan.filters[index]:
+            try:
+                if not is_true(condition(data)):
+                    return False
+            except EvaluationError as error:
+                raise MalformedEvent(f"{self.streams[index]} event does not fit the expressions: {error}") from None
+        return True
+
+    def plain_key(self, index: int, data: dict) -> Any:
+        """The event's join key, or None when it is missing or not a plain value (null, array...)."""
+        key = self._key(index, data)
+        return None if key is _MISSING or key is _ODD else key
+
     def _key(self, index: int, data: dict) -> Any:
         paths = self._key_paths[index]
         if len(paths) == 1:
@@ -170,16 +181,18 @@ class JoinEngine:
 
     def _pair_all(self, state: WindowState, index: int, entry: Entry, partners: Iterable[Entry], conditions: list) -> None:
         for partner in partners:
+            state.pairs += 1
             if index == 0:
-                self._pair(state, entry, partner, conditions)
+                self.pair(state, entry, partner, conditions)
             else:
-                self._pair(state, partner, entry, conditions)
+                self.pair(state, partner, entry, conditions)
 
-    def _pair(self, state: WindowState, left: Entry, right: Entry, conditions: list) -> None:
-        state.pairs += 1
+    def pair(self, state: WindowState, left: Entry, right: Entry, conditions: list) -> None:
+        """Make the row of one candidate pair (entries of the first and second stream) if
+        ``conditions`` hold; an evaluation error is recorded, not raised. Callers count pairs."""
         try:
             for condition in conditions:
-                if not _is_true(condition(left[0], right[0])):
+                if not is_true(condition(left[0], right[0])):
                     return
             row = self.plan.select(left[0], right[0])
         except EvaluationError as error:
@@ -224,10 +237,9 @@ class JoinEngine:
         def pair(mine: Entry, theirs: Entry, full: bool) -> None:
             conditions = [self.plan.where] if full else self.plan.residual
             if index == 0:
-                self._pair(state, mine, theirs, conditions)
+                self.pair(state, mine, theirs, conditions)
             else:
-                self._pair(state, theirs, mine, conditions)
-            state.pairs -= 1  # the generated loop counts its pairs itself
+                self.pair(state, theirs, mine, conditions)
 
         return pair
 
@@ -305,14 +317,14 @@ class JoinEngine:
         # fields the filters read come first; a filtered event only needs the others to be present
         filter_fields = sorted({path[0] for c in self.plan.filters[index] for path in c.expression.paths_under({mine})[mine]})
         fields = filter_fields + sorted(self._required_top[index] - set(filter_fields))
-        bound = {(mine, field): f"f{i}" for i, field in enumerate(fields)}
+        bound = {(mine, name): f"f{i}" for i, name in enumerate(fields)}
 
         def bind(names: list[str]) -> list[str]:
             lines: list[str] = []
-            for field in names:
-                local = bound[(mine, field)]
+            for name in names:
+                local = bound[(mine, name)]
                 lines += [
-                    f"            {local} = {mine}[{field!r}]",
+                    f"            {local} = {mine}[{name!r}]",
                     f"            if {local}.__class__ is not str and {local}.__class__ is not int "
                     f"and {local}.__class__ is not float: {local} = _value({local})",
                 ]
@@ -477,7 +489,8 @@ def naive_join(
     return result
 
 
-def _is_true(value: Any) -> bool:
+def is_true(value: Any) -> bool:
+    """JSONata truthiness of a condition's result (fast for booleans)."""
     return value is True or (value is not False and truthy(value))
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import bisect
 from typing import Any
 
-from joiner.engine.join import _MISSING, _ODD, FILTERED, JoinEngine, WindowState, _is_true
+from joiner.engine.join import FILTERED, JoinEngine, WindowState, is_true
 from joiner.engine.state import StateStore
 from streaming_runtime.errors import ConfigError, EvaluationError, MalformedEvent
 from streaming_runtime.expressions import Expression
@@ -45,23 +45,19 @@ class TableJoin:
             engine.check(0, data)  # raises with the usual message
         if self.deleted_when is not None:
             try:
-                if _is_true(self.deleted_when(data)):
+                if is_true(self.deleted_when(data)):
                     return self._put(self._key_or_raise(data), event_time, _DELETED)
             except EvaluationError as error:
                 raise MalformedEvent(f"{engine.streams[0]} record: table.deletedWhen failed: {error}") from None
         engine.check(0, data)
         key = self._key_or_raise(data)
-        for condition in engine.plan.filters[0]:
-            try:
-                if not _is_true(condition(data)):
-                    return self._put(key, event_time, _DELETED)  # a record the filters reject is not in the table
-            except EvaluationError as error:
-                raise MalformedEvent(f"{engine.streams[0]} record does not fit the expressions: {error}") from None
+        if not engine.passes_filters(0, data):
+            return self._put(key, event_time, _DELETED)  # a record the filters reject is not in the table
         return self._put(key, event_time, data)
 
     def _key_or_raise(self, data: dict) -> Any:
-        key = self.engine._key(0, data)  # noqa: SLF001 - the engine's key rules, shared on purpose
-        if key is _MISSING or key is _ODD:
+        key = self.engine.plain_key(0, data)
+        if key is None:
             raise MalformedEvent(
                 f"{self.engine.streams[0]} record has no plain key "
                 f"({', '.join('.'.join(k.left) for k in self.engine.plan.keys)}) to index the table by"
@@ -108,18 +104,15 @@ class TableJoin:
         """Join one event of the second stream with the table row valid at its time; rows go to ``state``."""
         engine = self.engine
         engine.check(1, data)
-        for condition in engine.plan.filters[1]:
-            try:
-                if not _is_true(condition(data)):
-                    return FILTERED
-            except EvaluationError as error:
-                raise MalformedEvent(f"{engine.streams[1]} event does not fit the expressions: {error}") from None
-        key = engine._key(1, data)  # noqa: SLF001
+        if not engine.passes_filters(1, data):
+            return FILTERED
+        key = engine.plain_key(1, data)
         state.count += 1
-        if key is _MISSING or key is _ODD:
+        if key is None:
             return True  # no plain key: nothing in the table can match (counted, not an error)
         row = self.row_at(key, event_time)
         if row is not None:
-            engine._pair(state, (row, None, None), (data, event_id, None), engine.plan.residual)  # noqa: SLF001
+            state.pairs += 1
+            engine.pair(state, (row, None), (data, event_id), engine.plan.residual)
         return True
 
