@@ -36,6 +36,11 @@ CONJUNCTS = [
     # beyond the basic grammar: a key below the top level, a filter outside the compiled subset
     "a.x.k = b.x",
     "a.z in [1, 2]",
+    # the shapes the C arrival loop takes: a field against a number, either way round
+    "b.z < 1",
+    "1 <= a.z",
+    "a.z = 1",
+    "b.y != 0.5",
 ]
 SELECTS = [
     '{"ax": a.x, "by": b.y}',
@@ -51,6 +56,7 @@ SELECTS = [
     '{"n": $count([a.x, b.x])}',  # partly outside the compiled subset
     'a.z = 1 ? "one" : b.y + 1',  # b.y + 1 fails on "a" only where a.z != 1
     '{"s": a.x = 1 and b.y * 2}',
+    '{"bz": b.z, "ax": a.x, "az": a.z, "bx": b.x}',
 ]
 # designed to collide (1 = 1.0, "1" != 1, true != 1) and to mix types; 2**53 + 1 = 2**53 in jsonata-python
 DOMAIN = [1, 1.0, 2, "1", "a", True, False, None, [1], {"k": 1}, 0.5]
@@ -84,9 +90,12 @@ def _canonical(rows: list[Any]) -> Counter:
     return Counter(json.dumps(row, sort_keys=True) for row in rows)
 
 
-def _engine(where: str, select: str) -> JoinEngine:
+def _engine(where: str, select: str, native: bool = True) -> JoinEngine:
     return JoinEngine(
-        STREAMS, compile_expression(where, setting="stream.where"), compile_expression(select, setting="stream.select")
+        STREAMS,
+        compile_expression(where, setting="stream.where"),
+        compile_expression(select, setting="stream.select"),
+        native=native,
     )
 
 
@@ -160,7 +169,12 @@ def _deliver(engine: JoinEngine, arrivals: list[tuple[int, int, Any]], batches: 
     lefts=[{"x": 2**53 + 1, "y": 1, "z": 2}], rights=[{"x": 2**53, "y": 2, "z": 1}], data=None,
 )
 def test_engine_rows_equal_the_naive_join(where, select, lefts, rights, data):
-    engine = _engine(where, select)
+    # the C arrival loop where the plan has its shape, and the generated Python loop, both against naive
+    for native in (True, False):
+        _check_engine_against_naive(_engine(where, select, native), where, select, lefts, rights, data)
+
+
+def _check_engine_against_naive(engine, where, select, lefts, rights, data):
     tagged = [(0, n, event) for n, event in enumerate(lefts)] + [(1, n, event) for n, event in enumerate(rights)]
     reasons = {(index, number): _malformed(engine, index, event) for index, number, event in tagged}
     malformed = {key for key, reason in reasons.items() if reason is not None}
@@ -217,6 +231,35 @@ def test_the_grammar_reaches_both_plans_and_the_generated_loop():
         ]
     ]
 
-    assert described[0].startswith("hash join on a.x = b.x") and "a: generated" in described[0]
+    assert described[0].startswith("hash join on a.x = b.x") and "a: native, b: native" in described[0]
     assert described[1].startswith("nested loop")
-    assert described[2].startswith("hash join on a.x = b.x, a.y = b.y")
+    assert described[2].startswith("hash join on a.x = b.x, a.y = b.y") and "a: generated" in described[2]
+    assert "a: generated" in _engine("a.x = b.x and a.z > 1", '{"ax": a.x, "by": b.y}', native=False).describe()
+
+
+# -- the C arrival loop's shape: hash keys, `field <op> number` filters, an object of fields -------
+
+NATIVE_KEYS = ["a.x = b.x", "a.y = b.y", "b.x = a.x"]
+NATIVE_FILTERS = ["a.z > 1", "b.z >= 0.5", "b.z < 1", "1 <= a.z", "a.z = 1", "b.y != 0.5", "0.5 > b.z", "a.y <= 2"]
+PATHS = [f"{stream}.{name}" for stream in STREAMS for name in FIELDS]
+
+
+@st.composite
+def native_queries(draw) -> tuple[str, str]:
+    keys = draw(st.lists(st.sampled_from(NATIVE_KEYS), min_size=1, max_size=2))
+    filters = draw(st.lists(st.sampled_from(NATIVE_FILTERS), max_size=3))
+    parts = draw(st.permutations(keys + filters))
+    # a row of both streams (a select of one stream only is computed whole on arrival, another shape)
+    values = [draw(st.sampled_from(PATHS[:3])), draw(st.sampled_from(PATHS[3:]))]
+    values = draw(st.permutations(values + draw(st.lists(st.sampled_from(PATHS), max_size=2))))
+    select = "{" + ", ".join(f'"k{n}": {path}' for n, path in enumerate(values)) + "}"
+    return " and ".join(parts), select
+
+
+@settings(max_examples=300, deadline=None)
+@given(query=native_queries(), lefts=EVENT_LISTS, rights=EVENT_LISTS, data=st.data())
+def test_the_c_arrival_loop_equals_the_naive_join(query, lefts, rights, data):
+    where, select = query
+    engine = _engine(where, select)
+    assert engine.describe().endswith("arrival loop: a: native, b: native")  # the grammar reaches it
+    _check_engine_against_naive(engine, where, select, lefts, rights, data)

@@ -18,8 +18,13 @@ array, an object) is kept aside and paired with every event of the other stream 
 ``where``, so unusual data is slower, never wrong. Without a key conjunct every pair is examined
 (a nested loop), with the filters still applied on arrival.
 
-The hot paths are generated Python (see :mod:`streaming_runtime.jsonata_compiler`); whatever they do
-not handle goes through :meth:`JoinEngine.accept`, which evaluates exactly, event by event.
+The hot paths are generated Python (see :mod:`streaming_runtime.jsonata_compiler`), or for plans of the
+most common shape a loop in C (:mod:`joiner.engine.native`); whatever they do not handle goes through
+:meth:`JoinEngine.accept`, which evaluates exactly, event by event.
+
+An event with a plain key is buffered in its stream's pending list and filed under its key only when
+an event of the other stream looks for partners: when one stream (tenants) arrives before the other
+(their readings), the second is never indexed.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from joiner.engine.native import NotNative, file_pending, native_arrival
 from joiner.engine.plan import JoinPlan, _plain_path, plan_join
 from streaming_runtime.errors import EvaluationError, MalformedEvent
 from streaming_runtime.expressions import Expression, truthy
@@ -52,9 +58,16 @@ FILTERED = False
 
 @dataclass
 class WindowState:
-    """One window: per stream, events by key and events with unusual keys; the rows made so far."""
+    """One window: per stream, events by key and events with unusual keys; the rows made so far.
+
+    An accepted event with a plain key is first appended to its stream's ``pending`` (keys, entries)
+    and filed in ``buckets`` only when the other stream looks for partners (:meth:`JoinEngine.buckets`):
+    a stream whose partners all arrived before it (readings after their tenants) is never indexed."""
 
     buckets: tuple[dict[Any, list[Entry]], dict[Any, list[Entry]]] = field(default_factory=lambda: ({}, {}))
+    pending: tuple[tuple[list, list[Entry]], tuple[list, list[Entry]]] = field(
+        default_factory=lambda: (([], []), ([], []))
+    )
     odd: tuple[list[Entry], list[Entry]] = field(default_factory=lambda: ([], []))
     rows: list[Any] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -77,7 +90,7 @@ class Accepted:
 
 
 class JoinEngine:
-    def __init__(self, streams: tuple[str, str], where: Expression, select: Expression) -> None:
+    def __init__(self, streams: tuple[str, str], where: Expression, select: Expression, *, native: bool = True) -> None:
         if len(streams) != 2 or streams[0] == streams[1]:
             raise ValueError("a join reads exactly two distinct streams")
         self.streams = streams
@@ -90,11 +103,26 @@ class JoinEngine:
         self._roots = self._projection_roots(select.tree)
         self._project = [self._generate_projection(index) for index in (0, 1)]
         self._generated = [self._generate_ingest(index) for index in (0, 1)]
+        self.arrival = ["generated" if loop else "per event" for loop in self._generated]
+        for index in (0, 1):
+            if native and self._generated[index] is not None:
+                self._use_native(index)
+
+    def _use_native(self, index: int) -> None:
+        """Put the C loop in place of the generated one where the plan has its shape."""
+        try:
+            if self._required_deep[index]:
+                raise NotNative("a path below the top level")
+            if self._select_probe:
+                raise NotNative("a select that can fail on one event alone")
+            self._generated[index] = native_arrival(self.plan, index, self._required_top[index], self._roots)
+        except NotNative as why:
+            self.arrival[index] += f" (not native: {why})"
+        else:
+            self.arrival[index] = "native"
 
     def describe(self) -> str:
-        ingest = ", ".join(
-            f"{name}: {'generated' if fast else 'per event'}" for name, fast in zip(self.streams, self._generated)
-        )
+        ingest = ", ".join(f"{name}: {kind}" for name, kind in zip(self.streams, self.arrival))
         return f"{self.plan.describe()}; arrival loop: {ingest}"
 
     def new_state(self) -> WindowState:
@@ -121,17 +149,26 @@ class JoinEngine:
                 return FILTERED  # `undefined = x` is false: this event can never be in a row
             if key is _ODD:
                 state.odd[index].append(entry)
-                partners = _chain(state.buckets[other].values()) + state.odd[other]
+                partners = _chain(self.buckets(state, other).values()) + state.odd[other]
                 self._pair_all(state, index, entry, partners, [self.plan.where])
             else:
-                state.buckets[index].setdefault(key, []).append(entry)
-                self._pair_all(state, index, entry, state.buckets[other].get(key, ()), self.plan.residual)
+                keys, entries = state.pending[index]
+                keys.append(key)
+                entries.append(entry)
+                self._pair_all(state, index, entry, self.buckets(state, other).get(key, ()), self.plan.residual)
                 self._pair_all(state, index, entry, state.odd[other], [self.plan.where])
         else:
             state.odd[index].append(entry)
             self._pair_all(state, index, entry, state.odd[other], self.plan.residual)
         state.count += 1
         return ACCEPTED
+
+    def buckets(self, state: WindowState, index: int) -> dict[Any, list[Entry]]:
+        """Stream ``index``'s events by key, its pending ones filed first."""
+        keys, entries = state.pending[index]
+        if keys:
+            file_pending(state.buckets[index], keys, entries)
+        return state.buckets[index]
 
     def check(self, index: int, data: Any) -> None:
         """Raise MalformedEvent saying why ``data`` can never take part in the join."""
@@ -212,7 +249,7 @@ class JoinEngine:
             slow = []
             other = 1 - index
             accepted, filtered, pairs = generated(
-                entries, state.buckets[index], state.buckets[other], state.odd[other], state.rows, slow,
+                entries, *state.pending[index], self.buckets(state, other), state.odd[other], state.rows, slow,
                 self._odd_pair(state, index),
             )
             state.count += accepted
@@ -366,10 +403,11 @@ class JoinEngine:
         uses_partner = any(f"{theirs}." in line or f"{theirs}[" in line or f"{theirs}," in line or f"{theirs})" in line
                            for line in generator.lines)
         lines = [
-            "def accept_many(entries, mine, theirs, their_odd, rows, slow, pair):",
+            "def accept_many(entries, pending_keys, pending_entries, theirs, their_odd, rows, slow, pair):",
             "    accepted = filtered = pairs = 0",
             "    filtered_now = False",
             "    append = rows.append",
+            "    add_key, add_entry = pending_keys.append, pending_entries.append",
             "    for entry in entries:",
             f"        {mine} = entry[0]",
             f"        if {mine}.__class__ is not dict:",
@@ -407,11 +445,8 @@ class JoinEngine:
             f"            entry = ({mine}, entry[1], False) if {undefined} else ({mine}, entry[1], True{own})",
             "        except Fallback:",
             f"            entry = ({mine}, entry[1], False)",
-            f"        bucket = mine.get({key})",
-            "        if bucket is None:",
-            f"            mine[{key}] = [entry]",
-            "        else:",
-            "            bucket.append(entry)",
+            f"        add_key({key})",
+            "        add_entry(entry)",
             "        accepted += 1",
             f"        partners = theirs.get({key})",
             "        if partners:",

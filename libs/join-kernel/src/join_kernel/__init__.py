@@ -1,0 +1,11 @@
+"""The joiner's arrival loop in C, for the plan shape most joins have.
+
+:class:`Arrival` is built once per stream from a plan (which fields to read, the key, the filters,
+what an entry carries, how a row is made) and then called per batch exactly like the arrival loop
+the engine generates in Python. The engine decides when the shape fits; see
+``joiner.engine.native``.
+"""
+
+from join_kernel._arrival import OPERATORS, Arrival, file_pending
+
+__all__ = ["OPERATORS", "Arrival", "file_pending"]

@@ -1,0 +1,235 @@
+"""The C arrival loop (join_kernel): which plans it takes, and that it changes nothing but speed.
+
+Each data test runs the same arrivals through an engine with the C loop and one with the generated
+Python loop, and compares rows, counts and malformed reports with each other and with the naive plan.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import sys
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from joiner.engine import native
+from joiner.engine.join import JoinEngine, naive_join
+from streaming_runtime.expressions import compile_expression
+
+STREAMS = ("tenants", "poweruse")
+WHERE = "tenants.tenant_id = poweruse.tenant_id and poweruse.power_use >= 1.0"
+SELECT = '{"customer_id": tenants.customer_id, "tenant_id": tenants.tenant_id, "kwh": poweruse.kwh_use}'
+
+
+def _engine(where: str = WHERE, select: str = SELECT, *, use_native: bool = True) -> JoinEngine:
+    return JoinEngine(
+        STREAMS,
+        compile_expression(where, setting="stream.where"),
+        compile_expression(select, setting="stream.select"),
+        native=use_native,
+    )
+
+
+def _run(engine: JoinEngine, arrivals: list[tuple[int, list[Any]]]) -> tuple[Counter, int, int, list[str]]:
+    """Feed batches of (stream index, events); rows (canonical), accepted, filtered, malformed ids."""
+    state = engine.new_state()
+    accepted = filtered = 0
+    malformed: list[str] = []
+    for number, (index, events) in enumerate(arrivals):
+        entries = [(data, f"{index}.{number}.{n}") for n, data in enumerate(events)]
+        outcome = engine.accept_many(state, index, entries)
+        accepted += outcome.accepted
+        filtered += outcome.filtered
+        malformed += [entry[1] for entry, _ in outcome.malformed]
+    rows = Counter(json.dumps(row, sort_keys=True) for row in engine.result(state).rows)
+    return rows, accepted, filtered, sorted(malformed)
+
+
+def _naive_rows(where: str, select: str, arrivals: list[tuple[int, list[Any]]], engine: JoinEngine) -> Counter:
+    def usable(index: int, data: Any) -> bool:
+        try:
+            engine.accept(engine.new_state(), index, data)
+        except Exception:
+            return False
+        return True
+
+    sides = [[d for i, events in arrivals if i == index for d in events if usable(index, d)] for index in (0, 1)]
+    result = naive_join(
+        STREAMS, compile_expression(where, setting="w"), compile_expression(select, setting="s"), *sides
+    )
+    return Counter(json.dumps(row, sort_keys=True) for row in result.rows)
+
+
+def _same_both_ways(arrivals, where: str = WHERE, select: str = SELECT):
+    fast, exact = _engine(where, select), _engine(where, select, use_native=False)
+    assert "native" in fast.describe() and "native" not in exact.describe()
+    outcome = _run(fast, arrivals)
+    assert outcome == _run(exact, arrivals)
+    assert outcome[0] == _naive_rows(where, select, arrivals, exact)
+    return outcome
+
+
+def test_the_kernel_is_built_and_takes_the_example_plan():
+    assert native.UNAVAILABLE == ""
+    described = _engine().describe()
+    assert described.endswith("arrival loop: tenants: native, poweruse: native")
+
+
+def test_the_example_in_either_arrival_order():
+    tenants = [{"tenant_id": f"t{i}", "customer_id": 100 + i} for i in range(4)]
+    readings = [{"tenant_id": f"t{i % 5}", "power_use": 0.5 + i / 8, "kwh_use": i} for i in range(12)]
+    first = _same_both_ways([(0, tenants), (1, readings)])
+    # readings 0-3 are filtered (power_use < 1.0); 4 and 9 are buffered but t4 has no tenant
+    assert first[1:] == (4 + 8, 4, [])
+    assert sum(first[0].values()) == 6
+    interleaved = _same_both_ways([(1, readings[:6]), (0, tenants[:2]), (1, readings[6:]), (0, tenants[2:])])
+    assert interleaved == first
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"tenant_id": True, "power_use": 1.5, "kwh_use": 1},  # a boolean key: never 1
+        {"tenant_id": 1.0, "power_use": 1.5, "kwh_use": 2},  # a float key equal to the int 1
+        {"tenant_id": 2**53 + 1, "power_use": 1.5, "kwh_use": 3},  # beyond 2**53: compared as a float
+        {"tenant_id": None, "power_use": 1.5, "kwh_use": 4},  # null key: the full where decides
+        {"tenant_id": [1], "power_use": 1.5, "kwh_use": 5},  # an array key
+        {"tenant_id": 1, "power_use": "1.5", "kwh_use": 6},  # a string where a number is compared
+        {"tenant_id": 1, "power_use": True, "kwh_use": 7},
+        {"tenant_id": 1, "power_use": 2**60, "kwh_use": 8},  # a number beyond 2**53
+        {"tenant_id": 1, "power_use": 1.5, "kwh_use": None},  # null projected value
+        {"tenant_id": 1, "power_use": 1.5, "kwh_use": {"v": 9}},  # an object projected
+        {"tenant_id": 1, "power_use": 1.5},  # missing field: malformed
+        {"tenant_id": 1, "kwh_use": 10},
+        [1, 2],  # not an object
+        "reading",
+        {"tenant_id": 1, "power_use": 1.5, "kwh_use": 11, "extra": [1]},  # extra fields are fine
+    ],
+)
+def test_unusual_events_give_what_the_exact_path_gives(event):
+    tenants = [
+        {"tenant_id": 1, "customer_id": 7},
+        {"tenant_id": 2**53, "customer_id": 8},
+        {"tenant_id": "1", "customer_id": 9},
+        {"tenant_id": None, "customer_id": 10},
+    ]
+    plain = {"tenant_id": 1, "power_use": 1.25, "kwh_use": 99}
+    for arrivals in ([(0, tenants), (1, [plain, event, plain])], [(1, [plain, event, plain]), (0, tenants)]):
+        _same_both_ways(arrivals)
+
+
+@pytest.mark.parametrize(
+    ("where", "select"),
+    [
+        ("tenants.tenant_id = poweruse.tenant_id and 1 <= poweruse.power_use", SELECT),
+        ("poweruse.tenant_id = tenants.tenant_id and poweruse.power_use != 1 and poweruse.power_use < 2", SELECT),
+        ("tenants.tenant_id = poweruse.tenant_id and tenants.customer_id = poweruse.kwh_use", SELECT),  # composite
+        ("tenants.tenant_id = poweruse.tenant_id and poweruse.power_use = 1.5", '{"k": poweruse.kwh_use}'),
+        ("tenants.tenant_id = poweruse.tenant_id and tenants.customer_id > 7", '{"c": tenants.customer_id}'),
+    ],
+)
+def test_other_plans_of_the_shape(where, select):
+    tenants = [{"tenant_id": i % 3, "customer_id": 6 + i} for i in range(6)]
+    readings = [{"tenant_id": i % 4, "power_use": [0.5, 1, 1.5, 2.5][i % 4], "kwh_use": 6 + i % 7} for i in range(20)]
+    rows, *_ = _same_both_ways([(0, tenants[:3]), (1, readings), (0, tenants[3:])], where, select)
+    assert rows  # the data is made to join
+
+
+@pytest.mark.parametrize(
+    ("where", "select", "reason"),
+    [
+        # no generated loop either: these plans are exact, event by event
+        (WHERE + " and tenants.customer_id < poweruse.kwh_use", SELECT, "per event"),
+        ("tenants.customer_id < poweruse.kwh_use", SELECT, "per event"),
+        (WHERE, '{"customer_id": tenants.customer_id, "kind": "bill"}', "not a top-level field"),
+        (WHERE, '{"a": tenants.customer_id, "a": poweruse.kwh_use}', "not a distinct string"),
+        (WHERE, "[tenants.customer_id, poweruse.kwh_use]", "not an object"),
+        (WHERE, '{"total": poweruse.kwh_use * 2}', "a select that can fail"),
+        ('tenants.tenant_id = poweruse.tenant_id and poweruse.tenant_id != "x"', SELECT, "other than a number"),
+        ("tenants.tenant_id = poweruse.tenant_id and (poweruse.power_use > 1 or poweruse.kwh_use > 1)", SELECT,
+         "not a comparison"),
+        ("tenants.tenant_id = poweruse.tenant_id and poweruse.power_use < 18014398509481984", SELECT, "beyond 2**53"),
+    ],
+)
+def test_plans_outside_the_shape_use_the_generated_loop_and_say_why(where, select, reason):
+    loops = _engine(where, select).describe().split("arrival loop: ")[1]
+    poweruse = loops.split("poweruse: ")[1]  # every case is outside the shape for poweruse at least
+    assert not poweruse.startswith("native") and reason in poweruse
+
+
+def test_each_stream_gets_its_own_loop():
+    where = "tenants.tenant_id = poweruse.tenant_id and poweruse.meter.kw > 1"  # a nested field of poweruse
+    assert _engine(where).describe().endswith("arrival loop: tenants: native, poweruse: per event")
+    tenants = [{"tenant_id": 1, "customer_id": 5}]
+    readings = [{"tenant_id": 1, "meter": {"kw": kw}, "kwh_use": kw} for kw in (0.5, 2, 3)]
+    rows, accepted, filtered, _ = _run(_engine(where), [(1, readings[:1]), (0, tenants), (1, readings[1:])])
+    assert rows == _naive_rows(where, SELECT, [(0, tenants), (1, readings)], _engine(where)) and len(rows) == 2
+    assert (accepted, filtered) == (3, 1)
+
+
+def test_the_generated_loop_is_kept_when_asked():
+    assert "tenants: generated, poweruse: generated" in _engine(use_native=False).describe()
+
+
+def test_references_are_balanced_after_a_window():
+    # the C code holds references to events, their values and keys; dropping the window releases them all
+    key, customer, kwh, event_id = "dc:x:1", 123_456, 654_321, "event-1"  # not cached small ints
+    tenant = {"tenant_id": key, "customer_id": customer}
+    reading = {"tenant_id": key, "power_use": 1.5, "kwh_use": kwh}
+    watched = (key, customer, kwh, event_id, tenant, reading)
+    engine = _engine()
+
+    def window(readings_first: bool) -> int:
+        arrivals = [(0, [tenant]), (1, [reading] * 3)]
+        state = engine.new_state()
+        for index, events in reversed(arrivals) if readings_first else arrivals:
+            engine.accept_many(state, index, [(data, event_id) for data in events])
+        return len(engine.result(state).rows)
+
+    before = [sys.getrefcount(obj) for obj in watched]
+    for readings_first in (False, True):
+        assert window(readings_first) == 3
+        gc.collect()
+        assert [sys.getrefcount(obj) for obj in watched] == before
+
+
+def test_an_error_in_the_pair_callback_propagates():
+    arrival = native.Arrival(fields=["k"], keys=[0], filters=[], projection=[0], row=[("k", False, 0)],
+                             partner_projection=0)
+    partner = ({"k": 1}, "p", False)  # no projection: the exact pair callback is called
+
+    def pair(mine, theirs, full):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        arrival([({"k": 1}, "e")], [], [], {1: [partner]}, [], [], [], pair)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"keys": []},
+        {"keys": [3]},
+        {"projection": [5]},
+        {"filters": [(0, 9, 1.0)]},
+        {"filters": [(4, 0, 1.0)]},
+        {"row": [("k", True, 2)]},
+        {"fields": [1]},
+    ],
+)
+def test_a_bad_specification_is_refused(spec):
+    arguments = {"fields": ["k"], "keys": [0], "filters": [], "projection": [0], "row": [("k", False, 0)],
+                 "partner_projection": 1, **spec}
+    with pytest.raises((ValueError, TypeError)):
+        native.Arrival(**arguments)
+
+
+@pytest.mark.parametrize("implementation", [native.file_pending, native._file_pending])
+def test_file_pending_files_in_order_and_empties_the_lists(implementation):
+    buckets = {"a": ["a0"]}
+    keys, entries = ["a", "b", "a"], ["a1", "b0", "a2"]
+    implementation(buckets, keys, entries)
+    assert buckets == {"a": ["a0", "a1", "a2"], "b": ["b0"]}
+    assert keys == [] and entries == []
