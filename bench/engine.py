@@ -9,7 +9,11 @@ power_use uniform in [0.5, 1.5], the example's `where` and `select`. For each ca
   (a) naive   every pair through jsonata-python, as the original joiner did. A full run would take
               hours, so it is timed on a sample of pairs and extrapolated to T*P pairs (marked "~").
   (b) engine  this project's JoinEngine: events fed in arrival batches of 100, rows out. The engine
-              is built once (start-up), each timed run is one window on a fresh state.
+              is built once (start-up), each timed run is one window on a fresh state. Tenants
+              arrive first, as in the example; the last case has the two streams interleaved (a
+              tenant batch among every ten reading batches), where readings must be indexed too.
+  (b') python the same engine with its arrival loop in generated Python instead of C (join_kernel):
+              what the C loop adds.
   (c) duckdb  the same join, filter and projection in DuckDB from the same Python dicts, conversion
               to Arrow in and back to Python dicts out included (the connection is opened once).
 
@@ -53,6 +57,7 @@ DUCKDB_SQL = """
     WHERE p.power_use >= 1.0
 """
 STREAMS = ("tenants", "poweruse")
+PYTHON_B, B_OVER_PYTHON = "python (b')", "b/b'"
 
 
 def make_data(tenants: int, readings: int, seed: int = 7) -> tuple[list[dict], list[dict]]:
@@ -72,35 +77,57 @@ def make_data(tenants: int, readings: int, seed: int = 7) -> tuple[list[dict], l
     return tenant_rows, reading_rows
 
 
-def timed(run: Callable[[], Any], repeat: int) -> tuple[float, Any]:
-    """Median seconds over ``repeat`` runs (collector off while timing, as a service would tune it)."""
-    times, result = [], None
+def timed(runs: dict[str, Callable[[], Any]], repeat: int) -> dict[str, tuple[float, Any]]:
+    """Median seconds and last result of each run, over ``repeat`` rounds.
+
+    The runs take turns within each round, so that whatever the machine does meanwhile (it is
+    shared) weighs on all of them alike and their ratios hold. The collector is off while timing,
+    as a service would tune it."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    results: dict[str, Any] = {}
     for _ in range(repeat):
-        result = None  # free the previous run's output before the clock starts, not inside it
-        gc.collect()
-        gc.disable()
-        started = time.perf_counter()
-        result = run()
-        elapsed = time.perf_counter() - started
-        gc.enable()
-        times.append(elapsed)
-    return statistics.median(times), result
+        for name, run in runs.items():
+            results[name] = None  # free the previous run's output before the clock starts, not inside it
+            gc.collect()
+            gc.disable()
+            started = time.perf_counter()
+            results[name] = run()
+            elapsed = time.perf_counter() - started
+            gc.enable()
+            times[name].append(elapsed)
+    return {name: (statistics.median(times[name]), results[name]) for name in runs}
 
 
-def make_engine(where: str, select: str) -> JoinEngine:
+def make_engine(where: str, select: str, native: bool = True) -> JoinEngine:
     """Start-up (parse, plan, generate code) happens once per service, not per window: not timed."""
-    return JoinEngine(STREAMS, compile_expression(where, setting="where"), compile_expression(select, setting="select"))
+    return JoinEngine(
+        STREAMS, compile_expression(where, setting="where"), compile_expression(select, setting="select"), native=native
+    )
 
 
-def run_engine(engine: JoinEngine, tenants: list[dict], readings: list[dict]) -> list[Any]:
+def arrival_batches(tenants: list[dict], readings: list[dict], interleaved: bool, size: int = 100) -> list[tuple]:
+    """(stream index, start, stop) of each arrival batch, in batches as bulk delivery makes them.
+
+    Tenants first (the example: tenants stream in, then readings), or interleaved in proportion."""
+    first = [(0, start, start + size) for start in range(0, len(tenants), size)]
+    second = [(1, start, start + size) for start in range(0, len(readings), size)]
+    if not interleaved:
+        return first + second
+    every = max(1, len(second) // max(1, len(first)))
+    order = []
+    for n, batch in enumerate(second):
+        if n % every == 0 and first:
+            order.append(first.pop(0))
+        order.append(batch)
+    return order + first
+
+
+def run_engine(engine: JoinEngine, tenants: list[dict], readings: list[dict], interleaved: bool = False) -> list[Any]:
     """One window: a fresh state, every event in, the rows out."""
     state = engine.new_state()
-    # arrival order as in the example: tenants stream in, readings stream in; in batches as bulk delivery makes them
-    batch = 100
-    for start in range(0, len(tenants), batch):
-        engine.accept_many(state, 0, [(d, None) for d in tenants[start : start + batch]])
-    for start in range(0, len(readings), batch):
-        engine.accept_many(state, 1, [(d, None) for d in readings[start : start + batch]])
+    streams = (tenants, readings)
+    for index, start, stop in arrival_batches(tenants, readings, interleaved):
+        engine.accept_many(state, index, [(d, None) for d in streams[index][start:stop]])
     return engine.result(state).rows
 
 
@@ -143,38 +170,53 @@ def main() -> int:
     parser.add_argument("--sample-pairs", type=int, default=20_000)
     args = parser.parse_args()
 
-    cases = [(1_000, 10_000), (10_000, 100_000)] + ([(10_000, 1_000_000)] if args.large else [])
+    cases = [(1_000, 10_000, False), (10_000, 100_000, False)] + ([(10_000, 1_000_000, False)] if args.large else [])
+    cases.append((10_000, 100_000, True))
     print(f"Python {sys.version.split()[0]}; median of {args.repeat} runs; events/s = (T+P)/seconds\n")
-    header = f"{'case':>18} | {'naive (a)':>13} | {'engine (b)':>12} | {'duckdb (c)':>12} | {'b/a':>9} | {'b/c':>5} | rows  same"
-    print("example where/select (compiled)")
+    header = (
+        f"{'case':>30} | {'naive (a)':>13} | {'engine (b)':>12} | {PYTHON_B:>12} | {'duckdb (c)':>12} | "
+        f"{'b/a':>9} | {B_OVER_PYTHON:>5} | {'b/c':>5} | rows  same"
+    )
+    print(f"example where/select (compiled); arrival loop: {make_engine(WHERE, SELECT).describe().split('loop: ')[1]}")
     print(header)
     failures = 0
-    for tenants_count, readings_count in cases:
+    for tenants_count, readings_count, interleaved in cases:
         tenants, readings = make_data(tenants_count, readings_count)
         events = tenants_count + readings_count
         naive = naive_seconds(WHERE, SELECT, tenants, readings, args.sample_pairs)
         engine = make_engine(WHERE, SELECT)
-        engine_s, engine_rows = timed(lambda: run_engine(engine, tenants, readings), args.repeat)
+        python = make_engine(WHERE, SELECT, native=False)
         connection = duckdb.connect()
-        duck_s, duck_rows = timed(lambda: run_duckdb(connection, tenants, readings), args.repeat)
+        measured = timed(
+            {
+                "engine": lambda: run_engine(engine, tenants, readings, interleaved),
+                "python": lambda: run_engine(python, tenants, readings, interleaved),
+                "duckdb": lambda: run_duckdb(connection, tenants, readings),
+            },
+            args.repeat,
+        )
         connection.close()
-        same = canonical(engine_rows) == canonical(duck_rows)
+        (engine_s, engine_rows), (python_s, python_rows), (duck_s, duck_rows) = measured.values()
+        same = canonical(engine_rows) == canonical(duck_rows) == canonical(python_rows)
         failures += not same
         print(
-            f"{f'T={tenants_count:,} P={readings_count:,}':>18} | ~{events / naive:>10,.0f}/s | "
-            f"{events / engine_s:>10,.0f}/s | {events / duck_s:>10,.0f}/s | {naive / engine_s:>8,.0f}x | "
-            f"{duck_s / engine_s:>5.2f} | {len(engine_rows):,} {'yes' if same else 'NO'}"
+            f"{f'T={tenants_count:,} P={readings_count:,}' + (' interleaved' if interleaved else ''):>30} | "
+            f"~{events / naive:>10,.0f}/s | "
+            f"{events / engine_s:>10,.0f}/s | {events / python_s:>10,.0f}/s | {events / duck_s:>10,.0f}/s | "
+            f"{naive / engine_s:>8,.0f}x | {python_s / engine_s:>5.2f} | {duck_s / engine_s:>5.2f} | "
+            f"{len(engine_rows):,} {'yes' if same else 'NO'}"
         )
     print("\nwhere/select outside the compiled subset ($contains, $substringBefore)")
-    print(f"{'case':>18} | {'naive (a)':>13} | {'engine (b)':>12} | {'b/a':>9} | rows")
+    print(f"{'case':>30} | {'naive (a)':>13} | {'engine (b)':>12} | {'b/a':>9} | rows")
     tenants, readings = make_data(10_000, 100_000)
     naive = naive_seconds(WHERE_OUTSIDE, SELECT_OUTSIDE, tenants, readings, args.sample_pairs // 4)
     # a fresh engine per run: the memo of the parts jsonata-python evaluates must start empty
     engine_s, rows = timed(
-        lambda: run_engine(make_engine(WHERE_OUTSIDE, SELECT_OUTSIDE), tenants, readings), max(1, args.repeat // 2)
-    )
+        {"outside": lambda: run_engine(make_engine(WHERE_OUTSIDE, SELECT_OUTSIDE), tenants, readings)},
+        max(1, args.repeat // 2),
+    )["outside"]
     print(
-        f"{'T=10,000 P=100,000':>18} | ~{110_000 / naive:>10,.0f}/s | {110_000 / engine_s:>10,.0f}/s | "
+        f"{'T=10,000 P=100,000':>30} | ~{110_000 / naive:>10,.0f}/s | {110_000 / engine_s:>10,.0f}/s | "
         f"{naive / engine_s:>8,.0f}x | {len(rows):,}"
     )
     print("\n~ extrapolated from a timed sample of pairs (a full naive run would take hours)")
