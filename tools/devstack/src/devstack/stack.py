@@ -84,9 +84,10 @@ class Stack:
         self.brokers.append(self.rabbitmq)
         self._say(f"rabbitmq on {self.rabbitmq.host}:{self.rabbitmq.port}{'' if self.rabbitmq.process else ' (RABBITMQ_URL)'}")
         config = self._render_config()
+        # as `dapr run` does, sidecars get the environment it runs in (dapr.yaml's env is the apps'):
+        # the brokers' addresses are what a user exports before `dapr run -f .`
         sidecar_env = {
             **os.environ,
-            **self.run_file.common_env,
             "DAPR_HOST_IP": "127.0.0.1",  # no non-loopback address needed
             "REDIS_HOST": self.redis.url,
             "RABBITMQ_URL": self.rabbitmq.url,
