@@ -16,7 +16,7 @@ SERVICES := joiner message-gen message-proc
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-setup: ## install what is missing: uv, a C compiler, the Python deps, daprd (pinned), redis-server, rabbitmq-server, kustomize (pinned)
+setup: ## install what is missing: uv, a C compiler, the Python deps, daprd and the dapr CLI (pinned), redis-server, rabbitmq-server, kustomize (pinned)
 	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check uv
 	@bash scripts/ensure-compiler.sh python3
 	@$(UV) sync --frozen --quiet

@@ -21,7 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--run-file", type=Path, default=ROOT / "dapr.yaml")
     run.add_argument("--run-dir", type=Path, default=ROOT / ".devstack" / "last-run")
     run.add_argument("--window", help="override the joiner's window (e.g. 5s)")
-    commands.add_parser("install", help="install what is missing: daprd (pinned), redis-server, rabbitmq-server")
+    commands.add_parser(
+        "install", help="install what is missing: daprd and the dapr CLI (pinned), redis-server, rabbitmq-server"
+    )
     args = parser.parse_args(argv)
     if args.command == "install":
         return install()
@@ -45,11 +47,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def install() -> int:
     from devstack.brokers import RABBITMQ_SERVER, ensure_debian_package
-    from devstack.daprd import ensure_daprd
+    from devstack.daprd import ensure_dapr_cli, ensure_daprd
 
     try:
         path, version = ensure_daprd()
         say(f"daprd {version} at {path}")
+        path, version = ensure_dapr_cli()
+        say(f"dapr CLI {version} at {path}")
         say(f"redis-server at {ensure_debian_package('redis-server', 'redis-server')}")
         say(f"rabbitmq-server at {ensure_debian_package(RABBITMQ_SERVER, 'rabbitmq-server')}")
     except StackError as error:

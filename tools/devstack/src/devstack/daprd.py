@@ -1,5 +1,6 @@
-"""The pinned ``daprd``: found in ``~/.dapr/bin`` (where ``dapr init --slim`` puts it), else installed
-by ``scripts/install-daprd.sh`` (official release, or a build from the Go module proxy)."""
+"""The pinned ``daprd`` and Dapr CLI: found in ``~/.dapr/bin`` (where ``dapr init --slim`` puts daprd),
+else installed by ``scripts/install-daprd.sh`` / ``scripts/install-dapr-cli.sh`` (official release, or a
+build from the Go module proxy)."""
 
 from __future__ import annotations
 
@@ -37,4 +38,35 @@ def ensure_daprd() -> tuple[Path, str]:
     found = installed_version(path)
     if found != version:
         raise StackError(f"daprd at {path} reports version {found!r}, expected {version}")
+    return path, version
+
+
+def dapr_cli_path() -> Path:
+    return daprd_path().with_name("dapr")
+
+
+def cli_pinned_version() -> str:
+    return (ROOT / "dapr-cli.version").read_text().strip()
+
+
+def cli_installed_version(path: Path) -> str | None:
+    if not os.access(path, os.X_OK):
+        return None
+    done = subprocess.run([str(path), "--version"], capture_output=True, text=True)
+    for line in done.stdout.splitlines():
+        if line.startswith("CLI version:"):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def ensure_dapr_cli() -> tuple[Path, str]:
+    """The Dapr CLI at the pinned version (for ``dapr run -f .``), installing it first if needed."""
+    path, version = dapr_cli_path(), cli_pinned_version()
+    if cli_installed_version(path) != version:
+        script = ROOT / "scripts" / "install-dapr-cli.sh"
+        if subprocess.run(["bash", str(script)]).returncode != 0:
+            raise StackError(f"the dapr CLI {version} is missing and {script} could not install it (see its output)")
+    found = cli_installed_version(path)
+    if found != version:
+        raise StackError(f"the dapr CLI at {path} reports version {found!r}, expected {version}")
     return path, version

@@ -43,7 +43,7 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str, interva
     raise StackError(f"{what}: not ready after {timeout:.0f}s")
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child: ask Linux for SIGTERM when the launcher dies, even by SIGKILL (no orphans)."""
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -67,7 +67,7 @@ class Process:
         try:
             self._popen = subprocess.Popen(
                 self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=self.env, cwd=self.cwd, start_new_session=True, preexec_fn=_die_with_parent,
+                env=self.env, cwd=self.cwd, start_new_session=True, preexec_fn=die_with_parent,
             )
         except OSError as error:
             raise StackError(f"{self.name}: cannot start {self.argv[0]}: {error.strerror}") from None
