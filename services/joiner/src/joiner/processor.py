@@ -230,7 +230,11 @@ class Processor:
         """Seconds until ``tick`` has something to do (a bound, not a promise)."""
         now = self.clock()
         if not self.event_time_mode:
-            return max(0.0, self.windows.window_at(now).end - now)
+            # an open window's end, not only the current window's: when a timer fires a little early the
+            # tick closes nothing, and the clock may pass that end before this is computed
+            due = self.windows.window_at(now).end
+            oldest = self.windows.earliest_end()
+            return max(0.0, min(due, oldest) - now if oldest is not None else due - now)
         return max(0.05, min(1.0, (self.last_arrival + (self.idle_after or 1.0)) - now))
 
     def flush(self) -> None:

@@ -88,6 +88,10 @@ class TumblingWindows(Generic[S]):
             self.closed_through = closed[-1][0].end
         return closed
 
+    def earliest_end(self) -> float | None:
+        """The end of the oldest open window (None when none is open)."""
+        return min((window.end for _, (window, _) in self._store.items(NAMESPACE)), default=None)
+
     @property
     def open_count(self) -> int:
         return self._store.size(NAMESPACE)
