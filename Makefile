@@ -50,8 +50,9 @@ images: ## build the three service images as REGISTRY/<service>:TAG (default pow
 lint-docker: setup ## hadolint on every Dockerfile
 	@.venv/bin/hadolint services/*/Dockerfile
 
-bench: setup ## benchmarks: the join engine (naive / engine / DuckDB) and the pipeline on real Dapr
+bench: setup ## benchmarks: the join engine (naive / engine / DuckDB), one delivery in-process, the pipeline on real Dapr
 	@$(PY) bench/engine.py
+	@$(PY) bench/delivery.py
 	@$(PY) bench/pipeline.py
 
 clean: ## remove the venv and run directories
