@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -43,6 +44,9 @@ class RecordingSidecar:
         self.attempts = 0
         self.bulk_calls = 0
         self.extensions: list[dict] = []
+        # a state store: values kept as JSON text, as a real one keeps them; state_down fails its calls
+        self.state: dict[tuple[str, str], str] = {}
+        self.state_down = False
 
     def _maybe_fail(self) -> None:
         self.attempts += 1
@@ -67,6 +71,26 @@ class RecordingSidecar:
         self._maybe_fail()
         self.bulk_calls += 1
         self.publications.extend((pubsub, topic, item) for item in items)
+
+    async def wait_ready(self) -> None:
+        return None
+
+    def _state_call(self) -> None:
+        if self.state_down:
+            raise SidecarError("state store unavailable (test)")
+
+    async def get_state(self, store: str, key: str) -> Any:
+        self._state_call()
+        text = self.state.get((store, key))
+        return None if text is None else json.loads(text)
+
+    async def save_state(self, store: str, key: str, value: Any) -> None:
+        self._state_call()
+        self.state[(store, key)] = json.dumps(value)
+
+    async def delete_state(self, store: str, key: str) -> None:
+        self._state_call()
+        self.state.pop((store, key), None)
 
 
 class ManualClock:

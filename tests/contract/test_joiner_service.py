@@ -276,3 +276,83 @@ async def test_a_streamed_body_is_read_no_further_than_the_limit():
     assert answer.json() == {"status": "DROP"}
     assert stats["dropped"] == {"tenants": 1}
     assert len(chunks_sent) < 10  # it stopped reading at the limit
+
+
+# -- handover of open windows through a state store (state.store) ------------------------------------
+
+WITH_STATE = EXAMPLE + "state: {store: joiner-state}\n"
+HANDOVER = ("joiner-state", "open-windows")
+
+
+def app_on(sidecar: RecordingSidecar, clock: ManualClock, yaml_text: str = WITH_STATE):
+    return create_app(JoinerSettings(), config=config_from_yaml(yaml_text), sink=sidecar, clock=clock)
+
+
+async def test_a_restart_hands_the_open_window_over_to_the_next_run():
+    sidecar, clock = RecordingSidecar(), ManualClock(1_000_001.0)
+    first = app_on(sidecar, clock)
+    async with serve(first) as client:
+        await wait_for(lambda: first.state.joiner.may_hand_over, what="the start's take-over done")
+        await post(client, "/tenants", {"tenant_id": "t1", "customer_id": 7})
+        await post(client, "/poweruse", {"tenant_id": "t1", "power_use": 1.5, "kwh_use": 10})
+    assert sidecar.invocations == []  # not closed early: handed over
+    assert HANDOVER in sidecar.state
+
+    clock.advance(3)  # the next run starts within the same window
+    second = app_on(sidecar, clock)
+    async with serve(second) as client:
+        await wait_for(lambda: HANDOVER not in sidecar.state, what="the handover taken and removed")
+        await post(client, "/poweruse", {"tenant_id": "t1", "power_use": 1.2, "kwh_use": 11})
+        clock.advance(20)
+        second.state.joiner.close_due()
+        await wait_for(lambda: sidecar.invocations, what="invocation")
+        stats = (await client.get("/stats")).json()
+    rows = sidecar.invocations[0][2]
+    assert sorted(row["tenant_kwh_usage"] for row in rows) == [10, 11]  # the tenant of the first run joins both
+    assert stats["restored"] == 2 and len(sidecar.invocations) == 1
+
+
+async def test_without_a_state_store_a_stop_closes_the_open_window():
+    sidecar, clock = RecordingSidecar(), ManualClock()
+    async with serve(app_on(sidecar, clock, EXAMPLE)) as client:
+        await post(client, "/tenants", {"tenant_id": "t1", "customer_id": 7})
+        await post(client, "/poweruse", {"tenant_id": "t1", "power_use": 1.5, "kwh_use": 10})
+    assert [row["tenant_kwh_usage"] for row in sidecar.invocations[0][2]] == [10]
+    assert sidecar.state == {}
+
+
+async def test_a_failed_save_closes_the_open_window_instead(caplog):
+    sidecar, clock = RecordingSidecar(), ManualClock()
+    app = app_on(sidecar, clock)
+    async with serve(app) as client:
+        await wait_for(lambda: app.state.joiner.may_hand_over, what="the start's take-over done")
+        await post(client, "/tenants", {"tenant_id": "t1", "customer_id": 7})
+        await post(client, "/poweruse", {"tenant_id": "t1", "power_use": 1.5, "kwh_use": 10})
+        sidecar.state_down = True
+    assert [row["tenant_kwh_usage"] for row in sidecar.invocations[0][2]] == [10]  # delivered, not lost
+    assert "open windows not handed over, closing them now: state store unavailable (test)" in caplog.text
+
+
+async def test_windows_of_a_run_not_taken_over_are_not_overwritten(caplog):
+    sidecar, clock = RecordingSidecar(), ManualClock()
+    sidecar.state[HANDOVER] = json.dumps({"version": 1, "streams": ["tenants", "poweruse"], "window_seconds": 20,
+                                          "windows": []})
+    previous = sidecar.state[HANDOVER]
+    sidecar.state_down = True  # the previous run's windows cannot be read
+    async with serve(app_on(sidecar, clock)) as client:
+        await post(client, "/tenants", {"tenant_id": "t1", "customer_id": 7})
+        await post(client, "/poweruse", {"tenant_id": "t1", "power_use": 1.5, "kwh_use": 10})
+        sidecar.state_down = False
+    assert sidecar.state[HANDOVER] == previous  # left for the next start
+    assert [row["tenant_kwh_usage"] for row in sidecar.invocations[0][2]] == [10]  # this run's closed instead
+    assert "the previous run's windows were not taken over; closing these now" in caplog.text
+
+
+async def test_windows_of_another_joiner_are_left_in_the_store(caplog):
+    sidecar, clock = RecordingSidecar(), ManualClock()
+    foreign = {"version": 1, "streams": ["a", "b"], "window_seconds": 20, "windows": []}
+    sidecar.state[HANDOVER] = json.dumps(foreign)
+    async with serve(app_on(sidecar, clock)):
+        await wait_for(lambda: "not taken over" in caplog.text, what="the refusal logged")
+    assert json.loads(sidecar.state[HANDOVER]) == foreign
+    assert "open windows of another joiner left there, not taken over: it joins ['a', 'b']" in caplog.text

@@ -97,6 +97,8 @@ def test_the_example_keeps_its_streams_subscriptions_and_joiner(migrated_power_u
         assert by_kind(resources, "Subscription")[name]["scopes"] == subscription["scopes"]
     migrated_components = by_kind(resources, "Component")
     for name, component in by_kind(base, "Component").items():
+        if not component["spec"]["type"].startswith("pubsub."):
+            continue  # the joiner's state store is this project's; the original has none
         assert migrated_components[name]["spec"]["type"] == component["spec"]["type"]
         assert migrated_components[name]["scopes"] == sorted(component["scopes"])
         plain = {i["name"]: i["value"] for i in component["spec"]["metadata"] if "value" in i}

@@ -326,3 +326,31 @@ def test_error_empty_yaml_where():
     assert _yaml_error(SPEC_YAML.replace("where: left.k == right.k", "where: ''")) == (
         "stream.where is empty: expected a JSONata expression"
     )
+
+
+# --- state.store: the handover of open windows ----------------------------------------------------
+
+
+def test_state_store_from_yaml_and_from_the_environment():
+    assert config_from_yaml(SPEC_YAML + "state: {store: joiner-state}\n").state_store == "joiner-state"
+    assert load_config(_env(JOINER_STATE_STORE="joiner-state")).state_store == "joiner-state"
+    assert load_config(_env()).state_store is None
+
+
+@pytest.mark.parametrize(
+    "extra, named",
+    [("dedup: {ttl: 1m}", "dedup"), ("join: table", "join: table"), ("eventTime: {field: ts}", "eventTime")],
+)
+def test_state_store_refuses_what_the_handover_does_not_carry(extra, named):
+    message = _yaml_error(SPEC_YAML + "state: {store: joiner-state}\n" + extra + "\n")
+    assert message == (
+        "state.store='joiner-state': the handover of open windows works with a window join in processing time "
+        f"without dedup; not with {named}"
+    )
+
+
+@pytest.mark.parametrize("value", ["joiner-state", "{}", "{store: ''}", "[1]"])
+def test_state_must_name_a_store(value):
+    assert _yaml_error(SPEC_YAML + f"state: {value}\n") == (
+        "state must be {store: <Dapr state store component>}, such as {store: joiner-state}"
+    )

@@ -159,3 +159,58 @@ def test_aggregate_errors_stop_the_configuration():
     config = config_from_yaml(yaml.safe_dump(spec))
     with pytest.raises(ConfigError, match=r"aggregate.fields.kwh: .*total\(tenant_kwh_usage\)"):
         Processor.check_config(config, build_engine(config))
+
+
+# -- handover of open windows (state.store) ------------------------------------------------------
+
+
+def test_a_handed_over_window_continues_where_the_last_run_stopped():
+    import json
+
+    clock = Clock(1_700_000_005.0)
+    before, windows_before, _ = processor("", clock)
+    before.offer(0, {"tenant_id": "t1", "customer_id": 1}, "tenant-1")
+    before.offer(0, {"tenant_id": "t2", "customer_id": 2}, "tenant-2")
+    before.offer(1, {"tenant_id": "t1", "power_use": 1.5, "kwh_use": 10}, "reading-1")
+    before.offer(1, {"tenant_id": "t1", "power_use": 0.5, "kwh_use": 11}, "filtered")
+    snapshot = json.loads(json.dumps(before.snapshot()))  # as the state store keeps it
+    assert [len(w["events"]["tenants"]) for w in snapshot["windows"]] == [2]
+    assert [[event_id for _, event_id in w["events"]["poweruse"]] for w in snapshot["windows"]] == [["reading-1"]]
+
+    clock.now = 1_700_000_012.0  # the next run, same window
+    after, windows_after, _ = processor("", clock)
+    after.offer(1, {"tenant_id": "t2", "power_use": 2.0, "kwh_use": 20}, "reading-2")  # before the restore
+    assert after.restore(snapshot) == 3
+    after.offer(1, {"tenant_id": "t1", "power_use": 1.1, "kwh_use": 30}, "reading-3")
+    clock.now = 1_700_000_020.0
+    after.tick()
+    assert windows_before == []
+    assert billable(windows_after) == [(1, "t1", 10), (1, "t1", 30), (2, "t2", 20)]
+    assert after.stats.restored == 3
+
+
+def test_a_handed_over_window_whose_end_has_passed_closes_at_the_next_tick():
+    clock = Clock(1_700_000_005.0)
+    before, _, _ = processor("", clock)
+    before.offer(0, {"tenant_id": "t1", "customer_id": 1})
+    before.offer(1, {"tenant_id": "t1", "power_use": 1.5, "kwh_use": 10})
+    snapshot = before.snapshot()
+    clock.now = 1_700_000_047.0  # the service was down for two windows
+    after, windows, _ = processor("", clock)
+    after.restore(snapshot)
+    assert after.next_tick() == 0.0
+    after.tick()
+    assert [(w.start, w.end) for w, _ in windows] == [(1_700_000_000.0, 1_700_000_020.0)]
+    assert billable(windows) == [(1, "t1", 10)]
+
+
+@pytest.mark.parametrize(
+    "change, reason",
+    [({"window_seconds": 30}, "over 30s windows"), ({"streams": ["a", "b"]}, "joins ['a', 'b']"),
+     ({"version": 99}, "not a handover snapshot")],
+)
+def test_a_snapshot_of_another_joiner_is_refused(change, reason):
+    proc, _, _ = processor("")
+    proc.offer(0, {"tenant_id": "t1", "customer_id": 1})
+    with pytest.raises(ValueError, match=reason.replace("[", r"\[").replace("]", r"\]")):
+        processor("")[0].restore({**proc.snapshot(), **change})

@@ -37,7 +37,7 @@ def dumps(data: Any) -> bytes:
 
 
 class Sidecar:
-    """The app's sidecar: readiness, publish (SDK, gRPC) and invoke (HTTP)."""
+    """The app's sidecar: readiness, publish and state (SDK, gRPC), invoke (HTTP)."""
 
     def __init__(self, settings: ServiceSettings, http: httpx.AsyncClient | None = None) -> None:
         self._settings = settings
@@ -121,6 +121,34 @@ class Sidecar:
             raise SidecarError(f"invoke {app_id}/{method} failed: {type(error).__name__}: {error}") from None
         if not answer.is_success:
             raise SidecarError(f"invoke {app_id}/{method} answered HTTP {answer.status_code}: {answer.text[:200]}")
+
+    async def get_state(self, store: str, key: str) -> Any | None:
+        """The JSON value saved under ``key`` in a state store component; None when there is none."""
+        client = await self._grpc_client()
+        try:
+            answer = await client.get_state(store_name=store, key=key)
+        except Exception as error:
+            raise SidecarError(f"get {key!r} from state store {store} failed: {_grpc_reason(error)}") from None
+        if not answer.data:
+            return None
+        try:
+            return json.loads(answer.data)
+        except ValueError as error:
+            raise SidecarError(f"state {key!r} in {store} is not JSON: {error}") from None
+
+    async def save_state(self, store: str, key: str, value: Any) -> None:
+        client = await self._grpc_client()
+        try:
+            await client.save_state(store_name=store, key=key, value=dumps(value))
+        except Exception as error:
+            raise SidecarError(f"save {key!r} to state store {store} failed: {_grpc_reason(error)}") from None
+
+    async def delete_state(self, store: str, key: str) -> None:
+        client = await self._grpc_client()
+        try:
+            await client.delete_state(store_name=store, key=key)
+        except Exception as error:
+            raise SidecarError(f"delete {key!r} from state store {store} failed: {_grpc_reason(error)}") from None
 
     async def aclose(self) -> None:
         if self._grpc is not None:

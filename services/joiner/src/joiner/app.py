@@ -37,6 +37,7 @@ from streaming_runtime.sidecar import Sidecar, SidecarError
 log = logging.getLogger("joiner")
 
 DELIVERY_ATTEMPTS = 5
+HANDOVER_KEY = "open-windows"  # in the state store (Dapr prefixes keys with the app id)
 WINDOW_EVENT_TYPE = "io.dapr.streaming.window"
 ROWS_PER_CALL = 10_000  # daprd refuses bodies over 4 MB by default; large windows go in several calls
 
@@ -74,6 +75,8 @@ class Joiner:
         self.deliveries_failed = 0
         self.rows_emitted = 0
         self.late_published = 0
+        # saving open windows at shutdown would overwrite a previous run's that were not taken over yet
+        self.may_hand_over = False
 
     @property
     def stats(self):  # the processor's counters, for tests and /stats
@@ -120,6 +123,56 @@ class Joiner:
         self.processor.stats.dropped[source.name] += 1
         log.warning("dropped malformed event stream=%s id=%s reason=%s", source.name, event_id, error)
         return {"status": "DROP"}
+
+    # -- handover of open windows (state.store) -------------------------------------------------
+
+    async def take_over(self) -> None:
+        """At start: continue the open windows the previous run saved in the state store, then remove them
+        there. Deliveries may come in meanwhile: they join the same windows."""
+        store = self.config.state_store
+        try:
+            await self.sink.wait_ready()
+            snapshot = await self.sink.get_state(store, HANDOVER_KEY)
+        except SidecarError as error:
+            log.error("open windows of the previous run not read from state store %s: %s", store, error)
+            return
+        if snapshot is None:
+            log.info("state store %s: no open windows handed over", store)
+            self.may_hand_over = True
+            return
+        try:
+            count = self.processor.restore(snapshot)
+        except ValueError as error:
+            log.error("state store %s: open windows of another joiner left there, not taken over: %s", store, error)
+            return
+        self.may_hand_over = True
+        log.info("state store %s: took over %d open window(s), %d events", store, len(snapshot["windows"]), count)
+        try:
+            await self.sink.delete_state(store, HANDOVER_KEY)
+        except SidecarError as error:
+            log.warning("state store %s: taken-over windows not removed (a later start would take them again): %s",
+                        store, error)
+
+    async def hand_over(self) -> bool:
+        """At stop: save the open windows in the state store instead of closing them early. False when
+        they must be closed now: no store, nothing open, the previous run's not taken over, a failed save."""
+        store = self.config.state_store
+        if store is None:
+            return False
+        snapshot = self.processor.snapshot()
+        if not snapshot["windows"]:
+            return False
+        if not self.may_hand_over:
+            log.warning("state store %s: the previous run's windows were not taken over; closing these now", store)
+            return False
+        try:
+            await self.sink.save_state(store, HANDOVER_KEY, snapshot)
+        except SidecarError as error:
+            log.error("state store %s: open windows not handed over, closing them now: %s", store, error)
+            return False
+        events = sum(len(events) for window in snapshot["windows"] for events in window["events"].values())
+        log.info("state store %s: handed over %d open window(s), %d events", store, len(snapshot["windows"]), events)
+        return True
 
     # -- windows ------------------------------------------------------------------------------
 
@@ -232,9 +285,14 @@ def create_app(
             asyncio.create_task(joiner.run_sender()),
             asyncio.create_task(joiner.run_late_sender()),
         ]
+        take_over = asyncio.create_task(joiner.take_over()) if config.state_store else None
         yield
         tasks[0].cancel()
-        joiner.close_all()  # what is buffered goes out before we stop
+        if take_over is not None:
+            take_over.cancel()
+            await asyncio.gather(take_over, return_exceptions=True)
+        if not await joiner.hand_over():
+            joiner.close_all()  # what is buffered goes out before we stop
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(joiner.outbox.join(), timeout=10)
         with contextlib.suppress(asyncio.TimeoutError):

@@ -90,6 +90,7 @@ class JoinerConfig(BaseModel):
     dedup_key_fields: dict[str, str] = Field(default_factory=dict)  # stream -> field, for events without an id
     aggregate: Any = None  # the raw `aggregate` mapping, validated by joiner.engine.aggregate
     envelope: bool = False
+    state_store: str | None = None  # a Dapr state store: open windows are handed over through it on restart
 
 
 def load_config(environ: Mapping[str, str]) -> JoinerConfig:
@@ -195,6 +196,11 @@ def _semantics_from_yaml(spec: dict[str, Any], values: dict[str, Any]) -> None:
             values["dedup_keys"] = dict(fields)
     if "aggregate" in spec:
         values["aggregate"] = spec["aggregate"]
+    if "state" in spec:
+        state = spec["state"]
+        if not isinstance(state, dict) or not isinstance(state.get("store"), str) or not state["store"].strip():
+            raise ConfigError("state must be {store: <Dapr state store component>}, such as {store: joiner-state}")
+        values["state_store"] = (state["store"].strip(), "state.store")
     if "output" in spec:
         output = spec["output"] or {}
         if not isinstance(output, dict):
@@ -248,6 +254,8 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     ):
         if environ.get(key):
             values[name] = (environ[key], key)
+    if environ.get("JOINER_STATE_STORE", "").strip():
+        values["state_store"] = (environ["JOINER_STATE_STORE"].strip(), "JOINER_STATE_STORE")
     if environ.get("JOINER_LATE_TO_STREAM"):
         values["late"] = _publish_target(environ["JOINER_LATE_TO_STREAM"], "JOINER_LATE_TO_STREAM")
     if environ.get("JOINER_STREAM_SELECT"):
@@ -397,6 +405,18 @@ def _semantics(values: dict[str, Any], streams: tuple[str, str]) -> dict[str, An
         out["dedup_key_fields"] = values["dedup_keys"]
     if "aggregate" in values:
         out["aggregate"] = values["aggregate"]
+    if "state_store" in values:
+        store, setting = values["state_store"]
+        # the handover carries the open windows' events; event time (watermark), dedup memory and the
+        # table would have to travel too, which they do not yet
+        unsupported = [name for name, on in (("eventTime", "event_time" in out), ("dedup", "dedup_ttl" in out),
+                                             ("join: table", out.get("join_mode") == "table")) if on]
+        if unsupported:
+            raise ConfigError(
+                f"{setting}={store!r}: the handover of open windows works with a window join in processing time "
+                f"without dedup; not with {', '.join(unsupported)}"
+            )
+        out["state_store"] = store
     if "envelope" in values:
         raw, setting = values["envelope"]
         if isinstance(raw, bool):

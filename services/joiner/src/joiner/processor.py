@@ -30,6 +30,7 @@ from streaming_runtime.expressions import compile_expression
 log = logging.getLogger("joiner")
 
 ACCEPTED, FILTERED, DUPLICATE, LATE, TABLE = "accepted", "filtered", "duplicate", "late", "table"
+HANDOVER_VERSION = 1
 
 
 @dataclass
@@ -46,6 +47,7 @@ class Stats:
     windows_idle_closed: int = 0
     rows_made: int = 0
     pair_errors: int = 0
+    restored: int = 0  # events of open windows handed over by the previous run (state.store)
     aggregate_ignored: int = 0
 
     def count(self, outcome: str, stream: str) -> None:
@@ -247,6 +249,53 @@ class Processor:
             self._close(window, state)
         if self.table is not None and math.isfinite(self.windows.closed_through):
             self.table.prune(self.windows.closed_through)
+
+    # -- handover of open windows (state.store) ----------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """The open windows and the events they hold, as JSON: what the next run continues from.
+
+        Filtered events are not held, and rows are not kept: replaying the events remakes them."""
+        return {
+            "version": HANDOVER_VERSION,
+            "streams": list(self.streams),
+            "window_seconds": self.config.window_seconds,
+            "windows": [
+                {
+                    "start": window.start, "end": window.end, "part": window.part,
+                    "events": {
+                        name: [[data, event_id] for data, event_id in self.engine.buffered(state, index)]
+                        for index, name in enumerate(self.streams)
+                    },
+                }
+                for window, state in self.windows.open_windows()
+            ],
+        }
+
+    def restore(self, snapshot: Any) -> int:
+        """Reopen the windows of a snapshot and replay their events into them (into the same windows if
+        deliveries opened them already); the number of events. A window whose end has passed closes at
+        the next tick. ValueError when the snapshot is not one of this joiner's."""
+        if not isinstance(snapshot, dict) or snapshot.get("version") != HANDOVER_VERSION:
+            raise ValueError(f"not a handover snapshot of version {HANDOVER_VERSION}")
+        if snapshot.get("streams") != list(self.streams) or snapshot.get("window_seconds") != self.config.window_seconds:
+            raise ValueError(
+                f"it joins {snapshot.get('streams')} over {snapshot.get('window_seconds')}s windows, "
+                f"this joiner {list(self.streams)} over {self.config.window_seconds:g}s"
+            )
+        count = 0
+        for entry in snapshot.get("windows") or []:
+            window = Window(float(entry["start"]), float(entry["end"]), int(entry.get("part", 0)))
+            state = self.windows.reopen(window)
+            for index, name in enumerate(self.streams):
+                events = [(data, event_id) for data, event_id in entry["events"].get(name, [])]
+                outcome = self.engine.accept_many(state, index, events)
+                count += outcome.accepted
+                for (_, event_id), reason in outcome.malformed:  # the expressions changed since
+                    self.stats.dropped[name] += 1
+                    log.warning("handed-over event dropped stream=%s id=%s reason=%s", name, event_id, reason)
+        self.stats.restored += count
+        return count
 
     def _split_if_full(self, window: Window, state: WindowState) -> None:
         """At maxWindowEvents, close the window early and go on in a new part of it.

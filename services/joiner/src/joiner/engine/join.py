@@ -170,6 +170,12 @@ class JoinEngine:
             file_pending(state.buckets[index], keys, entries)
         return state.buckets[index]
 
+    def buffered(self, state: WindowState, index: int) -> list[tuple[Any, str | None]]:
+        """``(data, id)`` of every event of stream ``index`` the window holds (filtered ones are not held)."""
+        held = [entry for bucket in state.buckets[index].values() for entry in bucket]
+        held += state.pending[index][1] + state.odd[index]
+        return [(entry[0], entry[1]) for entry in held]
+
     def check(self, index: int, data: Any) -> None:
         """Raise MalformedEvent saying why ``data`` can never take part in the join."""
         stream = self.streams[index]

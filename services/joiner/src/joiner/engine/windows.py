@@ -88,6 +88,19 @@ class TumblingWindows(Generic[S]):
             self.closed_through = closed[-1][0].end
         return closed
 
+    def open_windows(self) -> list[tuple[Window, S]]:
+        """The open windows and their states, oldest first (they stay open)."""
+        return [entry for _, entry in sorted(self._store.items(NAMESPACE), key=lambda item: item[0])]
+
+    def reopen(self, window: Window) -> S:
+        """The state of ``window`` (a handed-over one): the open window with its start if there is
+        one (deliveries may have opened it already), else a fresh one, open from now on."""
+        entry = self._store.get(NAMESPACE, window.start)
+        if entry is None:
+            entry = (window, self._new_state())
+            self._store.put(NAMESPACE, window.start, entry)
+        return entry[1]
+
     def earliest_end(self) -> float | None:
         """The end of the oldest open window (None when none is open)."""
         return min((window.end for _, (window, _) in self._store.items(NAMESPACE)), default=None)
