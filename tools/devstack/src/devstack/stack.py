@@ -56,6 +56,7 @@ class Stack:
         self.redis: Broker | None = None
         self.rabbitmq: Broker | None = None
         self.daprd_version = ""
+        self._app_launch: dict[str, tuple[list[str], dict[str, str]]] = {}  # to restart an app
 
     def __enter__(self) -> Stack:
         try:
@@ -123,6 +124,7 @@ class Stack:
         }
         logs = self.run_dir / "logs"
         app = Process(spec.app_id, command, logs / f"{spec.app_id}.log", env=app_env, cwd=spec.app_dir).start()
+        self._app_launch[spec.app_id] = (command, app_env)
         sidecar = Process(
             f"daprd[{spec.app_id}]",
             [
@@ -148,6 +150,20 @@ class Stack:
         self._say(f"{spec.app_id}: app on :{app_port}, daprd http :{http_port} grpc :{grpc_port}")
         return running
 
+    def restart_app(self, app_id: str) -> None:
+        """Stop one app as an orchestrator would (SIGTERM, its shutdown runs) and start it again, same
+        port and env, its sidecar left running; returns once the app answers again."""
+        running = self.apps[app_id]
+        running.app.stop(timeout=30)
+        command, env = self._app_launch[app_id]
+        running.app = Process(app_id, command, running.app.log_path, env=env, cwd=running.spec.app_dir).start()
+
+        def dead() -> str | None:
+            return running.app.death() or running.sidecar.death()
+
+        wait_until(lambda: _answers(running), 90, f"{app_id} restarted", interval=0.2, alive=dead)
+        self._say(f"{app_id}: restarted")
+
     def stop(self) -> None:
         for running in reversed(list(self.apps.values())):
             running.stop()
@@ -161,6 +177,13 @@ def _healthy(http_port: int) -> bool:
     """daprd answers 204 on /v1.0/healthz once its components are up and the app answers."""
     try:
         return httpx.get(f"http://127.0.0.1:{http_port}/v1.0/healthz", timeout=1).status_code == 204
+    except httpx.HTTPError:
+        return False
+
+
+def _answers(running: RunningApp) -> bool:
+    try:
+        return running.get("/healthz").is_success
     except httpx.HTTPError:
         return False
 
