@@ -1,3 +1,4 @@
+import asyncio
 import json
 import uuid
 
@@ -356,3 +357,34 @@ async def test_windows_of_another_joiner_are_left_in_the_store(caplog):
         await wait_for(lambda: "not taken over" in caplog.text, what="the refusal logged")
     assert json.loads(sidecar.state[HANDOVER]) == foreign
     assert "open windows of another joiner left there, not taken over: it joins ['a', 'b']" in caplog.text
+
+
+class SlowStateSidecar(RecordingSidecar):
+    """Its state store answers only once ``answer`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer = asyncio.Event()
+
+    async def get_state(self, store: str, key: str):
+        await self.answer.wait()
+        return await super().get_state(store, key)
+
+
+async def test_windows_wait_to_close_until_the_previous_runs_are_back():
+    sidecar, clock = SlowStateSidecar(), ManualClock(1_000_001.0)
+    previous_run = app_on(RecordingSidecar(), clock)
+    async with serve(previous_run):
+        previous_run.state.joiner.processor.offer(0, {"tenant_id": "t1", "customer_id": 7})
+        sidecar.state[HANDOVER] = json.dumps(previous_run.state.joiner.processor.snapshot())
+
+    app = app_on(sidecar, clock)
+    async with serve(app) as client:
+        await post(client, "/poweruse", {"tenant_id": "t1", "power_use": 1.5, "kwh_use": 10})
+        clock.advance(25)  # the window's end has passed while the state store has not answered yet
+        for _ in range(100):
+            await asyncio.sleep(0)
+        assert app.state.joiner.processor.windows.open_count == 1 and sidecar.invocations == []
+        sidecar.answer.set()
+        await wait_for(lambda: sidecar.invocations, what="the window closed after the take-over")
+    assert [(row["customer_id"], row["tenant_kwh_usage"]) for row in sidecar.invocations[0][2]] == [(7, 10)]

@@ -77,6 +77,11 @@ class Joiner:
         self.late_published = 0
         # saving open windows at shutdown would overwrite a previous run's that were not taken over yet
         self.may_hand_over = False
+        # windows close only once the previous run's are back: else a window both runs had could close
+        # before its handed-over events join it
+        self.taken_over = asyncio.Event()
+        if config.state_store is None:
+            self.taken_over.set()
 
     @property
     def stats(self):  # the processor's counters, for tests and /stats
@@ -128,8 +133,13 @@ class Joiner:
 
     async def take_over(self) -> None:
         """At start: continue the open windows the previous run saved in the state store, then remove them
-        there. Deliveries may come in meanwhile: they join the same windows."""
-        store = self.config.state_store
+        there. Deliveries may come in meanwhile: they join the same windows, which wait to close."""
+        try:
+            await self._take_over(self.config.state_store)
+        finally:
+            self.taken_over.set()
+
+    async def _take_over(self, store: str) -> None:
         try:
             await self.sink.wait_ready()
             snapshot = await self.sink.get_state(store, HANDOVER_KEY)
@@ -184,6 +194,7 @@ class Joiner:
 
     async def run_windows(self) -> None:
         """Close windows on time: at each window end (processing time), or when input goes idle."""
+        await self.taken_over.wait()
         while True:
             await asyncio.sleep(self.processor.next_tick())
             self.processor.tick()
