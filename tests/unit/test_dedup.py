@@ -198,3 +198,17 @@ def test_keys_feed_the_deduplicator():
     float_value = dedup.seen(dedup_key("s", "ce-3", {"k": 1.0}, "k"))
 
     assert (first, same_value_other_id, float_value) == (False, True, False)
+
+
+def test_merged_entries_keep_time_order_the_earlier_time_and_the_bound():
+    dedup, clock, _ = _dedup(ttl=60, max_entries=3)
+    clock.now = 1010.0
+    dedup.seen("new-1")
+    dedup.seen("both")  # also in the previous run's, which saw it at 1000
+    dedup.merge([("old-1", 995.0), ("both", 1000.0), ("old-2", 1005.0)])
+
+    assert dedup.entries() == [("both", 1000.0), ("old-2", 1005.0), ("new-1", 1010.0)]  # old-1 went for the bound
+    assert dedup.evicted == 1
+    clock.now = 1060.0  # "both" expires first: the order is what expiry relies on
+    assert dedup.seen("both") is False
+    assert dedup.seen("old-2") is True

@@ -214,3 +214,57 @@ def test_a_snapshot_of_another_joiner_is_refused(change, reason):
     proc.offer(0, {"tenant_id": "t1", "customer_id": 1})
     with pytest.raises(ValueError, match=reason.replace("[", r"\[").replace("]", r"\]")):
         processor("")[0].restore({**proc.snapshot(), **change})
+
+
+def test_the_handover_carries_the_dedup_memory():
+    import json
+
+    clock = Clock()
+    spec = "dedup: {ttl: 1m, keyFields: {poweruse: reading_id}}"
+    before, _, _ = processor(spec, clock)
+    before.offer(0, {"tenant_id": "t1", "customer_id": 1}, "tenant-1")
+    before.offer(1, {"tenant_id": "t1", "power_use": 1.5, "kwh_use": 10, "reading_id": 7})
+    snapshot = json.loads(json.dumps(before.snapshot()))
+    clock.now += 5
+    after, windows, _ = processor(spec, clock)
+    after.restore(snapshot)
+    assert after.offer(0, {"tenant_id": "t1", "customer_id": 1}, "tenant-1") == DUPLICATE  # by CloudEvent id
+    assert after.offer(1, {"tenant_id": "t1", "power_use": 1.5, "kwh_use": 10, "reading_id": 7}) == DUPLICATE
+    assert after.offer(1, {"tenant_id": "t1", "power_use": 1.5, "kwh_use": 11, "reading_id": 8}) == "accepted"
+    clock.now += 20
+    after.tick()
+    assert billable(windows) == [(1, "t1", 10), (1, "t1", 11)]  # each reading once
+
+
+def test_the_handover_carries_the_watermark_in_event_time():
+    import json
+
+    clock = Clock(5_000.0)
+    spec = "eventTime: {field: ts, grace: 0s, idle: 1h}"
+    before, windows_before, _ = processor(spec, clock)
+    before.offer(0, {"ts": 1_700_000_001, "tenant_id": "t", "customer_id": 1})
+    before.offer(1, {"ts": 1_700_000_021, "tenant_id": "t", "power_use": 2, "kwh_use": 5})  # closes [0, 20)
+    before.offer(0, {"ts": 1_700_000_022, "tenant_id": "t", "customer_id": 2})
+    assert [w.end for w, _ in windows_before] == []  # [0, 20) had no pair
+    snapshot = json.loads(json.dumps(before.snapshot()))
+    assert snapshot["watermark"] == 1_700_000_022 and snapshot["closed_through"] == 1_700_000_022
+
+    after, windows, late = processor(spec, clock)
+    after.restore(snapshot)
+    assert after.offer(1, {"ts": 1_700_000_010, "tenant_id": "t", "power_use": 2, "kwh_use": 6}) == LATE
+    after.offer(1, {"ts": 1_700_000_030, "tenant_id": "t", "power_use": 2, "kwh_use": 7})
+    after.offer(1, {"ts": 1_700_000_041, "tenant_id": "x", "power_use": 2, "kwh_use": 8})  # the watermark passes 40
+    assert [(w.start, w.end) for w, _ in windows] == [(1_700_000_020.0, 1_700_000_040.0)]
+    assert billable(windows) == [(2, "t", 5), (2, "t", 7)]  # the handed-over tenant and reading join the new one
+    assert [entry.data["kwh_use"] for entry in late] == [6]
+
+
+def test_a_handed_over_watermark_closes_what_it_had_passed():
+    clock = Clock(5_000.0)
+    spec = "eventTime: {field: ts, grace: 0s, idle: 1h}"
+    after, windows, _ = processor(spec, clock)
+    after.offer(0, {"ts": 1_700_000_001, "tenant_id": "t", "customer_id": 1})
+    after.offer(1, {"ts": 1_700_000_002, "tenant_id": "t", "power_use": 2, "kwh_use": 5})
+    snapshot = {**after.snapshot(), "windows": [], "watermark": 1_700_000_050.0, "closed_through": 1_700_000_040.0}
+    after.restore(snapshot)  # the previous run had seen events up to 50: [0, 20) is over
+    assert billable(windows) == [(1, "t", 5)]

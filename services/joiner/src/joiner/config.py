@@ -407,15 +407,10 @@ def _semantics(values: dict[str, Any], streams: tuple[str, str]) -> dict[str, An
         out["aggregate"] = values["aggregate"]
     if "state_store" in values:
         store, setting = values["state_store"]
-        # the handover carries the open windows' events; event time (watermark), dedup memory and the
-        # table would have to travel too, which they do not yet
-        unsupported = [name for name, on in (("eventTime", "event_time" in out), ("dedup", "dedup_ttl" in out),
-                                             ("join: table", out.get("join_mode") == "table")) if on]
-        if unsupported:
-            raise ConfigError(
-                f"{setting}={store!r}: the handover of open windows works with a window join in processing time "
-                f"without dedup; not with {', '.join(unsupported)}"
-            )
+        # the handover carries the open windows' events, the watermark and the dedup memory; the table's
+        # versions would have to travel too, which they do not yet
+        if out.get("join_mode") == "table":
+            raise ConfigError(f"{setting}={store!r}: the handover of open windows works with a window join, not join: table")
         out["state_store"] = store
     if "envelope" in values:
         raw, setting = values["envelope"]

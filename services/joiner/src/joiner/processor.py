@@ -76,6 +76,16 @@ class LateEvent:
         }
 
 
+def _finite(value: float) -> float | None:
+    """JSON has no infinity: None stands for 'nothing yet'."""
+    return value if math.isfinite(value) else None
+
+
+def _as_key(value: Any) -> Any:
+    """A dedup key back from JSON, where its tuples became lists."""
+    return tuple(_as_key(part) for part in value) if isinstance(value, list) else value
+
+
 def build_engine(config: JoinerConfig) -> JoinEngine:
     """Compile both expressions (ConfigError on a parse error) and plan the join."""
     where = compile_expression(config.where, setting=config.where_setting)
@@ -253,11 +263,15 @@ class Processor:
     # -- handover of open windows (state.store) ----------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        """The open windows and the events they hold, as JSON: what the next run continues from.
+        """The open windows and the events they hold, as JSON: what the next run continues from; with
+        event time also the watermark and how far windows were closed, with dedup what it remembers.
 
         Filtered events are not held, and rows are not kept: replaying the events remakes them."""
         return {
             "version": HANDOVER_VERSION,
+            "watermark": _finite(self.watermark.highest) if self.event_time_mode else None,
+            "closed_through": _finite(self.windows.closed_through),
+            "dedup": [[key, recorded] for key, recorded in self.dedup.entries()] if self.dedup else [],
             "streams": list(self.streams),
             "window_seconds": self.config.window_seconds,
             "windows": [
@@ -294,6 +308,13 @@ class Processor:
                 for (_, event_id), reason in outcome.malformed:  # the expressions changed since
                     self.stats.dropped[name] += 1
                     log.warning("handed-over event dropped stream=%s id=%s reason=%s", name, event_id, reason)
+        if snapshot.get("closed_through") is not None:
+            self.windows.closed_through = max(self.windows.closed_through, float(snapshot["closed_through"]))
+        if self.dedup is not None:
+            self.dedup.merge([(_as_key(key), float(recorded)) for key, recorded in snapshot.get("dedup") or []])
+        if self.event_time_mode and snapshot.get("watermark") is not None:
+            self.watermark.observe(float(snapshot["watermark"]))
+            self._close_through(self.watermark.value)  # what the watermark had passed closes now
         self.stats.restored += count
         return count
 

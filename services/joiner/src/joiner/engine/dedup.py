@@ -83,6 +83,23 @@ class Deduplicator:
         self._store.put(self._namespace, key, now)
         return False
 
+    def entries(self) -> list[tuple[Hashable, float]]:
+        """``(key, time recorded)`` of what it remembers, oldest first (for a handover)."""
+        return list(self._store.items(self._namespace))
+
+    def merge(self, entries: list[tuple[Hashable, float]]) -> None:
+        """Remember ``entries`` too (a previous run's), keeping the time order the expiry relies on;
+        the earlier time wins for a key both have, and the bound holds."""
+        merged: dict[Hashable, float] = {}
+        for key, recorded in [*self.entries(), *entries]:
+            merged[key] = min(recorded, merged.get(key, recorded))
+        for key, _ in self.entries():
+            self._store.delete(self._namespace, key)
+        ordered = sorted(merged.items(), key=lambda item: item[1])
+        self.evicted += max(0, len(ordered) - self._max_entries)
+        for key, recorded in ordered[-self._max_entries:]:
+            self._store.put(self._namespace, key, recorded)
+
     def __len__(self) -> int:
         """Entries currently remembered (expired ones are removed on the next ``seen``)."""
         return self._store.size(self._namespace)
