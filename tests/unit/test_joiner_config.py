@@ -337,14 +337,8 @@ def test_state_store_from_yaml_and_from_the_environment():
     assert load_config(_env()).state_store is None
 
 
-def test_state_store_refuses_a_table_join_whose_versions_it_does_not_carry():
-    assert _yaml_error(SPEC_YAML + "state: {store: joiner-state}\njoin: table\n") == (
-        "state.store='joiner-state': the handover of open windows works with a window join, not join: table"
-    )
-
-
-@pytest.mark.parametrize("extra", ["dedup: {ttl: 1m}", "eventTime: {field: ts}"])
-def test_state_store_with_event_time_or_dedup(extra):
+@pytest.mark.parametrize("extra", ["dedup: {ttl: 1m}", "eventTime: {field: ts}", "join: table"])
+def test_state_store_with_every_mode(extra):
     assert config_from_yaml(SPEC_YAML + "state: {store: joiner-state}\n" + extra + "\n").state_store == "joiner-state"
 
 

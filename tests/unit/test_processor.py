@@ -268,3 +268,56 @@ def test_a_handed_over_watermark_closes_what_it_had_passed():
     snapshot = {**after.snapshot(), "windows": [], "watermark": 1_700_000_050.0, "closed_through": 1_700_000_040.0}
     after.restore(snapshot)  # the previous run had seen events up to 50: [0, 20) is over
     assert billable(windows) == [(1, "t", 5)]
+
+
+def test_the_handover_carries_the_table_and_the_rows_of_a_table_join():
+    import json
+
+    clock = Clock(1_700_000_005.0)
+    spec = "join: table"
+    before, _, _ = processor(spec, clock)
+    before.offer(0, {"tenant_id": "t1", "customer_id": 1})
+    before.offer(0, {"tenant_id": 7, "customer_id": 70})  # an int key stays an int key
+    before.offer(1, {"tenant_id": "t1", "power_use": 1.5, "kwh_use": 10})  # a row, made on arrival
+    snapshot = json.loads(json.dumps(before.snapshot()))
+
+    clock.now = 1_700_000_009.0
+    after, windows, _ = processor(spec, clock)
+    after.offer(0, {"tenant_id": "t1", "customer_id": 2})  # a newer version, in this run
+    assert after.restore(snapshot) == 2 + 1  # two versions, one joined event
+    after.offer(1, {"tenant_id": "t1", "power_use": 1.5, "kwh_use": 11})  # joins the newest version
+    after.offer(1, {"tenant_id": 7, "power_use": 1.5, "kwh_use": 12})
+    after.offer(1, {"tenant_id": "7", "power_use": 1.5, "kwh_use": 13})  # "7" is not 7
+    clock.now = 1_700_000_020.0
+    after.tick()
+    assert billable(windows) == [(1, "t1", 10), (2, "t1", 11), (70, 7, 12)]
+
+
+def test_a_snapshot_of_the_other_join_mode_is_refused():
+    window_join, _, _ = processor("")
+    with pytest.raises(ValueError, match=r"\(join: window\), this joiner .* \(join: table\)"):
+        processor("join: table")[0].restore(window_join.snapshot())
+
+
+@pytest.mark.parametrize("key", ["a", 7, 7.5, (1, "b"), ("x", 2.0)])
+def test_plain_keys_survive_json(key):
+    import json
+
+    from joiner.engine.join import key_from_json, key_to_json
+
+    decoded = key_from_json(json.loads(json.dumps(key_to_json(key))))
+    assert decoded == key and type(decoded) is type(key)
+
+
+def test_boolean_keys_stay_apart_from_numbers_through_json():
+    import json
+
+    from joiner.engine.join import key_from_json, key_to_json
+
+    proc, _, _ = processor("join: table")
+    true_key = proc.engine.plain_key(0, {"tenant_id": True, "customer_id": 1})
+    one_key = proc.engine.plain_key(0, {"tenant_id": 1, "customer_id": 1})
+    decoded = key_from_json(json.loads(json.dumps(key_to_json(true_key))))
+    assert decoded == true_key and decoded != one_key
+    with pytest.raises(ValueError):
+        key_from_json(["x", 1])

@@ -407,10 +407,6 @@ def _semantics(values: dict[str, Any], streams: tuple[str, str]) -> dict[str, An
         out["aggregate"] = values["aggregate"]
     if "state_store" in values:
         store, setting = values["state_store"]
-        # the handover carries the open windows' events, the watermark and the dedup memory; the table's
-        # versions would have to travel too, which they do not yet
-        if out.get("join_mode") == "table":
-            raise ConfigError(f"{setting}={store!r}: the handover of open windows works with a window join, not join: table")
         out["state_store"] = store
     if "envelope" in values:
         raw, setting = values["envelope"]

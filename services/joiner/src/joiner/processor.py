@@ -20,7 +20,7 @@ from joiner.config import JoinerConfig
 from joiner.engine.aggregate import aggregate, parse_aggregate
 from joiner.engine.dedup import Deduplicator, dedup_key
 from joiner.engine.eventtime import Watermark, event_time
-from joiner.engine.join import JoinEngine, WindowState
+from joiner.engine.join import JoinEngine, WindowState, key_from_json, key_to_json
 from joiner.engine.state import MemoryStore, StateStore
 from joiner.engine.table import TableJoin
 from joiner.engine.windows import TumblingWindows, Window
@@ -269,6 +269,7 @@ class Processor:
         Filtered events are not held, and rows are not kept: replaying the events remakes them."""
         return {
             "version": HANDOVER_VERSION,
+            "join": self.config.join_mode,
             "watermark": _finite(self.watermark.highest) if self.event_time_mode else None,
             "closed_through": _finite(self.windows.closed_through),
             "dedup": [[key, recorded] for key, recorded in self.dedup.entries()] if self.dedup else [],
@@ -281,9 +282,15 @@ class Processor:
                         name: [[data, event_id] for data, event_id in self.engine.buffered(state, index)]
                         for index, name in enumerate(self.streams)
                     },
+                    # a table join makes its rows on arrival and keeps no events: the rows travel
+                    **({"rows": state.rows, "count": state.count} if self.table is not None else {}),
                 }
                 for window, state in self.windows.open_windows()
             ],
+            "table": [
+                [key_to_json(key), [[when, record] for when, record in versions]]
+                for key, versions in self.table.versions()
+            ] if self.table is not None else [],
         }
 
     def restore(self, snapshot: Any) -> int:
@@ -292,15 +299,29 @@ class Processor:
         the next tick. ValueError when the snapshot is not one of this joiner's."""
         if not isinstance(snapshot, dict) or snapshot.get("version") != HANDOVER_VERSION:
             raise ValueError(f"not a handover snapshot of version {HANDOVER_VERSION}")
-        if snapshot.get("streams") != list(self.streams) or snapshot.get("window_seconds") != self.config.window_seconds:
+        if (
+            snapshot.get("streams") != list(self.streams)
+            or snapshot.get("window_seconds") != self.config.window_seconds
+            or snapshot.get("join") != self.config.join_mode
+        ):
             raise ValueError(
-                f"it joins {snapshot.get('streams')} over {snapshot.get('window_seconds')}s windows, "
-                f"this joiner {list(self.streams)} over {self.config.window_seconds:g}s"
+                f"it joins {snapshot.get('streams')} over {snapshot.get('window_seconds')}s windows "
+                f"(join: {snapshot.get('join')}), this joiner {list(self.streams)} over "
+                f"{self.config.window_seconds:g}s (join: {self.config.join_mode})"
             )
         count = 0
+        if self.table is not None:
+            for key, versions in snapshot.get("table") or []:
+                self.table.merge(key_from_json(key), [(float(when), record) for when, record in versions])
+                count += len(versions)
         for entry in snapshot.get("windows") or []:
             window = Window(float(entry["start"]), float(entry["end"]), int(entry.get("part", 0)))
             state = self.windows.reopen(window)
+            if self.table is not None:
+                state.rows.extend(entry.get("rows") or [])
+                state.count += int(entry.get("count", 0))
+                count += int(entry.get("count", 0))
+                continue
             for index, name in enumerate(self.streams):
                 events = [(data, event_id) for data, event_id in entry["events"].get(name, [])]
                 outcome = self.engine.accept_many(state, index, events)

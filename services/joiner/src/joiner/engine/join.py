@@ -551,6 +551,41 @@ def _key_value(value: Any) -> Any:
     return _ODD
 
 
+def key_to_json(key: Any) -> list:
+    """A plain key (see :meth:`JoinEngine.plain_key`) as JSON, its type kept: ``1``, ``1.0``-as-float
+    keys, ``true`` and ``"1"`` stay apart, and composite keys stay composite."""
+    cls = key.__class__
+    if cls is str:
+        return ["s", key]
+    if cls is int:
+        return ["i", key]
+    if cls is float:
+        return ["f", key]
+    if cls is tuple and len(key) == 2 and key[0] is _BOOL:
+        return ["b", key[1]]
+    if cls is tuple:
+        return ["t", [key_to_json(part) for part in key]]
+    raise ValueError(f"not a plain key: {key!r}")
+
+
+def key_from_json(value: Any) -> Any:
+    """The plain key :func:`key_to_json` wrote; ValueError for anything else."""
+    if not isinstance(value, list) or len(value) != 2:
+        raise ValueError(f"not an encoded key: {value!r}")
+    kind, content = value
+    if kind == "s" and isinstance(content, str):
+        return content
+    if kind == "i" and isinstance(content, int) and not isinstance(content, bool):
+        return content
+    if kind == "f" and isinstance(content, (int, float)) and not isinstance(content, bool):
+        return float(content)
+    if kind == "b" and isinstance(content, bool):
+        return (_BOOL, content)
+    if kind == "t" and isinstance(content, list):
+        return tuple(key_from_json(part) for part in content)
+    raise ValueError(f"not an encoded key: {value!r}")
+
+
 def _lookup(data: Any, path: tuple[str, ...]) -> Any:
     value = data
     for step in path:

@@ -94,6 +94,16 @@ class TableJoin:
                 else:
                     self.store.put(NAMESPACE, key, kept)
 
+    def versions(self) -> list[tuple[Any, list[tuple[float, dict | None]]]]:
+        """Every key and its versions (for a handover)."""
+        return list(self.store.items(NAMESPACE))
+
+    def merge(self, key: Any, versions: list[tuple[float, dict | None]]) -> None:
+        """Add a previous run's versions of ``key`` to this run's, in time order (this run's last among
+        equal times: they arrived later)."""
+        mine = self.store.get(NAMESPACE, key) or []
+        self.store.put(NAMESPACE, key, sorted([*versions, *mine], key=lambda version: version[0]))
+
     @property
     def size(self) -> int:
         return self.store.size(NAMESPACE)
