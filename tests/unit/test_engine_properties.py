@@ -240,7 +240,11 @@ def test_the_grammar_reaches_both_plans_and_the_generated_loop():
 # -- the C arrival loop's shape: hash keys, `field <op> number` filters, an object of fields -------
 
 NATIVE_KEYS = ["a.x = b.x", "a.y = b.y", "b.x = a.x"]
-NATIVE_FILTERS = ["a.z > 1", "b.z >= 0.5", "b.z < 1", "1 <= a.z", "a.z = 1", "b.y != 0.5", "0.5 > b.z", "a.y <= 2"]
+NATIVE_FILTERS = [
+    "a.z > 1", "b.z >= 0.5", "b.z < 1", "1 <= a.z", "a.z = 1", "b.y != 0.5", "0.5 > b.z", "a.y <= 2",
+    'a.y = "a"', '"1" != b.z', 'b.y = "1"',
+]
+CONSTANTS = ['"c"', "1.5", "1", "true", "false", "null", '""']
 PATHS = [f"{stream}.{name}" for stream in STREAMS for name in FIELDS]
 
 
@@ -251,7 +255,7 @@ def native_queries(draw) -> tuple[str, str]:
     parts = draw(st.permutations(keys + filters))
     # a row of both streams (a select of one stream only is computed whole on arrival, another shape)
     values = [draw(st.sampled_from(PATHS[:3])), draw(st.sampled_from(PATHS[3:]))]
-    values = draw(st.permutations(values + draw(st.lists(st.sampled_from(PATHS), max_size=2))))
+    values = draw(st.permutations(values + draw(st.lists(st.sampled_from(PATHS + CONSTANTS), max_size=3))))
     select = "{" + ", ".join(f'"k{n}": {path}' for n, path in enumerate(values)) + "}"
     return " and ".join(parts), select
 

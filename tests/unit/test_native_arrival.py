@@ -128,11 +128,19 @@ def test_unusual_events_give_what_the_exact_path_gives(event):
         ("tenants.tenant_id = poweruse.tenant_id and tenants.customer_id = poweruse.kwh_use", SELECT),  # composite
         ("tenants.tenant_id = poweruse.tenant_id and poweruse.power_use = 1.5", '{"k": poweruse.kwh_use}'),
         ("tenants.tenant_id = poweruse.tenant_id and tenants.customer_id > 7", '{"c": tenants.customer_id}'),
+        # string equality filters, and constants in the select
+        ('tenants.tenant_id = poweruse.tenant_id and poweruse.kind = "meter"',
+         '{"kind": "bill", "rate": 0.25, "n": 1, "final": true, "note": null, "kwh": poweruse.kwh_use}'),
+        ('tenants.tenant_id = poweruse.tenant_id and "test" != poweruse.kind', SELECT),
     ],
 )
 def test_other_plans_of_the_shape(where, select):
     tenants = [{"tenant_id": i % 3, "customer_id": 6 + i} for i in range(6)]
-    readings = [{"tenant_id": i % 4, "power_use": [0.5, 1, 1.5, 2.5][i % 4], "kwh_use": 6 + i % 7} for i in range(20)]
+    readings = [
+        {"tenant_id": i % 4, "power_use": [0.5, 1, 1.5, 2.5][i % 4], "kwh_use": 6 + i % 7,
+         "kind": ["meter", "test", 5, "Meter"][i % 4]}
+        for i in range(20)
+    ]
     rows, *_ = _same_both_ways([(0, tenants[:3]), (1, readings), (0, tenants[3:])], where, select)
     assert rows  # the data is made to join
 
@@ -143,11 +151,12 @@ def test_other_plans_of_the_shape(where, select):
         # no generated loop either: these plans are exact, event by event
         (WHERE + " and tenants.customer_id < poweruse.kwh_use", SELECT, "per event"),
         ("tenants.customer_id < poweruse.kwh_use", SELECT, "per event"),
-        (WHERE, '{"customer_id": tenants.customer_id, "kind": "bill"}', "not a top-level field"),
+        (WHERE, '{"customer_id": tenants.customer_id, "ids": [tenants.customer_id]}', "not a top-level field"),
         (WHERE, '{"a": tenants.customer_id, "a": poweruse.kwh_use}', "not a distinct string"),
         (WHERE, "[tenants.customer_id, poweruse.kwh_use]", "not an object"),
         (WHERE, '{"total": poweruse.kwh_use * 2}', "a select that can fail"),
-        ('tenants.tenant_id = poweruse.tenant_id and poweruse.tenant_id != "x"', SELECT, "other than a number"),
+        ('tenants.tenant_id = poweruse.tenant_id and poweruse.tenant_id < "x"', SELECT, "other than a number"),
+        (WHERE, '{"kind": "bill", "n": 1}', "a select that reads no stream"),
         ("tenants.tenant_id = poweruse.tenant_id and (poweruse.power_use > 1 or poweruse.kwh_use > 1)", SELECT,
          "not a comparison"),
         ("tenants.tenant_id = poweruse.tenant_id and poweruse.power_use < 18014398509481984", SELECT, "beyond 2**53"),

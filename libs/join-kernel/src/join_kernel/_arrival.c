@@ -1,8 +1,8 @@
 /* The joiner's arrival loop for the common plan shape, in C.
  *
  * It does what the generated Python arrival loop of joiner/engine/join.py does, for a plan whose
- * hash key is made of top-level fields, whose filters are `field <op> number`, and whose select is
- * an object of top-level fields of either stream. It is only sure of the common case, so an event
+ * hash key is made of top-level fields, whose filters are `field <op> number` or `field = "text"`
+ * (or !=), and whose select is an object of top-level fields of either stream and constants. It is only sure of the common case, so an event
  * with anything unusual (not an object, a field missing, a value other than a str, int or float, a
  * key that is a float or an int beyond 2**53, a number beyond 2**53 to compare) goes to `slow`,
  * which the engine then evaluates exactly. It buffers entries exactly as the Python code does,
@@ -20,7 +20,10 @@ typedef struct {
     Py_ssize_t field;
     int op;
     double literal;
+    PyObject *text; /* owned: a string literal (= and != only), or NULL for a number */
 } Filter;
+
+enum { FROM_EVENT, FROM_PARTNER, FROM_CONSTANT };
 
 typedef struct {
     PyObject_HEAD
@@ -34,8 +37,9 @@ typedef struct {
     Py_ssize_t *projection;     /* field positions of the values an entry carries */
     Py_ssize_t n_row;
     PyObject **row_keys;        /* the select's keys, owned */
-    int *row_from_partner;      /* 1: the value is the partner's projection[index], 0: this event's */
+    int *row_source;            /* FROM_EVENT, FROM_PARTNER: projection[index]; FROM_CONSTANT: constants[index] */
     Py_ssize_t *row_index;
+    PyObject *constants;        /* tuple, owned */
     Py_ssize_t partner_size;    /* a partner entry with a projection has at least this many items */
 } Arrival;
 
@@ -167,7 +171,10 @@ Arrival_dealloc(Arrival *self)
     PyMem_Free(self->filters);
     PyMem_Free(self->projection);
     PyMem_Free(self->row_keys);
-    PyMem_Free(self->row_from_partner);
+    for (Py_ssize_t i = 0; self->filters && i < self->n_filters; i++)
+        Py_XDECREF(self->filters[i].text);
+    Py_XDECREF(self->constants);
+    PyMem_Free(self->row_source);
     PyMem_Free(self->row_index);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -175,16 +182,21 @@ Arrival_dealloc(Arrival *self)
 static int
 Arrival_init(Arrival *self, PyObject *args, PyObject *kwargs)
 {
-    static char *names[] = {"fields", "keys", "filters", "projection", "row", "partner_projection", NULL};
-    PyObject *fields, *keys, *filters, *projection, *row;
+    static char *names[] = {"fields", "keys", "filters", "projection", "row", "partner_projection", "constants", NULL};
+    PyObject *fields, *keys, *filters, *projection, *row, *constants = NULL;
     Py_ssize_t partner_projection;
     if (self->fields != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Arrival is initialised once");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOn:Arrival", names, &fields, &keys, &filters,
-                                     &projection, &row, &partner_projection))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOn|O!:Arrival", names, &fields, &keys, &filters,
+                                     &projection, &row, &partner_projection, &PyTuple_Type, &constants))
         return -1;
+    self->constants = constants != NULL ? constants : PyTuple_New(0);
+    if (self->constants == NULL)
+        return -1;
+    if (constants != NULL)
+        Py_INCREF(constants);
     self->fields = name_array(fields, &self->n_fields, "fields");
     if (self->fields == NULL)
         return -1;
@@ -213,10 +225,12 @@ Arrival_init(Arrival *self, PyObject *args, PyObject *kwargs)
         PyErr_NoMemory();
         return -1;
     }
+    self->n_filters = n;
     for (Py_ssize_t i = 0; i < n; i++) {
         Filter *filter = &self->filters[i];
-        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(fast, i), "nid:filter", &filter->field, &filter->op,
-                              &filter->literal)) {
+        PyObject *literal;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(fast, i), "niO:filter", &filter->field, &filter->op,
+                              &literal)) {
             Py_DECREF(fast);
             return -1;
         }
@@ -225,8 +239,22 @@ Arrival_init(Arrival *self, PyObject *args, PyObject *kwargs)
             PyErr_SetString(PyExc_ValueError, "filter: field or operator out of range");
             return -1;
         }
+        if (PyUnicode_CheckExact(literal)) {
+            if (filter->op != OP_EQ && filter->op != OP_NE) {
+                Py_DECREF(fast);
+                PyErr_SetString(PyExc_ValueError, "filter: a string literal takes = or != only");
+                return -1;
+            }
+            Py_INCREF(literal);
+            filter->text = literal;
+        } else {
+            filter->literal = PyFloat_AsDouble(literal);
+            if (filter->literal == -1.0 && PyErr_Occurred()) {
+                Py_DECREF(fast);
+                return -1;
+            }
+        }
     }
-    self->n_filters = n;
     Py_DECREF(fast);
 
     fast = PySequence_Fast(row, "row");
@@ -234,9 +262,9 @@ Arrival_init(Arrival *self, PyObject *args, PyObject *kwargs)
         return -1;
     n = PySequence_Fast_GET_SIZE(fast);
     self->row_keys = PyMem_Calloc(n ? n : 1, sizeof(PyObject *));
-    self->row_from_partner = PyMem_Calloc(n ? n : 1, sizeof(int));
+    self->row_source = PyMem_Calloc(n ? n : 1, sizeof(int));
     self->row_index = PyMem_Calloc(n ? n : 1, sizeof(Py_ssize_t));
-    if (self->row_keys == NULL || self->row_from_partner == NULL || self->row_index == NULL) {
+    if (self->row_keys == NULL || self->row_source == NULL || self->row_index == NULL) {
         Py_DECREF(fast);
         PyErr_NoMemory();
         return -1;
@@ -245,13 +273,20 @@ Arrival_init(Arrival *self, PyObject *args, PyObject *kwargs)
     self->partner_size = 3;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *name;
-        int from_partner;
+        int source;
         Py_ssize_t index;
-        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(fast, i), "Upn:row", &name, &from_partner, &index)) {
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(fast, i), "Uin:row", &name, &source, &index)) {
             Py_DECREF(fast);
             return -1;
         }
-        Py_ssize_t bound = from_partner ? partner_projection : self->n_projection;
+        if (source != FROM_EVENT && source != FROM_PARTNER && source != FROM_CONSTANT) {
+            Py_DECREF(fast);
+            PyErr_Format(PyExc_ValueError, "row: source %d is not 0 (event), 1 (partner) or 2 (constant)", source);
+            return -1;
+        }
+        Py_ssize_t bound = source == FROM_PARTNER ? partner_projection
+                           : source == FROM_EVENT ? self->n_projection
+                                                  : PyTuple_GET_SIZE(self->constants);
         if (index < 0 || index >= bound) {
             Py_DECREF(fast);
             PyErr_Format(PyExc_ValueError, "row: index %zd out of range", index);
@@ -260,9 +295,9 @@ Arrival_init(Arrival *self, PyObject *args, PyObject *kwargs)
         Py_INCREF(name);
         PyUnicode_InternInPlace(&name);
         self->row_keys[i] = name;
-        self->row_from_partner[i] = from_partner;
+        self->row_source[i] = source;
         self->row_index[i] = index;
-        if (from_partner && 3 + index + 1 > self->partner_size)
+        if (source == FROM_PARTNER && 3 + index + 1 > self->partner_size)
             self->partner_size = 3 + index + 1;
     }
     Py_DECREF(fast);
@@ -283,8 +318,10 @@ make_row(Arrival *self, PyObject *entry, PyObject *partner)
     if (row == NULL)
         return NULL;
     for (Py_ssize_t i = 0; i < self->n_row; i++) {
-        PyObject *source = self->row_from_partner[i] ? partner : entry;
-        if (PyDict_SetItem(row, self->row_keys[i], PyTuple_GET_ITEM(source, 3 + self->row_index[i])) < 0) {
+        Py_ssize_t index = self->row_index[i];
+        PyObject *value = self->row_source[i] == FROM_CONSTANT ? PyTuple_GET_ITEM(self->constants, index)
+                          : PyTuple_GET_ITEM(self->row_source[i] == FROM_PARTNER ? partner : entry, 3 + index);
+        if (PyDict_SetItem(row, self->row_keys[i], value) < 0) {
             Py_DECREF(row);
             return NULL;
         }
@@ -395,10 +432,24 @@ read_event(Arrival *self, Batch *batch, PyObject *item, Candidate *candidate)
     }
     for (Py_ssize_t i = 0; i < self->n_filters; i++) {
         const Filter *filter = &self->filters[i];
-        double number;
-        if (!as_number(values[filter->field], &number))
-            return PyList_Append(batch->slow, item);
-        if (!holds(filter->op, number, filter->literal)) {
+        int kept;
+        if (filter->text != NULL) {
+            /* JSONata's = between a string and a number is false, not an error */
+            PyObject *value = values[filter->field];
+            int equal = 0;
+            if (PyUnicode_CheckExact(value)) {
+                equal = PyUnicode_Compare(value, filter->text) == 0;
+                if (PyErr_Occurred())
+                    return -1;
+            }
+            kept = filter->op == OP_EQ ? equal : !equal;
+        } else {
+            double number;
+            if (!as_number(values[filter->field], &number))
+                return PyList_Append(batch->slow, item);
+            kept = holds(filter->op, number, filter->literal);
+        }
+        if (!kept) {
             batch->filtered++;
             return 0;
         }
@@ -515,7 +566,7 @@ prefetch_row_values(Arrival *self, Candidate *candidates, Py_ssize_t n)
             if (!PyTuple_Check(partner) || PyTuple_GET_SIZE(partner) < self->partner_size)
                 continue;
             for (Py_ssize_t r = 0; r < self->n_row; r++)
-                if (self->row_from_partner[r])
+                if (self->row_source[r] == FROM_PARTNER)
                     PREFETCH(PyTuple_GET_ITEM(partner, 3 + self->row_index[r]));
         }
     }

@@ -1,7 +1,8 @@
 """The C arrival loop (:mod:`join_kernel`), for plans of the shape most joins have.
 
-The shape: a hash key of top-level fields, no residual, filters ``stream.field <op> number``, and a
-``select`` that is an object of top-level fields of either stream (the example's join). For such a
+The shape: a hash key of top-level fields, no residual, filters ``stream.field <op> number`` or
+``stream.field = "text"`` (or ``!=``), and a ``select`` that is an object of top-level fields of either
+stream and constants (the example's join). For such a
 plan :func:`native_arrival` builds the C loop of one stream, which the engine calls instead of its
 generated Python loop; for any other plan it says why not, and the generated loop is used.
 
@@ -70,7 +71,7 @@ def native_arrival(
         raise NotNative("a key below the top level")
     filters = [_filter(condition.expression.tree, mine, position) for condition in plan.filters[index]]
     projection = [position[_field_of(root, mine)] for root in roots[index]]
-    row = _row(plan.select.expression.tree, roots, index)
+    row, constants = _row(plan.select.expression.tree, roots, index)
     return Arrival(
         fields=fields,
         keys=[position[path[0]] for path in key_paths],
@@ -78,6 +79,7 @@ def native_arrival(
         projection=projection,
         row=row,
         partner_projection=len(roots[1 - index]),
+        constants=tuple(constants),
     )
 
 
@@ -89,40 +91,55 @@ def _field_of(node: Any, stream: str) -> str:
     return path[1]
 
 
-def _filter(tree: Any, stream: str, position: dict[str, int]) -> tuple[int, int, float]:
-    """``(field position, operator code, literal)`` of a filter ``stream.field <op> number``."""
+def _filter(tree: Any, stream: str, position: dict[str, int]) -> tuple[int, int, float | str]:
+    """``(field position, operator code, literal)`` of a filter ``stream.field <op> number``, or
+    ``stream.field = "text"`` / ``!=``."""
     op = getattr(tree, "value", None)
     if getattr(tree, "type", None) != "binary" or op not in OPERATORS:
         raise NotNative("a filter that is not a comparison")
     path, literal = tree.lhs, tree.rhs
-    if getattr(path, "type", None) == "number":
+    if getattr(path, "type", None) in ("number", "string"):
         path, literal, op = literal, path, _MIRRORED[op]
     field = _plain_path(path)
     if field is None or len(field) != 2 or field[0] != stream or field[1] not in position:
         raise NotNative("a filter on something other than a top-level field")
     value = getattr(literal, "value", None)
+    if getattr(literal, "type", None) == "string" and isinstance(value, str) and op in ("=", "!="):
+        return position[field[1]], OPERATORS[op], value
     if getattr(literal, "type", None) != "number" or value.__class__ not in (int, float):
-        raise NotNative("a filter that compares with something other than a number")
+        raise NotNative("a filter that compares with something other than a number (or a string, by = or !=)")
     if abs(value) > _EXACT_INT or not math.isfinite(value):
         raise NotNative("a filter literal beyond 2**53")
     return position[field[1]], OPERATORS[op], float(value)
 
 
-def _row(tree: Any, roots: tuple[Sequence[Any], Sequence[Any]], index: int) -> list[tuple[str, bool, int]]:
-    """``(key, from the partner, projection position)`` per key of an object ``select``."""
+FROM_EVENT, FROM_PARTNER, FROM_CONSTANT = 0, 1, 2
+
+
+def _row(tree: Any, roots: tuple[Sequence[Any], Sequence[Any]], index: int) -> tuple[list[tuple[str, int, int]], list]:
+    """``(key, source, position)`` per key of an object ``select`` (the position in this event's or the
+    partner's projection, or in the constants), and the constants."""
     if getattr(tree, "type", None) != "unary" or getattr(tree, "value", None) != "{":
         raise NotNative("a select that is not an object")
     where_root = {id(node): (side, i) for side in (0, 1) for i, node in enumerate(roots[side])}
-    row: list[tuple[str, bool, int]] = []
+    row: list[tuple[str, int, int]] = []
+    constants: list = []
     keys: set[str] = set()
+    reads_a_stream = False
     for key, value in tree.lhs_object or []:
         if getattr(key, "type", None) != "string" or key.value in keys:
             raise NotNative("a select key that is not a distinct string")
         keys.add(key.value)
+        kind = getattr(value, "type", None)
+        if kind in ("string", "number") or (kind == "value" and value.value in (True, False, None)):
+            row.append((key.value, FROM_CONSTANT, len(constants)))
+            constants.append(value.value)  # the very object jsonata-python gives for the literal
+            continue
         side, i = where_root.get(id(value), (None, None))
         if side is None or _plain_path(value) is None or len(_plain_path(value)) != 2:
-            raise NotNative("a select value that is not a top-level field")
-        row.append((key.value, side != index, i))
-    if not row:
-        raise NotNative("an empty select")
-    return row
+            raise NotNative("a select value that is not a top-level field or a constant")
+        row.append((key.value, FROM_PARTNER if side != index else FROM_EVENT, i))
+        reads_a_stream = True
+    if not reads_a_stream:
+        raise NotNative("a select that reads no stream")
+    return row, constants
