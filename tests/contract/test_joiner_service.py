@@ -388,3 +388,32 @@ async def test_windows_wait_to_close_until_the_previous_runs_are_back():
         sidecar.answer.set()
         await wait_for(lambda: sidecar.invocations, what="the window closed after the take-over")
     assert [(row["customer_id"], row["tenant_kwh_usage"]) for row in sidecar.invocations[0][2]] == [(7, 10)]
+
+
+async def test_metrics_expose_the_counters_for_prometheus():
+    from prometheus_client.parser import text_string_to_metric_families
+
+    app, sidecar, clock = make_app()
+    async with serve(app) as client:
+        await post(client, "/tenants", {"tenant_id": "t1", "customer_id": 7})
+        await post(client, "/poweruse", {"tenant_id": "t1", "power_use": 1.5, "kwh_use": 10})
+        await post(client, "/poweruse", {"tenant_id": "t1", "power_use": 0.5, "kwh_use": 11})
+        await post(client, "/poweruse", "not an object")
+        await close_window(app, clock)
+        await wait_for(lambda: sidecar.invocations, what="invocation")
+        answer = await client.get("/metrics")
+    assert answer.headers["content-type"].startswith("text/plain")
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(answer.text)
+        for sample in family.samples
+    }
+    assert samples[("joiner_accepted_total", (("stream", "tenants"),))] == 1
+    assert samples[("joiner_accepted_total", (("stream", "poweruse"),))] == 1
+    assert samples[("joiner_filtered_total", (("stream", "poweruse"),))] == 1
+    assert samples[("joiner_dropped_total", (("stream", "poweruse"),))] == 1
+    assert samples[("joiner_windows_closed_total", ())] == 1
+    assert samples[("joiner_rows_emitted_total", ())] == 1
+    assert samples[("joiner_buffered", ())] == 0
+    plan = next(labels for (name, labels) in samples if name == "joiner_plan_info")
+    assert "arrival loop: tenants: native, poweruse: native" in dict(plan)["plan"]

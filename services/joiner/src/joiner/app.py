@@ -22,11 +22,12 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from joiner.config import InvokeTarget, JoinerConfig, StreamSource, load_config
 from joiner.engine.join import JoinEngine
 from joiner.engine.windows import Window
+from joiner.metrics import StatsCollector, exposition, registry_of
 from joiner.processor import LateEvent, Processor, build_engine
 from streaming_runtime.cloudevents import bulk_entries, delivery_of, is_bulk, read_body
 from streaming_runtime.errors import MalformedEvent
@@ -284,6 +285,7 @@ def create_app(
             target = sidecar
         joiner = Joiner(config, engine, target, clock, settings.max_body_bytes)
         state["joiner"] = app.state.joiner = joiner
+        state["metrics"] = registry_of(StatsCollector(joiner.stats_dict, engine.streams, joiner.processor.describe()))
         log.info(
             "joining %s over %gs windows -> %s",
             " x ".join(f"{s.name} (route {s.route})" for s in config.sources),
@@ -340,5 +342,11 @@ def create_app(
     @app.get("/stats")
     async def stats() -> dict:
         return state["joiner"].stats_dict()
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        """The same counters for Prometheus."""
+        body, content_type = exposition(state["metrics"])
+        return Response(body, media_type=content_type)
 
     return app

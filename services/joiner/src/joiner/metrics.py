@@ -1,0 +1,75 @@
+"""``/metrics``: the joiner's counters in the Prometheus text format, read from its stats at each scrape.
+
+The same numbers as ``/stats``, named as Prometheus users expect (``joiner_`` prefix, ``_total`` for
+counters, a ``stream`` label per input stream), so that the joiner can be scraped beside daprd's own
+metrics. Nothing is counted twice: the collector reads the processor's counters when scraped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+PER_STREAM = {
+    "accepted": "events taken into a window (or the table)",
+    "filtered": "events a condition on their own stream rejected (never in a row)",
+    "dropped": "malformed events answered DROP (to the dead-letter topic)",
+    "duplicates": "redeliveries recognised by dedup",
+    "late": "events for a window already closed",
+    "bulk_deliveries": "bulk deliveries received",
+}
+COUNTERS = {
+    "windows_closed": "windows closed",
+    "windows_split": "windows closed early at maxWindowEvents",
+    "windows_idle_closed": "windows closed because input went idle (event time)",
+    "rows_made": "rows made by closed windows",
+    "rows_emitted": "rows delivered to a target",
+    "deliveries_failed": "window deliveries given up after their retries",
+    "late_published": "late events published to the late topic",
+    "pair_errors": "pairs whose where or select failed",
+    "table_updates": "table records applied (join: table)",
+    "table_deletes": "table keys removed (join: table)",
+    "restored": "events of open windows taken over from the previous run (state.store)",
+}
+GAUGES = {
+    "buffered": "events held by the open windows",
+    "outbox": "closed windows waiting to be delivered",
+    "table_keys": "keys in the table (join: table)",
+}
+
+
+class StatsCollector:
+    """Reads ``stats()`` (the ``/stats`` document) at each scrape."""
+
+    def __init__(self, stats: Callable[[], dict[str, Any]], streams: tuple[str, str], plan: str) -> None:
+        self.stats = stats
+        self.streams = streams
+        self.plan = plan
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.stats()
+        for name, help_text in PER_STREAM.items():
+            family = CounterMetricFamily(f"joiner_{name}", help_text, labels=["stream"])
+            for stream in self.streams:
+                family.add_metric([stream], stats.get(name, {}).get(stream, 0))
+            yield family
+        for name, help_text in COUNTERS.items():
+            yield CounterMetricFamily(f"joiner_{name}", help_text, value=stats.get(name, 0))
+        for name, help_text in GAUGES.items():
+            yield GaugeMetricFamily(f"joiner_{name}", help_text, value=stats.get(name, 0))
+        yield InfoMetricFamily("joiner_plan", "how the join runs (the start-up plan line)", value={"plan": self.plan})
+
+
+def registry_of(collector: StatsCollector) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return registry
+
+
+def exposition(registry: CollectorRegistry) -> tuple[bytes, str]:
+    """The text a scrape gets, and its content type."""
+    return generate_latest(registry), CONTENT_TYPE_LATEST
