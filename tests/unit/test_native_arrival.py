@@ -242,3 +242,10 @@ def test_file_pending_files_in_order_and_empties_the_lists(implementation):
     implementation(buckets, keys, entries)
     assert buckets == {"a": ["a0", "a1", "a2"], "b": ["b0"]}
     assert keys == [] and entries == []
+
+
+def test_a_plan_reading_more_fields_than_the_c_loop_holds_stays_in_python():
+    select = "{" + ", ".join(f'"f{n}": poweruse.f{n}' for n in range(70)) + ', "c": tenants.customer_id}'
+    engine = _engine(select=select)
+    assert "poweruse: generated (not native: more than 64 fields of poweruse)" in engine.describe()
+    assert "tenants: native" in engine.describe()

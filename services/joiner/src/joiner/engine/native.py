@@ -2,9 +2,9 @@
 
 The shape: a hash key of top-level fields, no residual, filters ``stream.field <op> number`` or
 ``stream.field = "text"`` (or ``!=``), and a ``select`` that is an object of top-level fields of either
-stream and constants (the example's join). For such a
-plan :func:`native_arrival` builds the C loop of one stream, which the engine calls instead of its
-generated Python loop; for any other plan it says why not, and the generated loop is used.
+stream and constants (the example's join). For such a plan :func:`native_arrival` builds the C loop of
+one stream, which the engine calls instead of its generated Python loop; for any other plan it says why
+not, and the generated loop is used.
 
 The C loop only decides events it is sure of (see ``_arrival.c``) and leaves the rest to the exact
 path, like the generated loop does, so the rows are the same whichever loop ran.
@@ -40,6 +40,7 @@ else:
     UNAVAILABLE = ""
 
 _EXACT_INT = 2**53
+_MAX_FIELDS = 64  # as _arrival.c reads them: a plan reading more fields of one stream stays in Python
 _MIRRORED = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "=": "=", "!=": "!="}
 
 
@@ -65,6 +66,8 @@ def native_arrival(
     if not plan.keys:
         raise NotNative("no hash key")
     fields = sorted(required_fields)
+    if len(fields) > _MAX_FIELDS:
+        raise NotNative(f"more than {_MAX_FIELDS} fields of {mine}")
     position = {name: i for i, name in enumerate(fields)}
     key_paths = [part.left if index == 0 else part.right for part in plan.keys]
     if any(len(path) != 1 or path[0] not in position for path in key_paths):
