@@ -118,6 +118,8 @@ class JoinEngine:
             self._generated[index] = native_arrival(self.plan, index, self._required_top[index], self._roots)
         except NotNative as why:
             self.arrival[index] += f" (not native: {why})"
+        except (ValueError, TypeError) as error:  # the C loop refused a specification: a bug to report, not a stop
+            self.arrival[index] += f" (not native: the C loop refused the plan: {error})"
         else:
             self.arrival[index] = "native"
 
