@@ -1,7 +1,7 @@
 """`dapr run -f` with the real Dapr CLI: the run file as users run it, not as devstack reads it.
 
 The pinned CLI (``dapr-cli.version``, installed by ``make setup``) runs a copy of ``dapr.yaml`` that
-differs only where one machine running several suites needs it to: free app ports, a directory per app
+differs only where one machine running several suites needs it to: free ports, a directory per app
 (where the CLI writes its logs), a private name-resolution database, a 2 s window and faster generators.
 The brokers are private ones; their addresses are exported to the CLI, as the README tells users to.
 """
@@ -62,7 +62,13 @@ def render_run_file(run_dir: Path) -> Path:
     for app in spec["apps"]:
         app_dir = run_dir / app["appID"]
         app_dir.mkdir()
-        app.update(appDirPath=str(app_dir), appPort=free_port(), appLogDestination="console", daprdLogDestination="file")
+        # every port chosen here, below the ephemeral range: a port the CLI picks can be taken by an outgoing
+        # connection in the ten seconds daprd waits (for the scheduler `dapr run` names) before it listens
+        app.update(
+            appDirPath=str(app_dir), appPort=free_port(), daprHTTPPort=free_port(), daprGRPCPort=free_port(),
+            daprInternalGRPCPort=free_port(), metricsPort=free_port(), appLogDestination="console",
+            daprdLogDestination="file",
+        )
         app["env"] = {**app.get("env", {}), **FASTER.get(app["appID"], {})}
     path = run_dir / "dapr.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -16,10 +17,38 @@ class StackError(RuntimeError):
     """Something the stack needs is missing or did not start; the message says which."""
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A free loopback port below the kernel's ephemeral range.
+
+    A port the kernel picks for us (bind to 0) is an ephemeral one, which any outgoing connection may
+    take before the process we give it to listens on it: seen with daprd, which listens on its gRPC
+    port about ten seconds after it starts when a scheduler address is set (as `dapr run` sets it).
+    Ports below the range are never used for outgoing connections."""
+    low = 20000
+    high = max(low + 1000, _ephemeral_range()[0])
+    for _ in range(200):
+        port = random.randrange(low, high)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise StackError(f"no free port between {low} and {high}")
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
