@@ -417,3 +417,17 @@ async def test_metrics_expose_the_counters_for_prometheus():
     assert samples[("joiner_buffered", ())] == 0
     plan = next(labels for (name, labels) in samples if name == "joiner_plan_info")
     assert "arrival loop: tenants: native, poweruse: native" in dict(plan)["plan"]
+
+
+async def test_a_large_window_goes_in_several_calls_that_name_their_chunk():
+    app, sidecar, clock = make_app()
+    async with serve(app) as client:
+        app.state.joiner.rows_per_call = 2  # daprd's body limit, scaled down
+        await post(client, "/tenants", {"tenant_id": "t1", "customer_id": 7})
+        for kwh in range(5):
+            await post(client, "/poweruse", {"tenant_id": "t1", "power_use": 1.5, "kwh_use": kwh})
+        await close_window(app, clock)
+        await wait_for(lambda: len(sidecar.invocations) == 3, what="three calls")
+    assert [len(rows) for _, _, rows, _ in sidecar.invocations] == [2, 2, 1]
+    assert [headers["window-chunk"] for *_, headers in sidecar.invocations] == ["1/3", "2/3", "3/3"]
+    assert len({headers["window-id"] for *_, headers in sidecar.invocations}) == 1

@@ -51,3 +51,27 @@ async def test_api_token_is_checked_when_configured():
         accepted = await client.post("/billables", json=ROWS, headers={"dapr-api-token": "s3cret"})
     assert refused.status_code == 401
     assert accepted.status_code == 200
+
+
+async def test_a_retried_window_call_is_logged_once(caplog):
+    caplog.set_level(logging.INFO, logger="message-proc")
+    headers = {"window-id": "1700000000000", "window-end": "1700000020.0", "window-chunk": "1/2"}
+    async with serve(create_app(ProcessorSettings())) as client:
+        first = await client.post("/billables", json=ROWS, headers=headers)
+        retry = await client.post("/billables", json=ROWS, headers=headers)
+        second_chunk = await client.post("/billables", json=ROWS, headers={**headers, "window-chunk": "2/2"})
+        next_window = await client.post("/billables", json=ROWS, headers={**headers, "window-id": "1700000020000"})
+        stats = (await client.get("/stats")).json()
+    assert [a.status_code for a in (first, retry, second_chunk, next_window)] == [200] * 4
+    assert retry.json() == {"status": "ok", "duplicate": True}
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Data received: ")]
+    assert len(logged) == 3
+    assert (stats["calls"], stats["duplicates"]) == (3, 1)
+
+
+async def test_calls_without_a_window_id_are_all_logged(caplog):
+    caplog.set_level(logging.INFO, logger="message-proc")
+    async with serve(create_app(ProcessorSettings())) as client:
+        for _ in range(2):
+            await client.post("/billables", json=ROWS)
+    assert len([r for r in caplog.records if r.getMessage().startswith("Data received: ")]) == 2

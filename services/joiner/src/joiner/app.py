@@ -203,8 +203,9 @@ class Joiner:
     async def run_sender(self) -> None:
         while True:
             window, rows = await self.outbox.get()
-            for start in range(0, len(rows), self.rows_per_call):
-                await self.deliver(window, rows[start : start + self.rows_per_call])
+            chunks = range(0, len(rows), self.rows_per_call)
+            for number, start in enumerate(chunks, 1):
+                await self.deliver(window, rows[start : start + self.rows_per_call], f"{number}/{len(chunks)}")
             self.outbox.task_done()
 
     async def run_late_sender(self) -> None:
@@ -225,9 +226,13 @@ class Joiner:
             return rows
         return {"window_start": window.start, "window_end": window.end, "window_id": window.id, "rows": rows}
 
-    async def deliver(self, window: Window, rows: list[Any]) -> None:
-        """Send rows of one window to every target, retrying with backoff; a failure is logged, never silent."""
-        headers = {"window-start": str(window.start), "window-end": str(window.end), "window-id": window.id}
+    async def deliver(self, window: Window, rows: list[Any], chunk: str = "1/1") -> None:
+        """Send rows of one window to every target, retrying with backoff; a failure is logged, never silent.
+
+        ``window-id`` and ``window-chunk`` (``n/total``, for a window sent in several calls) name the call,
+        so that a receiver can recognise one it got already (a retry after a lost answer)."""
+        headers = {"window-start": str(window.start), "window-end": str(window.end), "window-id": window.id,
+                   "window-chunk": chunk}
         body = self.body(window, rows)
         for target in self.config.targets:
             for attempt in range(1, DELIVERY_ATTEMPTS + 1):

@@ -1,11 +1,15 @@
-"""message-proc (deployed as billable-proc): logs each invocation's JSON body."""
+"""message-proc (deployed as billable-proc): logs each invocation's JSON body.
+
+A call that carries ``window-id`` (and ``window-chunk``) is logged once: the joiner retries a call whose
+answer it did not get, and a retry of one that did arrive is answered ok and counted as a duplicate, so
+the rows of a window are billed once. The memory of calls is bounded (the newest 10,000)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field
@@ -16,6 +20,7 @@ from streaming_runtime.service import api_token_guard, read_limited
 from streaming_runtime.settings import ServiceSettings
 
 log = logging.getLogger("message-proc")
+SEEN_CALLS = 10_000
 
 
 class ProcessorSettings(ServiceSettings):
@@ -24,7 +29,8 @@ class ProcessorSettings(ServiceSettings):
 
 def create_app(settings: ProcessorSettings) -> FastAPI:
     app = FastAPI(title="message-proc")
-    received = {"calls": 0, "rejected": 0, "rows": 0}
+    received = {"calls": 0, "rejected": 0, "rows": 0, "duplicates": 0}
+    seen: OrderedDict[tuple[str, str], None] = OrderedDict()  # (window id, chunk) of the calls logged
     # (window id, window end, seconds since epoch when received): how late windows arrive (bench/)
     windows: deque[dict] = deque(maxlen=1000)
     guard = api_token_guard(settings)
@@ -40,6 +46,16 @@ def create_app(settings: ProcessorSettings) -> FastAPI:
         except MalformedEvent as error:
             received["rejected"] += 1
             return _rejected(400, str(error))
+        window_id = request.headers.get("window-id")
+        if window_id is not None:
+            call = (window_id, request.headers.get("window-chunk", "1/1"))
+            if call in seen:
+                received["duplicates"] += 1
+                log.info("window %s chunk %s received again: a retry, not logged twice", *call)
+                return JSONResponse({"status": "ok", "duplicate": True})
+            seen[call] = None
+            if len(seen) > SEEN_CALLS:
+                seen.popitem(last=False)
         received["calls"] += 1
         received["rows"] += len(data) if isinstance(data, list) else 1
         if "window-end" in request.headers:
