@@ -13,6 +13,8 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from joiner.engine import native
 from joiner.engine.join import JoinEngine, naive_join
@@ -249,3 +251,44 @@ def test_a_plan_reading_more_fields_than_the_c_loop_holds_stays_in_python():
     engine = _engine(select=select)
     assert "poweruse: generated (not native: more than 64 fields of poweruse)" in engine.describe()
     assert "tenants: native" in engine.describe()
+
+
+# -- the C loop on any input: never a crash, never a wrong answer (it may only leave events to the exact path)
+
+JSONISH = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True),
+              st.text(max_size=3)),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=3), inner, max_size=3)),
+    max_leaves=6,
+)
+EVENTS = st.one_of(
+    st.fixed_dictionaries({"tenant_id": JSONISH, "power_use": JSONISH, "kwh_use": JSONISH, "customer_id": JSONISH}),
+    JSONISH,
+)
+ENTRIES = st.lists(st.one_of(st.tuples(EVENTS, st.one_of(st.none(), st.text(max_size=3))), JSONISH), max_size=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(tenants=ENTRIES, readings=ENTRIES)
+def test_the_c_loop_takes_any_input_as_the_generated_loop_does(tenants, readings):
+    outcomes = []
+    for use_native in (True, False):
+        engine = _engine(use_native=use_native)
+        state = engine.new_state()
+        taken = []
+        for index, entries in ((0, tenants), (1, readings), (0, tenants)):
+            well_formed = [entry if isinstance(entry, tuple) else (entry, None) for entry in entries]
+            outcome = engine.accept_many(state, index, well_formed)
+            taken.append((outcome.accepted, outcome.filtered, sorted(reason for _, reason in outcome.malformed)))
+        rows = Counter(json.dumps(row, sort_keys=True) for row in engine.result(state).rows)
+        outcomes.append((taken, rows, state.count, state.pairs))
+    assert outcomes[0] == outcomes[1]
+
+
+def test_entries_of_odd_shapes_go_to_the_exact_path():
+    arrival = native.Arrival(fields=["k"], keys=[0], filters=[], projection=[0], row=[("k", 0, 0)],
+                             partner_projection=0)
+    slow, keys, entries = [], [], []
+    odd = [("only data",), ["a", "list"], ({"k": 1},), ({"k": True}, "id"), ({"k": 1.0}, "id"), ({"k": 2**60}, "id")]
+    arrival(odd, keys, entries, {}, [], [], slow, lambda *_: None)
+    assert slow == odd and keys == [] and entries == []
