@@ -166,14 +166,14 @@ Arrival_dealloc(Arrival *self)
         Py_XDECREF(self->fields[i]);
     for (Py_ssize_t i = 0; self->row_keys && i < self->n_row; i++)
         Py_XDECREF(self->row_keys[i]);
+    for (Py_ssize_t i = 0; self->filters && i < self->n_filters; i++)
+        Py_XDECREF(self->filters[i].text);
+    Py_XDECREF(self->constants);
     PyMem_Free(self->fields);
     PyMem_Free(self->keys);
     PyMem_Free(self->filters);
     PyMem_Free(self->projection);
     PyMem_Free(self->row_keys);
-    for (Py_ssize_t i = 0; self->filters && i < self->n_filters; i++)
-        Py_XDECREF(self->filters[i].text);
-    Py_XDECREF(self->constants);
     PyMem_Free(self->row_source);
     PyMem_Free(self->row_index);
     Py_TYPE(self)->tp_free((PyObject *)self);
