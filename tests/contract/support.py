@@ -44,8 +44,8 @@ class RecordingSidecar:
         self.attempts = 0
         self.bulk_calls = 0
         self.extensions: list[dict] = []
-        # a state store: values kept as JSON text, as a real one keeps them; state_down fails its calls
-        self.state: dict[tuple[str, str], str] = {}
+        # a state store: values kept as bytes, as a real one keeps them; state_down fails its calls
+        self.state: dict[tuple[str, str], bytes] = {}
         self.state_down = False
 
     def _maybe_fail(self) -> None:
@@ -80,13 +80,19 @@ class RecordingSidecar:
             raise SidecarError("state store unavailable (test)")
 
     async def get_state(self, store: str, key: str) -> Any:
+        data = await self.get_state_bytes(store, key)
+        return None if data is None else json.loads(data)
+
+    async def get_state_bytes(self, store: str, key: str) -> bytes | None:
         self._state_call()
-        text = self.state.get((store, key))
-        return None if text is None else json.loads(text)
+        return self.state.get((store, key))
 
     async def save_state(self, store: str, key: str, value: Any) -> None:
+        await self.save_state_bytes(store, key, json.dumps(value).encode())
+
+    async def save_state_bytes(self, store: str, key: str, data: bytes) -> None:
         self._state_call()
-        self.state[(store, key)] = json.dumps(value)
+        self.state[(store, key)] = bytes(data)
 
     async def delete_state(self, store: str, key: str) -> None:
         self._state_call()

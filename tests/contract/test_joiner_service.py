@@ -285,6 +285,12 @@ WITH_STATE = EXAMPLE + "state: {store: joiner-state}\n"
 HANDOVER = ("joiner-state", "open-windows")
 
 
+def save_handover(sidecar: RecordingSidecar, snapshot: dict) -> None:
+    """What a stopping joiner leaves in the store: the snapshot's JSON in one part, then the manifest."""
+    sidecar.state[("joiner-state", "open-windows.0")] = json.dumps(snapshot).encode()
+    sidecar.state[HANDOVER] = json.dumps({"parts": 1}).encode()
+
+
 def app_on(sidecar: RecordingSidecar, clock: ManualClock, yaml_text: str = WITH_STATE):
     return create_app(JoinerSettings(), config=config_from_yaml(yaml_text), sink=sidecar, clock=clock)
 
@@ -336,26 +342,26 @@ async def test_a_failed_save_closes_the_open_window_instead(caplog):
 
 async def test_windows_of_a_run_not_taken_over_are_not_overwritten(caplog):
     sidecar, clock = RecordingSidecar(), ManualClock()
-    sidecar.state[HANDOVER] = json.dumps({"version": 1, "streams": ["tenants", "poweruse"], "window_seconds": 20,
-                                          "windows": []})
-    previous = sidecar.state[HANDOVER]
+    save_handover(sidecar, {"version": 1, "join": "window", "streams": ["tenants", "poweruse"], "window_seconds": 20,
+                            "windows": []})
+    previous = dict(sidecar.state)
     sidecar.state_down = True  # the previous run's windows cannot be read
     async with serve(app_on(sidecar, clock)) as client:
         await post(client, "/tenants", {"tenant_id": "t1", "customer_id": 7})
         await post(client, "/poweruse", {"tenant_id": "t1", "power_use": 1.5, "kwh_use": 10})
         sidecar.state_down = False
-    assert sidecar.state[HANDOVER] == previous  # left for the next start
+    assert sidecar.state == previous  # left for the next start
     assert [row["tenant_kwh_usage"] for row in sidecar.invocations[0][2]] == [10]  # this run's closed instead
     assert "the previous run's windows were not taken over; closing these now" in caplog.text
 
 
 async def test_windows_of_another_joiner_are_left_in_the_store(caplog):
     sidecar, clock = RecordingSidecar(), ManualClock()
-    foreign = {"version": 1, "streams": ["a", "b"], "window_seconds": 20, "windows": []}
-    sidecar.state[HANDOVER] = json.dumps(foreign)
+    foreign = {"version": 1, "join": "window", "streams": ["a", "b"], "window_seconds": 20, "windows": []}
+    save_handover(sidecar, foreign)
     async with serve(app_on(sidecar, clock)):
         await wait_for(lambda: "not taken over" in caplog.text, what="the refusal logged")
-    assert json.loads(sidecar.state[HANDOVER]) == foreign
+    assert json.loads(sidecar.state[("joiner-state", "open-windows.0")]) == foreign
     assert "open windows of another joiner left there, not taken over: it joins ['a', 'b']" in caplog.text
 
 
@@ -376,7 +382,7 @@ async def test_windows_wait_to_close_until_the_previous_runs_are_back():
     previous_run = app_on(RecordingSidecar(), clock)
     async with serve(previous_run):
         previous_run.state.joiner.processor.offer(0, {"tenant_id": "t1", "customer_id": 7})
-        sidecar.state[HANDOVER] = json.dumps(previous_run.state.joiner.processor.snapshot())
+        save_handover(sidecar, previous_run.state.joiner.processor.snapshot())
 
     app = app_on(sidecar, clock)
     async with serve(app) as client:
@@ -431,3 +437,23 @@ async def test_a_large_window_goes_in_several_calls_that_name_their_chunk():
     assert [len(rows) for _, _, rows, _ in sidecar.invocations] == [2, 2, 1]
     assert [headers["window-chunk"] for *_, headers in sidecar.invocations] == ["1/3", "2/3", "3/3"]
     assert len({headers["window-id"] for *_, headers in sidecar.invocations}) == 1
+
+
+async def test_a_large_handover_goes_in_parts_under_the_sidecars_request_limit():
+    sidecar, clock = RecordingSidecar(), ManualClock(1_000_001.0)
+    first = app_on(sidecar, clock)
+    async with serve(first) as client:
+        await wait_for(lambda: first.state.joiner.may_hand_over, what="the start's take-over done")
+        first.state.joiner.handover_part_bytes = 200  # daprd's 4 MiB, scaled down
+        await post(client, "/tenants", {"tenant_id": "t1", "customer_id": 7})
+        for kwh in range(10):
+            await post(client, "/poweruse", {"tenant_id": "t1", "power_use": 1.5, "kwh_use": kwh, "note": "é" * 7})
+    manifest = json.loads(sidecar.state[HANDOVER])
+    parts = [sidecar.state[("joiner-state", f"open-windows.{n}")] for n in range(manifest["parts"])]
+    assert manifest["parts"] > 3 and all(len(part) <= 200 for part in parts)
+    assert sum(map(len, parts)) == manifest["bytes"]
+
+    second = app_on(sidecar, clock)
+    async with serve(second):
+        await wait_for(lambda: sidecar.state == {}, what="the handover taken and every part removed")
+        assert second.state.joiner.stats_dict()["restored"] == 11

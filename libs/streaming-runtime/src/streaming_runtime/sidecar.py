@@ -124,22 +124,30 @@ class Sidecar:
 
     async def get_state(self, store: str, key: str) -> Any | None:
         """The JSON value saved under ``key`` in a state store component; None when there is none."""
+        data = await self.get_state_bytes(store, key)
+        if data is None:
+            return None
+        try:
+            return json.loads(data)
+        except ValueError as error:
+            raise SidecarError(f"state {key!r} in {store} is not JSON: {error}") from None
+
+    async def get_state_bytes(self, store: str, key: str) -> bytes | None:
         client = await self._grpc_client()
         try:
             answer = await client.get_state(store_name=store, key=key)
         except Exception as error:
             raise SidecarError(f"get {key!r} from state store {store} failed: {_grpc_reason(error)}") from None
-        if not answer.data:
-            return None
-        try:
-            return json.loads(answer.data)
-        except ValueError as error:
-            raise SidecarError(f"state {key!r} in {store} is not JSON: {error}") from None
+        return answer.data or None
 
     async def save_state(self, store: str, key: str, value: Any) -> None:
+        await self.save_state_bytes(store, key, dumps(value))
+
+    async def save_state_bytes(self, store: str, key: str, data: bytes) -> None:
+        """Save raw bytes; one call must stay under daprd's request limit (``--max-body-size``, 4 MiB)."""
         client = await self._grpc_client()
         try:
-            await client.save_state(store_name=store, key=key, value=dumps(value))
+            await client.save_state(store_name=store, key=key, value=data)
         except Exception as error:
             raise SidecarError(f"save {key!r} to state store {store} failed: {_grpc_reason(error)}") from None
 

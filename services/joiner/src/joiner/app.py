@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import time
@@ -38,7 +39,8 @@ from streaming_runtime.sidecar import Sidecar, SidecarError
 log = logging.getLogger("joiner")
 
 DELIVERY_ATTEMPTS = 5
-HANDOVER_KEY = "open-windows"  # in the state store (Dapr prefixes keys with the app id)
+HANDOVER_KEY = "open-windows"  # in the state store (Dapr prefixes keys with the app id); parts: open-windows.<n>
+HANDOVER_PART_BYTES = 3 * 1024 * 1024  # each part under daprd's default request limit (4 MiB, --max-body-size)
 WINDOW_EVENT_TYPE = "io.dapr.streaming.window"
 ROWS_PER_CALL = 10_000  # daprd refuses bodies over 4 MB by default; large windows go in several calls
 
@@ -81,6 +83,7 @@ class Joiner:
         # windows close only once the previous run's are back: else a window both runs had could close
         # before its handed-over events join it
         self.taken_over = asyncio.Event()
+        self.handover_part_bytes = HANDOVER_PART_BYTES
         if config.state_store is None:
             self.taken_over.set()
 
@@ -143,15 +146,23 @@ class Joiner:
     async def _take_over(self, store: str) -> None:
         try:
             await self.sink.wait_ready()
-            snapshot = await self.sink.get_state(store, HANDOVER_KEY)
+            manifest = await self.sink.get_state(store, HANDOVER_KEY)
+            if manifest is None:
+                log.info("state store %s: no open windows handed over", store)
+                self.may_hand_over = True
+                return
+            parts = _parts_of(manifest)
+            chunks = [await self.sink.get_state_bytes(store, f"{HANDOVER_KEY}.{n}") for n in range(parts)]
         except SidecarError as error:
             log.error("open windows of the previous run not read from state store %s: %s", store, error)
             return
-        if snapshot is None:
-            log.info("state store %s: no open windows handed over", store)
-            self.may_hand_over = True
+        except ValueError as error:
+            log.error("state store %s: %s left there, not taken over: %s", store, HANDOVER_KEY, error)
             return
         try:
+            if any(chunk is None for chunk in chunks):
+                raise ValueError("a part of it is missing")
+            snapshot = json.loads(b"".join(chunks))
             count = self.processor.restore(snapshot)
         except ValueError as error:
             log.error("state store %s: open windows of another joiner left there, not taken over: %s", store, error)
@@ -159,7 +170,9 @@ class Joiner:
         self.may_hand_over = True
         log.info("state store %s: took over %d open window(s), %d events", store, len(snapshot["windows"]), count)
         try:
-            await self.sink.delete_state(store, HANDOVER_KEY)
+            await self.sink.delete_state(store, HANDOVER_KEY)  # first: what is left without it is ignored
+            for n in range(parts):
+                await self.sink.delete_state(store, f"{HANDOVER_KEY}.{n}")
         except SidecarError as error:
             log.warning("state store %s: taken-over windows not removed (a later start would take them again): %s",
                         store, error)
@@ -170,19 +183,25 @@ class Joiner:
         store = self.config.state_store
         if store is None:
             return False
-        snapshot = self.processor.snapshot()
-        if not snapshot["windows"]:
-            return False
         if not self.may_hand_over:
             log.warning("state store %s: the previous run's windows were not taken over; closing these now", store)
             return False
+        # even with no window open: the watermark, the dedup memory and the table travel too
+        snapshot = self.processor.snapshot()
+        text = json.dumps(snapshot, separators=(",", ":"), ensure_ascii=False).encode()
+        size = self.handover_part_bytes
+        chunks = [text[start : start + size] for start in range(0, len(text), size)]
         try:
-            await self.sink.save_state(store, HANDOVER_KEY, snapshot)
+            for n, chunk in enumerate(chunks):
+                await self.sink.save_state_bytes(store, f"{HANDOVER_KEY}.{n}", chunk)
+            # last: a handover exists once all its parts do
+            await self.sink.save_state(store, HANDOVER_KEY, {"parts": len(chunks), "bytes": len(text)})
         except SidecarError as error:
             log.error("state store %s: open windows not handed over, closing them now: %s", store, error)
             return False
         events = sum(len(events) for window in snapshot["windows"] for events in window["events"].values())
-        log.info("state store %s: handed over %d open window(s), %d events", store, len(snapshot["windows"]), events)
+        log.info("state store %s: handed over %d open window(s), %d events (%d bytes in %d part(s))",
+                 store, len(snapshot["windows"]), events, len(text), len(chunks))
         return True
 
     # -- windows ------------------------------------------------------------------------------
@@ -267,6 +286,12 @@ class Joiner:
             "outbox": self.outbox.qsize(),
             "table_keys": self.processor.table.size if self.processor.table else 0,
         }
+
+
+def _parts_of(manifest: Any) -> int:
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("parts"), int) or manifest["parts"] < 1:
+        raise ValueError(f"not a handover manifest: {str(manifest)[:80]}")
+    return manifest["parts"]
 
 
 def create_app(
