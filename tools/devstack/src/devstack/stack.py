@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,7 +75,7 @@ class Stack:
             say(message)
 
     def start(self) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        clear_previous_run(self.run_dir)
         daprd, self.daprd_version = ensure_daprd()
         self._say(f"daprd {self.daprd_version} ({daprd})")
         # brokers configured in the environment are used as they are; otherwise private ones
@@ -179,6 +180,17 @@ def _healthy(http_port: int) -> bool:
         return httpx.get(f"http://127.0.0.1:{http_port}/v1.0/healthz", timeout=1).status_code == 204
     except httpx.HTTPError:
         return False
+
+
+def clear_previous_run(run_dir: Path) -> None:
+    """Remove what an earlier run left in ``run_dir`` (`make run` reuses .devstack/last-run): its logs
+    would be read as this run's, and `make run` would print its billable rows again. Only the stack's
+    own files go; anything else in the directory stays."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for leftover in ("logs", "redis", "rabbitmq"):
+        shutil.rmtree(run_dir / leftover, ignore_errors=True)
+    for leftover in ("nr.db", "config.yaml"):
+        (run_dir / leftover).unlink(missing_ok=True)
 
 
 def _answers(running: RunningApp) -> bool:
