@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from devstack.processes import StackError
@@ -30,14 +31,18 @@ def installed_version(path: Path) -> str | None:
 
 def ensure_daprd() -> tuple[Path, str]:
     """The daprd binary at the pinned version, installing it first if needed."""
-    path, version = daprd_path(), pinned_version()
-    if installed_version(path) != version:
-        script = ROOT / "scripts" / "install-daprd.sh"
-        if subprocess.run(["bash", str(script)]).returncode != 0:
-            raise StackError(f"daprd {version} is missing and {script} could not install it (see its output)")
-    found = installed_version(path)
+    return _ensure("daprd", daprd_path(), pinned_version(), installed_version, "install-daprd.sh")
+
+
+def _ensure(name: str, path: Path, version: str, installed: Callable[[Path], str | None], script: str) -> tuple[Path, str]:
+    """``path`` at ``version``, running ``scripts/<script>`` first when it is not; StackError naming ``name``."""
+    if installed(path) != version:
+        script_path = ROOT / "scripts" / script
+        if subprocess.run(["bash", str(script_path)]).returncode != 0:
+            raise StackError(f"{name} {version} is missing and {script_path} could not install it (see its output)")
+    found = installed(path)
     if found != version:
-        raise StackError(f"daprd at {path} reports version {found!r}, expected {version}")
+        raise StackError(f"{name} at {path} reports version {found!r}, expected {version}")
     return path, version
 
 
@@ -61,12 +66,4 @@ def cli_installed_version(path: Path) -> str | None:
 
 def ensure_dapr_cli() -> tuple[Path, str]:
     """The Dapr CLI at the pinned version (for ``dapr run -f .``), installing it first if needed."""
-    path, version = dapr_cli_path(), cli_pinned_version()
-    if cli_installed_version(path) != version:
-        script = ROOT / "scripts" / "install-dapr-cli.sh"
-        if subprocess.run(["bash", str(script)]).returncode != 0:
-            raise StackError(f"the dapr CLI {version} is missing and {script} could not install it (see its output)")
-    found = cli_installed_version(path)
-    if found != version:
-        raise StackError(f"the dapr CLI at {path} reports version {found!r}, expected {version}")
-    return path, version
+    return _ensure("the dapr CLI", dapr_cli_path(), cli_pinned_version(), cli_installed_version, "install-dapr-cli.sh")
