@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from joiner.engine import native
 from joiner.engine.join import JoinEngine, naive_join
+from streaming_runtime.errors import MalformedEvent
 from streaming_runtime.expressions import compile_expression
 
 STREAMS = ("tenants", "poweruse")
@@ -53,7 +54,7 @@ def _naive_rows(where: str, select: str, arrivals: list[tuple[int, list[Any]]], 
     def usable(index: int, data: Any) -> bool:
         try:
             engine.accept(engine.new_state(), index, data)
-        except Exception:
+        except MalformedEvent:
             return False
         return True
 

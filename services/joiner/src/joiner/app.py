@@ -165,7 +165,8 @@ class Joiner:
             snapshot = json.loads(b"".join(chunks))
             count = self.processor.restore(snapshot)
         except ValueError as error:
-            log.error("state store %s: open windows of another joiner left there, not taken over: %s", store, error)
+            log.error("state store %s: open windows of another joiner (or damaged) left there, not taken over: %s",
+                      store, error)
             return
         self.may_hand_over = True
         log.info("state store %s: took over %d open window(s), %d events", store, len(snapshot["windows"]), count)

@@ -406,8 +406,7 @@ def _semantics(values: dict[str, Any], streams: tuple[str, str]) -> dict[str, An
     if "aggregate" in values:
         out["aggregate"] = values["aggregate"]
     if "state_store" in values:
-        store, setting = values["state_store"]
-        out["state_store"] = store
+        out["state_store"] = values["state_store"][0]
     if "envelope" in values:
         raw, setting = values["envelope"]
         if isinstance(raw, bool):
