@@ -14,10 +14,10 @@ from tests.deploy.support import (
     ROOT,
     copy_deploy_with_dev_secrets,
     kustomize_build,
-    shared_file,
 )
 
 SMALL_ORIGINAL = ROOT / "tests" / "data" / "original-manifests-small.yaml"
+ODD_ORIGINAL = ROOT / "tests" / "data" / "original-manifests-odd.yaml"
 
 
 @pytest.fixture(scope="session")
@@ -38,9 +38,14 @@ def dev(dev_deploy) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="session")
 def migrated_power_usage() -> Migration:
-    return migrate_text(shared_file(ORIGINAL_MANIFESTS).read_text())
+    return migrate_text(ORIGINAL_MANIFESTS.read_text())
 
 
 @pytest.fixture(scope="session")
 def migrated_small() -> Migration:
     return migrate_text(SMALL_ORIGINAL.read_text(), registry="registry.example.com/pu", tag="1.2.3")
+
+
+@pytest.fixture(scope="session")
+def migrated_odd() -> Migration:
+    return migrate_text(ODD_ORIGINAL.read_text())

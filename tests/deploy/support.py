@@ -2,9 +2,11 @@
 
 * Kubernetes kinds are validated against the API schemas of ``K8S_VERSION`` shipped by the
   ``kubernetes-validate`` package, in its strict form (unknown fields are errors).
-* Dapr kinds are validated against the ``openAPIV3Schema`` of the CRDs of Dapr's Helm chart, read from
-  ``<repo>/../shared/schemas/dapr-crds-v1.18.3/``. The API server prunes fields a CRD does not declare,
-  silently; here every object schema that lists its properties is closed, so such a field is an error.
+* Dapr kinds are validated against the ``openAPIV3Schema`` of the CRDs of Dapr's Helm chart at the pinned
+  runtime version (``dapr.version``), which ``scripts/install-dapr-crds.sh`` takes from the
+  ``github.com/dapr/dapr`` module (``charts/dapr/crds/``) into ``~/.cache/power-usage/dapr-crds/v<version>``.
+  The API server prunes fields a CRD does not declare, silently; here every object schema that lists its
+  properties is closed, so such a field is an error.
 """
 
 from __future__ import annotations
@@ -22,22 +24,17 @@ import kubernetes_validate
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-SHARED = ROOT.parent / "shared"
-DAPR_CRDS = SHARED / "schemas" / "dapr-crds-v1.18.3"
-ORIGINAL_MANIFESTS = SHARED / "examples" / "power-usage-manifests-all.yaml"
+DAPR_VERSION = (ROOT / "dapr.version").read_text().strip()
+DAPR_MODULE = f"github.com/dapr/dapr@v{DAPR_VERSION}"
+DAPR_CRDS = Path(
+    os.environ.get("DAPR_CRDS_DIR", Path.home() / ".cache" / "power-usage" / "dapr-crds" / f"v{DAPR_VERSION}")
+)
+# the power-usage example in the original project's format (the project's own fixture)
+ORIGINAL_MANIFESTS = ROOT / "tests" / "data" / "original-power-usage.yaml"
 DEPLOY = ROOT / "deploy"
 K8S_VERSION = "1.37.0"
-DAPR_KINDS = {"Component", "Subscription", "Resiliency", "Configuration", "HTTPEndpoint"}
+DAPR_GROUP = "dapr.io"
 SERVICES = ("joiner", "message-gen", "message-proc")
-
-
-def shared_file(path: Path) -> Path:
-    """A file of the shared folder; a missing one fails the test, naming where it was expected."""
-    assert path.exists(), (
-        f"expected {path} (the shared folder beside the repository, {SHARED}); "
-        "it is read from there, not copied into the repository"
-    )
-    return path
 
 
 # ---- kustomize
@@ -93,7 +90,7 @@ def validate(resources: Iterable[dict[str, Any]]) -> list[str]:
         if key in seen:
             problems.append(f"{label}: defined twice")
         seen.add(key)
-        if resource.get("kind") in DAPR_KINDS:
+        if str(resource.get("apiVersion", "")).partition("/")[0] == DAPR_GROUP:
             problems += [f"{label}: {p}" for p in validate_dapr(resource)]
         else:
             problems += [f"{label}: {p}" for p in validate_kubernetes(resource)]
@@ -128,7 +125,12 @@ def validate_dapr(resource: dict[str, Any]) -> list[str]:
 @functools.cache
 def dapr_schemas() -> dict[tuple[str, str, str], dict[str, Any]]:
     """(group, version, kind) -> the CRD's openAPIV3Schema, closed (see the module doc)."""
-    shared_file(DAPR_CRDS)
+    assert (DAPR_CRDS / "SOURCE").is_file(), (
+        f"the Dapr {DAPR_VERSION} CRDs are not in {DAPR_CRDS}: `make setup-deploy` installs them "
+        "(scripts/install-dapr-crds.sh)"
+    )
+    source = (DAPR_CRDS / "SOURCE").read_text().splitlines()
+    assert f"module {DAPR_MODULE}" in source, f"{DAPR_CRDS} holds CRDs of {source[:1]}, not {DAPR_MODULE}: run `make setup-deploy`"
     schemas = {}
     for path in sorted(DAPR_CRDS.glob("*.yaml")):
         for crd in load_documents(path):

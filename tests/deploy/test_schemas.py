@@ -1,5 +1,5 @@
-"""The manifests against the API schemas: Kubernetes (kubernetes-validate, strict) and Dapr's CRDs
-(../shared/schemas/dapr-crds-v1.18.3). Kustomize output of the base and of every overlay, the local
+"""The manifests against the API schemas: Kubernetes (kubernetes-validate, strict) and the CRDs of the
+pinned Dapr runtime (from the github.com/dapr/dapr module at dapr.version). Kustomize output of the base and of every overlay, the local
 components/, and the checks' own ability to refuse a wrong resource."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from tests.deploy.support import DAPR_CRDS, DAPR_KINDS, DEPLOY, ROOT, by_kind, dapr_schemas, load_documents, validate, yaml_files
+from tests.deploy.support import DAPR_CRDS, DAPR_MODULE, DEPLOY, ROOT, by_kind, dapr_schemas, load_documents, validate, yaml_files
 
 
 def test_base_renders_to_valid_kubernetes_and_dapr_resources(base):
@@ -32,11 +32,15 @@ def test_local_components_pass_the_dapr_crd_schemas(path):
     assert validate(resources) == []
 
 
-def test_the_dapr_crds_are_read_from_the_shared_folder():
-    assert DAPR_CRDS.is_dir(), f"expected the Dapr CRDs in {DAPR_CRDS} (shared folder beside the repository)"
-    assert {kind for (_, _, kind) in dapr_schemas()} == DAPR_KINDS
+def test_the_dapr_crds_are_those_of_the_pinned_runtime_and_serve_every_kind_used():
+    assert f"module {DAPR_MODULE}" in (DAPR_CRDS / "SOURCE").read_text().splitlines()
+    served = {kind for (_, _, kind) in dapr_schemas()}
+    assert {"Component", "Subscription", "Resiliency", "Configuration", "HTTPEndpoint"} <= served
+    used = {r["kind"] for path in yaml_files(DEPLOY) + yaml_files(ROOT / "components") for r in load_documents(path)
+            if str(r.get("apiVersion", "")).startswith("dapr.io/")}
+    assert used <= served, f"kinds without a CRD in {DAPR_MODULE}: {sorted(used - served)}"
     copies = subprocess.run(["git", "grep", "-l", "-E", "^kind: CustomResourceDefinition"], cwd=ROOT, capture_output=True, text=True)
-    assert copies.stdout == "", "the CRDs are read from the shared folder, not copied into the repository"
+    assert copies.stdout == "", "the CRDs are read from the Dapr module of the pinned version, not copied into the repository"
 
 
 def _mutations():

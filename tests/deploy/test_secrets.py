@@ -8,9 +8,9 @@ import re
 import pytest
 import yaml
 
-from tests.deploy.support import DEPLOY, ORIGINAL_MANIFESTS, ROOT, by_kind, shared_file, workloads, yaml_files
+from tests.deploy.support import DEPLOY, ORIGINAL_MANIFESTS, ROOT, by_kind, workloads, yaml_files
 
-ORIGINAL_PASSWORDS = ("@dm1n", "PfobN4Ttfq")  # manifests-all.yaml and the example's README
+ORIGINAL_PASSWORDS = ("@dm1n", "PfobN4Ttfq")  # the original example's manifests and its README
 URL_WITH_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^\s/:@'\"]*:(?!<password>@)[^\s/'\"]+@", re.I)  # user:password@
 SECRET_NAME = re.compile(r"pass|secret|token|connectionstring|clientkey", re.I)
 
@@ -46,7 +46,7 @@ def test_the_rendered_base_holds_no_password(base):
 
 
 def test_the_check_finds_the_original_examples_password():
-    text = shared_file(ORIGINAL_MANIFESTS).read_text()
+    text = ORIGINAL_MANIFESTS.read_text()
     problems = plain_text_problems(text, [d for d in yaml.safe_load_all(text) if d])
     assert "contains the original's password '@dm1n'" in problems
     assert any(p.startswith("URL with a password: amqp://admin:@dm1n@") for p in problems)

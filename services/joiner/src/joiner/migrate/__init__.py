@@ -31,6 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 
 from joiner.config import config_from_yaml
+from joiner.processor import Processor, build_engine
 from streaming_runtime.errors import ConfigError
 
 ORIGINAL_GROUP = "streaming.vivien.io"
@@ -184,7 +185,7 @@ class _Converter:
             return
         kind, api_version = document["kind"], str(document.get("apiVersion", ""))
         metadata = document.get("metadata") or {}
-        label = f"{kind}/{metadata.get('name')}"
+        label = f"{kind}/{metadata.get('name') or '(no name)'}"
         if not metadata.get("name"):
             self.warn(label, "has no metadata.name: not converted")
             return
@@ -355,7 +356,9 @@ class _Converter:
         document = {"apiVersion": joiner["apiVersion"], "kind": "Joiner", "metadata": {"name": name}, "spec": spec}
         text = yaml.dump(document, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1000)
         try:
-            config_from_yaml(text, origin=label)
+            # what the joiner checks at start-up: the settings, then the expressions and the plan
+            config = config_from_yaml(text, origin=label)
+            Processor.check_config(config, build_engine(config))
         except ConfigError as error:
             self.warn(label, f"the joiner would not start with this configuration: {error}")
         port = _port(spec.get("servicePort"), label, self)
