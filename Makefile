@@ -11,34 +11,47 @@ TAG ?= dev
 CONTAINER_ENGINE ?= docker
 SERVICES := joiner message-gen message-proc
 
-.PHONY: bench help setup run test test-unit test-contract test-e2e test-deploy images lint-docker clean
+.PHONY: bench help setup setup-python setup-e2e setup-deploy run test test-unit test-contract test-docs test-e2e test-deploy images lint-docker clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-setup: ## install what is missing: uv, a C compiler, the Python deps, daprd and the dapr CLI (pinned), redis-server, rabbitmq-server, kustomize (pinned)
+# Each tier installs what it needs, no more: the unit, contract and docs tiers only the Python
+# environment (seconds once cached), the end-to-end tier daprd and the brokers (the first daprd build
+# takes minutes), the deploy tier kustomize and Dapr's CRDs.
+setup: setup-e2e setup-deploy ## install everything that is missing (what each setup-* below installs)
+
+setup-python: ## uv, a C compiler for the joiner's C loop, the Python deps (uv sync)
 	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check uv
 	@bash scripts/ensure-compiler.sh python3
 	@$(UV) sync --frozen --quiet
-	@$(PY) -m devstack install
-	@bash deploy/install-kustomize.sh
 
-run: setup ## the whole pipeline; prints billable-proc's "Data received" lines until Ctrl-C
+setup-e2e: setup-python ## + the pinned daprd and Dapr CLI, redis-server and rabbitmq-server
+	@$(PY) -m devstack install
+
+setup-deploy: setup-python ## + the pinned kustomize and the Dapr CRDs of the pinned runtime
+	@bash deploy/install-kustomize.sh
+	@bash scripts/install-dapr-crds.sh
+
+run: setup-e2e ## the whole pipeline; prints billable-proc's "Data received" lines until Ctrl-C
 	@$(PY) -m devstack run $(if $(WINDOW),--window $(WINDOW))
 
-test: setup ## every test: unit, contract, deploy and end-to-end (real daprd, Redis, RabbitMQ)
+test: setup ## every test: unit, contract, docs, deploy and end-to-end (real daprd, Redis, RabbitMQ)
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
-test-unit: setup ## unit tests only
+test-unit: setup-python ## unit tests only (Python environment only)
 	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-test-contract: setup ## in-process contract tests of each service
+test-contract: setup-python ## in-process contract tests of each service (Python environment only)
 	@$(PY) -m pytest tests/contract $(PYTEST_ARGS)
 
-test-e2e: setup ## end-to-end tests only
+test-docs: setup-python ## the commands shown in README.md and docs/ (Python environment only)
+	@$(PY) -m pytest tests/docs $(PYTEST_ARGS)
+
+test-e2e: setup-e2e ## end-to-end tests only (real daprd, Redis, RabbitMQ, Dapr CLI)
 	@$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
-test-deploy: setup ## Dockerfiles, Kubernetes manifests and the migration of the original manifests
+test-deploy: setup-deploy ## Dockerfiles, Kubernetes manifests and the migration of the original manifests
 	@$(PY) -m pytest tests/deploy $(PYTEST_ARGS)
 
 images: ## build the three service images as REGISTRY/<service>:TAG (default power-usage/…:dev), from the repository root
@@ -47,10 +60,10 @@ images: ## build the three service images as REGISTRY/<service>:TAG (default pow
 		$(CONTAINER_ENGINE) build -f services/$$svc/Dockerfile -t $(REGISTRY)/$$svc:$(TAG) . || exit 1; \
 	done
 
-lint-docker: setup ## hadolint on every Dockerfile
+lint-docker: setup-python ## hadolint on every Dockerfile
 	@.venv/bin/hadolint services/*/Dockerfile
 
-bench: setup ## benchmarks: the join engine (naive / engine / DuckDB), one delivery in-process, the pipeline on real Dapr
+bench: setup-e2e ## benchmarks: the join engine (naive / engine / DuckDB), one delivery in-process, the pipeline on real Dapr
 	@$(PY) bench/engine.py
 	@$(PY) bench/delivery.py
 	@$(PY) bench/pipeline.py
