@@ -3,7 +3,7 @@
 The pinned CLI (``dapr-cli.version``, installed by ``make setup``) runs a copy of ``dapr.yaml`` that
 differs only where one machine running several suites needs it to: free ports, a directory per app
 (where the CLI writes its logs), a private name-resolution database, a 2 s window and faster generators.
-The brokers are private ones; their addresses are exported to the CLI, as the README tells users to.
+The brokers are private ones; their addresses are exported to the CLI, as docs/operations.md tells users to.
 """
 
 from __future__ import annotations

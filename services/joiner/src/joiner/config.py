@@ -80,7 +80,7 @@ class JoinerConfig(BaseModel):
     select_setting: str = "stream.select"
     targets: tuple[InvokeTarget | PublishTarget, ...]
     max_window_events: int = Field(DEFAULT_MAX_WINDOW_EVENTS, gt=0)
-    # streaming semantics (see README "Streaming semantics"); defaults keep the original example's behaviour
+    # streaming semantics (see docs/streaming.md); defaults keep the original example's behaviour
     event_time: EventTimeSpec | None = None
     late_target: PublishTarget | None = None
     join_mode: Literal["window", "table"] = "window"
