@@ -54,7 +54,7 @@ total="$(GOFLAGS=-mod=mod go list -tags "$tags" -deps "$pkg" | wc -l)"
 say "step 2/2: compiling $total packages (progress every 100)"
 ldflags="-s -w -X $module/pkg/buildinfo.version=$version -X $module/pkg/buildinfo.gitversion=v$version -X $module/pkg/buildinfo.gitcommit=$commit"
 CGO_ENABLED=0 GOFLAGS=-mod=mod go build -v -trimpath -tags "$tags" -ldflags "$ldflags" -o "$work/daprd" "$pkg" 2>&1 |
-  awk -v total="$total" '/^#|error|cannot|undefined/ {print; next} {n++; if (n % 100 == 0) printf "[install-daprd] compiled %d/%d packages\n", n, total > "/dev/stderr"}'
+  awk -v total="$total" '/^# |\.go:[0-9]+:|^go: |cannot find/ {print; next} {n++; if (n % 100 == 0) printf "[install-daprd] compiled %d/%d packages\n", n, total > "/dev/stderr"}'
 [ -x "$work/daprd" ] || { say "build failed"; exit 1; }
 install -m 0755 "$work/daprd" "$daprd"
 say "installed daprd $("$daprd" --version) at $daprd"
