@@ -14,7 +14,7 @@ import httpx
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
-from streaming_runtime.sidecar import SidecarError
+from streaming_runtime.sidecar import SidecarError, dumps
 
 
 @contextlib.asynccontextmanager
@@ -55,10 +55,12 @@ class RecordingSidecar:
             raise SidecarError("sidecar unavailable (test)")
 
     async def invoke(self, app_id: str, method: str, data: Any, headers: dict[str, str] | None = None) -> None:
+        dumps(data)  # as the real client does first: what JSON cannot hold raises UnsendableBody
         self._maybe_fail()
         self.invocations.append((app_id, method, data, dict(headers or {})))
 
     async def publish(self, pubsub: str, topic: str, data: Any) -> None:
+        dumps(data)
         self._maybe_fail()
         self.publications.append((pubsub, topic, data))
 

@@ -3,6 +3,10 @@
 Dapr wraps published data in a CloudEvent (JSON, ``specversion`` present). Raw payloads
 (``rawPayload`` metadata) arrive as the bare data. Either way the result is a
 :class:`Delivery` whose ``data`` is what the publisher sent.
+
+daprd passes a publisher's own CloudEvent on unchanged, so every attribute read here may be of any type:
+what is not as the CloudEvents spec has it, and data that :func:`~streaming_runtime.values.value_problem`
+refuses, is a :class:`MalformedEvent` naming what is wrong, never another exception.
 """
 
 from __future__ import annotations
@@ -14,6 +18,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from streaming_runtime.errors import MalformedEvent, PayloadTooLarge
+from streaming_runtime.logs import printable
+from streaming_runtime.values import value_problem
+
+STRING_ATTRIBUTES = ("time", "topic", "pubsubname", "datacontenttype")
 
 
 class Delivery(BaseModel):
@@ -29,8 +37,12 @@ class Delivery(BaseModel):
 
 
 def loads(text: bytes | str) -> Any:
-    """Strict JSON: NaN and Infinity (which Python's json accepts) are not JSON and are refused."""
-    return json.loads(text, parse_constant=_refuse_constant)
+    """Strict JSON: NaN and Infinity (which Python's json accepts) are not JSON and are refused; so is
+    nesting deeper than the parser's recursion limit (ValueError either way)."""
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply to read") from None
 
 
 def _refuse_constant(name: str) -> Any:
@@ -58,6 +70,8 @@ def delivery_of(document: Any) -> Delivery:
     """A delivery from a decoded document: a CloudEvent envelope, or raw data."""
     if isinstance(document, dict) and "specversion" in document:
         return _from_cloudevent(document)
+    if (problem := value_problem(document)) is not None:
+        raise MalformedEvent(problem)
     return Delivery(data=document)
 
 
@@ -66,45 +80,80 @@ def is_bulk(document: Any) -> bool:
     return isinstance(document, dict) and isinstance(document.get("entries"), list) and "specversion" not in document
 
 
-def bulk_entries(document: dict[str, Any]) -> list[tuple[str, Delivery | MalformedEvent]]:
-    """``(entryId, delivery or the reason it is malformed)`` for each entry of a bulk delivery."""
+def bulk_entries(
+    document: dict[str, Any], max_event_bytes: int | None = None
+) -> list[tuple[str, Delivery | MalformedEvent]]:
+    """``(entryId, delivery or the reason it is malformed)`` for each entry of a bulk delivery.
+
+    ``max_event_bytes``: an entry whose event is larger (as JSON) is refused as a single event of that
+    size would be; measured only when the whole delivery is larger, so it costs nothing otherwise."""
     out: list[tuple[str, Delivery | MalformedEvent]] = []
     for position, entry in enumerate(document["entries"]):
-        entry_id = str(entry.get("entryId", position)) if isinstance(entry, dict) else str(position)
+        entry_id = position
+        if isinstance(entry, dict) and type(entry.get("entryId")) in (str, int):
+            entry_id = entry["entryId"]
+        entry_id = str(entry_id)
         try:
             if not isinstance(entry, dict) or "event" not in entry:
                 raise MalformedEvent("bulk entry without an event")
             event = entry["event"]
-            if isinstance(event, (str, bytes)):
+            if isinstance(event, str):
+                if max_event_bytes is not None and len(event) > max_event_bytes:
+                    raise PayloadTooLarge(f"event of {len(event)} bytes exceeds the limit of {max_event_bytes} bytes")
                 try:
                     event = loads(event)
                 except (UnicodeDecodeError, ValueError) as error:
                     raise MalformedEvent(f"event is not JSON: {_json_problem(error)}") from None
+            elif max_event_bytes is not None and _larger_than(event, max_event_bytes):
+                raise PayloadTooLarge(f"event of more than {max_event_bytes} bytes exceeds the limit of {max_event_bytes} bytes")
             out.append((entry_id, delivery_of(event)))
         except MalformedEvent as error:
             out.append((entry_id, error))
     return out
 
 
+def _larger_than(event: Any, limit: int) -> bool:
+    """Whether an event's JSON text is over ``limit`` bytes; events of a reading's size answer at once."""
+    if isinstance(event, dict) and len(event) < 64 and all(type(v) in _SMALL for v in event.values()):
+        return False  # a flat event: at most its keys and short values, far below any sensible limit
+    try:
+        return len(json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")) > limit
+    except (ValueError, RecursionError):
+        return False  # delivery_of names what is wrong with it
+
+
+_SMALL = (int, float, bool, type(None))
+
+
 def _from_cloudevent(envelope: dict[str, Any]) -> Delivery:
     event_id = envelope.get("id")
+    if event_id is not None and type(event_id) not in (str, int):
+        raise MalformedEvent(f"CloudEvent id is {type(event_id).__name__}, not a string")
+    event_id = str(event_id) if event_id is not None else None
+    label = f"event {printable(event_id, 80)}"
+    for name in STRING_ATTRIBUTES:
+        value = envelope.get(name)
+        if value is not None and type(value) is not str:
+            raise MalformedEvent(f"{label}: CloudEvent attribute {name} is {type(value).__name__}, not a string")
     data = envelope.get("data")
     if data is None and "data_base64" in envelope:
+        encoded = envelope["data_base64"]
+        if type(encoded) is not str:
+            raise MalformedEvent(f"{label}: data_base64 is {type(encoded).__name__}, not a string")
         try:
-            data = loads(base64.b64decode(envelope["data_base64"], validate=True))
+            data = loads(base64.b64decode(encoded, validate=True))
         except (ValueError, UnicodeDecodeError) as error:
-            raise MalformedEvent(f"event {event_id}: data_base64 is not base64 JSON: {error}") from None
+            raise MalformedEvent(f"{label}: data_base64 is not base64 JSON: {_json_problem(error)}") from None
     elif isinstance(data, str) and "json" in str(envelope.get("datacontenttype", "")):
         # some publishers send JSON as a string with a JSON content type
         try:
             data = loads(data)
         except ValueError as error:
-            raise MalformedEvent(f"event {event_id}: data is not JSON: {_json_problem(error)}") from None
+            raise MalformedEvent(f"{label}: data is not JSON: {_json_problem(error)}") from None
+    if (problem := value_problem(data)) is not None:
+        raise MalformedEvent(f"{label}: {problem}")
     return Delivery(
-        id=str(event_id) if event_id is not None else None,
-        topic=envelope.get("topic"),
-        pubsubname=envelope.get("pubsubname"),
-        time=envelope.get("time"),
+        id=event_id, topic=envelope.get("topic"), pubsubname=envelope.get("pubsubname"), time=envelope.get("time"),
         data=data,
     )
 

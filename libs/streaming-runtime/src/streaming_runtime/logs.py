@@ -14,3 +14,44 @@ def configure_logging(level: str = "INFO") -> None:
     root.setLevel(level.upper() if isinstance(level, str) else level)
     # uvicorn's access log repeats every delivery; keep it for debugging only
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+
+
+def printable(value: object, limit: int = 200) -> str:
+    """A value as one log field: control characters and non-ASCII escaped, so that text from an event
+    (an id, a reason quoting it) cannot start a line of its own; cut at ``limit`` characters."""
+    text = "(none)" if value is None else str(value)
+    text = text.encode("unicode_escape", "backslashreplace").decode("ascii")
+    return text if len(text) <= limit else text[:limit] + f"...({len(text) - limit} more)"
+
+
+class ErrorReport:
+    """Unexpected errors (our bugs, met on some input) logged without flooding: the first of each kind
+    (exception type and where it was met) with its traceback, later ones as one line at most every
+    ``every`` seconds with the number since; all of them counted in ``counts``."""
+
+    def __init__(self, logger: logging.Logger, every: float = 10.0) -> None:
+        self.logger = logger
+        self.every = every
+        self.counts: dict[str, int] = {}
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def __call__(self, where: str, error: BaseException, detail: str = "") -> None:
+        import time
+
+        kind = f"{where}: {type(error).__name__}"
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        message = f"unexpected error in {where}: {type(error).__name__}: {printable(error)}"
+        if detail:
+            message += f" ({printable(detail)})"
+        now = time.monotonic()
+        if kind not in self._last:
+            self._last[kind] = (now, self.counts[kind])
+            self.logger.error("%s; first of its kind, traceback follows", message, exc_info=error)
+        elif now - self._last[kind][0] >= self.every:
+            since = self.counts[kind] - self._last[kind][1]
+            self._last[kind] = (now, self.counts[kind])
+            self.logger.error("%s; %d of this kind since the last line", message, since)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())

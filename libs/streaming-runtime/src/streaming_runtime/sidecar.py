@@ -26,6 +26,10 @@ class SidecarError(StreamingRuntimeError):
     """The sidecar refused or failed a call."""
 
 
+class UnsendableBody(SidecarError):
+    """What was to be sent cannot be written as JSON: no retry can send it."""
+
+
 class Publisher(Protocol):
     async def publish(self, pubsub: str, topic: str, data: Any) -> None: ...
 
@@ -33,7 +37,12 @@ class Publisher(Protocol):
 
 
 def dumps(data: Any) -> bytes:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+    """Compact JSON, UTF-8; UnsendableBody for what JSON cannot hold (NaN, infinities, lone surrogates,
+    objects json does not know), never a value another reader would refuse."""
+    try:
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    except (TypeError, ValueError, RecursionError) as error:  # UnicodeEncodeError is a ValueError
+        raise UnsendableBody(f"not JSON: {type(error).__name__}: {str(error)[:200]}") from None
 
 
 class Sidecar:
@@ -65,10 +74,11 @@ class Sidecar:
         )
 
     async def publish(self, pubsub: str, topic: str, data: Any) -> None:
+        body = dumps(data)  # UnsendableBody before any call
         client = await self._grpc_client()
         try:
             await client.publish_event(
-                pubsub_name=pubsub, topic_name=topic, data=dumps(data), data_content_type="application/json"
+                pubsub_name=pubsub, topic_name=topic, data=body, data_content_type="application/json"
             )
         except Exception as error:  # grpc.aio.AioRpcError and SDK errors carry the sidecar's reason
             raise SidecarError(f"publish to {pubsub}/{topic} failed: {_grpc_reason(error)}") from None
@@ -87,10 +97,11 @@ class Sidecar:
             "data": data,
             **extensions,
         }
+        body = dumps(envelope)
         client = await self._grpc_client()
         try:
             await client.publish_event(
-                pubsub_name=pubsub, topic_name=topic, data=dumps(envelope),
+                pubsub_name=pubsub, topic_name=topic, data=body,
                 data_content_type="application/cloudevents+json",
             )
         except Exception as error:
@@ -98,10 +109,11 @@ class Sidecar:
 
     async def publish_many(self, pubsub: str, topic: str, items: list[Any]) -> None:
         """Bulk publish (one call, one event per item). Raises SidecarError naming how many failed."""
+        bodies = [dumps(item) for item in items]
         client = await self._grpc_client()
         try:
             answer = await client.publish_events(
-                pubsub_name=pubsub, topic_name=topic, data=[dumps(item) for item in items],
+                pubsub_name=pubsub, topic_name=topic, data=bodies,
                 data_content_type="application/json",
             )
         except Exception as error:

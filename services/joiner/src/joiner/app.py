@@ -7,7 +7,9 @@
 
 Subscriber answers follow how daprd reads them: ``SUCCESS`` (kept), ``DROP`` (malformed: daprd
 sends it to the Subscription's dead-letter topic). Never a 4xx/5xx for a bad event, since
-daprd retries those.
+daprd retries those, and no exception leaves a route: an error of our own met on some input is
+reported (:class:`~streaming_runtime.logs.ErrorReport`), counted and answered DROP, so it costs that
+event (kept in the dead-letter topic) and nothing else.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
+from pydantic import Field
 from fastapi.responses import JSONResponse, Response
 
 from joiner.config import InvokeTarget, JoinerConfig, StreamSource, load_config
@@ -31,10 +34,11 @@ from joiner.engine.windows import Window
 from joiner.metrics import StatsCollector, exposition, registry_of
 from joiner.processor import LateEvent, Processor, build_engine
 from streaming_runtime.cloudevents import bulk_entries, delivery_of, is_bulk, read_body
-from streaming_runtime.errors import MalformedEvent
+from streaming_runtime.errors import MalformedEvent, PayloadTooLarge
+from streaming_runtime.logs import ErrorReport, printable
 from streaming_runtime.service import api_token_guard, read_limited
 from streaming_runtime.settings import ServiceSettings
-from streaming_runtime.sidecar import Sidecar, SidecarError
+from streaming_runtime.sidecar import Sidecar, SidecarError, UnsendableBody, dumps
 
 log = logging.getLogger("joiner")
 
@@ -43,10 +47,15 @@ HANDOVER_KEY = "open-windows"  # in the state store (Dapr prefixes keys with the
 HANDOVER_PART_BYTES = 3 * 1024 * 1024  # each part under daprd's default request limit (4 MiB, --max-body-size)
 WINDOW_EVENT_TYPE = "io.dapr.streaming.window"
 ROWS_PER_CALL = 10_000  # daprd refuses bodies over 4 MB by default; large windows go in several calls
+# a bulk delivery holds up to maxMessagesCount events (100 in components/): its body may be that many
+# times an event's limit, else one large delivery would send every entry in it to the dead letters
+BULK_BODY_BYTES = 16 * 1024 * 1024
 
 
 class JoinerSettings(ServiceSettings):
     """Service settings; the join itself is read by :func:`joiner.config.load_config`."""
+
+    max_bulk_body_bytes: int = Field(BULK_BODY_BYTES, validation_alias="MAX_BULK_BODY_BYTES", gt=0)
 
 
 class Joiner:
@@ -61,10 +70,13 @@ class Joiner:
         max_body_bytes: int = 1024 * 1024,
         retry_base_delay: float = 0.25,
         rows_per_call: int = ROWS_PER_CALL,
+        max_bulk_body_bytes: int = BULK_BODY_BYTES,
     ) -> None:
         self.config = config
         self.sink = sink
         self.max_body_bytes = max_body_bytes
+        self.max_bulk_body_bytes = max(max_bulk_body_bytes, max_body_bytes)
+        self.errors = ErrorReport(log)
         self.retry_base_delay = retry_base_delay
         self.rows_per_call = rows_per_call
         self.outbox: asyncio.Queue[tuple[Window, list[Any]]] = asyncio.Queue()
@@ -94,11 +106,21 @@ class Joiner:
     # -- deliveries ---------------------------------------------------------------------------
 
     def ingest(self, source: StreamSource, body: bytes) -> dict[str, Any]:
-        """Answer for one delivery (single or bulk). Malformed events are answered DROP, with a log line."""
+        """Answer for one delivery (single or bulk): malformed events DROP, with a log line; an error of
+        our own on some input DROPs what it was met on and is reported, never raised."""
         try:
-            document = read_body(body, max_bytes=self.max_body_bytes)
+            return self._ingest(source, body)
+        except Exception as error:  # noqa: BLE001 - the route's last line of defence, see the module doc
+            self.errors(f"delivery to {source.route}", error, f"{len(body)} bytes")
+            return self._drop_unexpected(source, body)
+
+    def _ingest(self, source: StreamSource, body: bytes) -> dict[str, Any]:
+        try:
+            document = read_body(body, max_bytes=self.max_bulk_body_bytes)
             if is_bulk(document):
                 return self._ingest_bulk(source, document)
+            if len(body) > self.max_body_bytes:  # only bulk deliveries may be larger than one event
+                raise PayloadTooLarge(f"payload of {len(body)} bytes exceeds the limit of {self.max_body_bytes} bytes")
             delivery = delivery_of(document)
         except MalformedEvent as error:
             return self.drop(source, None, error)
@@ -109,11 +131,13 @@ class Joiner:
         return {"status": "SUCCESS"}
 
     def _ingest_bulk(self, source: StreamSource, document: dict[str, Any]) -> dict[str, Any]:
+        """Every entry is read and checked before any is buffered, so that an answer is per entry and an
+        entry that is refused costs no other."""
         self.bulk_deliveries[source.name] += 1
         statuses: dict[str, str] = {}
         entry_ids: list[str] = []
         entries: list[tuple[Any, str | None, str | None]] = []
-        for entry_id, parsed in bulk_entries(document):
+        for entry_id, parsed in bulk_entries(document, max_event_bytes=self.max_body_bytes):
             if isinstance(parsed, MalformedEvent):
                 self.drop(source, entry_id, parsed)
                 statuses[entry_id] = "DROP"
@@ -128,9 +152,24 @@ class Joiner:
                 statuses[entry_id] = "DROP"
         return {"statuses": [{"entryId": entry_id, "status": status} for entry_id, status in statuses.items()]}
 
+    def _drop_unexpected(self, source: StreamSource, body: bytes) -> dict[str, Any]:
+        """DROP for what an unexpected error was met on: each entry of a bulk delivery (daprd reads a bare
+        status as one for every entry), or the event."""
+        self.processor.stats.dropped[source.name] += 1
+        try:
+            document = read_body(body, max_bytes=self.max_bulk_body_bytes)
+            if is_bulk(document):
+                ids = [entry_id for entry_id, _ in bulk_entries(document)]
+                self.processor.stats.dropped[source.name] += len(ids) - 1
+                return {"statuses": [{"entryId": entry_id, "status": "DROP"} for entry_id in ids]}
+        except Exception:  # noqa: BLE001 - the body could not be read a second time: one DROP for all
+            pass
+        return {"status": "DROP"}
+
     def drop(self, source: StreamSource, event_id: str | None, error: MalformedEvent) -> dict[str, str]:
         self.processor.stats.dropped[source.name] += 1
-        log.warning("dropped malformed event stream=%s id=%s reason=%s", source.name, event_id, error)
+        log.warning("dropped malformed event stream=%s id=%s reason=%s", source.name, printable(event_id, 80),
+                    printable(error, 300))
         return {"status": "DROP"}
 
     # -- handover of open windows (state.store) -------------------------------------------------
@@ -188,8 +227,12 @@ class Joiner:
             log.warning("state store %s: the previous run's windows were not taken over; closing these now", store)
             return False
         # even with no window open: the watermark, the dedup memory and the table travel too
-        snapshot = self.processor.snapshot()
-        text = json.dumps(snapshot, separators=(",", ":"), ensure_ascii=False).encode()
+        try:
+            snapshot = self.processor.snapshot()
+            text = dumps(snapshot)
+        except Exception as error:  # noqa: BLE001 - then the windows close now, as without a store
+            self.errors("saving the open windows", error)
+            return False
         size = self.handover_part_bytes
         chunks = [text[start : start + size] for start in range(0, len(text), size)]
         try:
@@ -221,12 +264,19 @@ class Joiner:
             self.processor.tick()
 
     async def run_sender(self) -> None:
+        """Deliver closed windows in order. Whatever goes wrong with one window stays with it: it is
+        counted and logged, and the next window goes out as if nothing had happened."""
         while True:
             window, rows = await self.outbox.get()
-            chunks = range(0, len(rows), self.rows_per_call)
-            for number, start in enumerate(chunks, 1):
-                await self.deliver(window, rows[start : start + self.rows_per_call], f"{number}/{len(chunks)}")
-            self.outbox.task_done()
+            try:
+                chunks = range(0, len(rows), self.rows_per_call)
+                for number, start in enumerate(chunks, 1):
+                    await self.deliver(window, rows[start : start + self.rows_per_call], f"{number}/{len(chunks)}")
+            except Exception as error:  # noqa: BLE001 - the sender must outlive any one window
+                self.deliveries_failed += 1
+                self.errors(f"delivering window {window.id}", error, f"{len(rows)} rows not delivered")
+            finally:
+                self.outbox.task_done()
 
     async def run_late_sender(self) -> None:
         """Publish late events to the configured late topic (they are counted and logged either way)."""
@@ -265,6 +315,11 @@ class Joiner:
                         await self.sink.publish_event(target.pubsub, target.topic, body, WINDOW_EVENT_TYPE, extensions)
                     self.rows_emitted += len(rows)
                     break
+                except UnsendableBody as error:  # the same body would fail again: no retry
+                    self.deliveries_failed += 1
+                    log.error("window %s: %d rows not delivered to %s, they cannot be sent: %s",
+                              window.id, len(rows), target, error)
+                    break
                 except SidecarError as error:
                     if attempt == DELIVERY_ATTEMPTS:
                         self.deliveries_failed += 1
@@ -286,6 +341,7 @@ class Joiner:
             "buffered": sum(state.count for state in self.processor.windows.states()),
             "outbox": self.outbox.qsize(),
             "table_keys": self.processor.table.size if self.processor.table else 0,
+            "unexpected_errors": self.errors.total,
         }
 
 
@@ -314,7 +370,8 @@ def create_app(
         if target is None:
             sidecar = Sidecar(settings)
             target = sidecar
-        joiner = Joiner(config, engine, target, clock, settings.max_body_bytes)
+        joiner = Joiner(config, engine, target, clock, settings.max_body_bytes,
+                        max_bulk_body_bytes=settings.max_bulk_body_bytes)
         state["joiner"] = app.state.joiner = joiner
         state["metrics"] = registry_of(StatsCollector(joiner.stats_dict, engine.streams, joiner.processor.describe()))
         log.info(
@@ -354,9 +411,12 @@ def create_app(
             await guard(request)
             joiner = state["joiner"]
             try:
-                body = await read_limited(request, joiner.max_body_bytes)
+                body = await read_limited(request, joiner.max_bulk_body_bytes)
             except MalformedEvent as error:
                 return JSONResponse(joiner.drop(source, None, error))
+            except Exception as error:  # noqa: BLE001 - e.g. the client went away mid-body
+                joiner.errors(f"reading a delivery to {source.route}", error)
+                return JSONResponse({"status": "RETRY"})
             return JSONResponse(joiner.ingest(source, body))
 
         # a plain Starlette route: FastAPI's dependency solving cost more per delivery than the join itself

@@ -1,0 +1,190 @@
+"""Poison at the edges: inputs that daprd passes on unchanged (a publisher's own CloudEvent attributes of
+any type, data_base64, numbers and strings JSON allows but nothing can bill) get ``200 DROP`` with the
+reason, cost no other event, and leave the sender delivering. One test per kind of poison."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from tests.contract.support import serve, wait_for
+from tests.contract.test_joiner_service import close_window, cloud_event, make_app
+
+pytestmark = pytest.mark.anyio
+
+TENANT = {"tenant_id": "t1", "customer_id": 7}
+GOOD_ROW = {"customer_id": 7, "tenant_id": "t1", "tenant_kwh_usage": 10}
+
+
+def reading(kwh: object = 10, **fields) -> dict:
+    return {"tenant_id": "t1", "power_use": 1.5, "kwh_use": kwh, **fields}
+
+
+def bulk(*events: object) -> dict:
+    return {
+        "id": "bulk-1", "topic": "poweruse", "pubsubname": "rabbit-stream", "type": "com.dapr.event.sent.bulk",
+        "entries": [
+            {"entryId": f"e{n}", "event": event, "contentType": "application/cloudevents+json"}
+            for n, event in enumerate(events, 1)
+        ],
+    }
+
+
+async def billed_rows(client, app, sidecar, clock) -> list:
+    """Close the window; the rows billable-proc got (polls for the call, fails if none comes)."""
+    await close_window(app, clock)
+    await wait_for(lambda: sidecar.invocations, what="the window's invocation")
+    return [row for _, _, rows, _ in sidecar.invocations for row in rows]
+
+
+def poison_envelopes() -> list[tuple[str, bytes]]:
+    """(what, body): CloudEvents that each must be dropped, as raw bytes (some are not what json.dumps writes)."""
+    good = cloud_event(reading(), "poweruse")
+    cases = [
+        ("time is a number", {**good, "time": 12}),
+        ("topic is an object", {**good, "topic": {"x": 1}}),
+        ("pubsubname is a list", {**good, "pubsubname": ["a"]}),
+        ("datacontenttype is a number", {**good, "datacontenttype": 3}),
+        ("id is an object", {**good, "id": {"a": 1}}),
+        ("data_base64 is a number", {**{k: v for k, v in good.items() if k != "data"}, "data_base64": 12345}),
+    ]
+    bodies = [(what, json.dumps(event).encode()) for what, event in cases]
+    text = json.dumps(good)
+    data = json.dumps(reading())
+    bodies += [
+        ("a join key of 10**400", text.replace('"tenant_id": "t1"', '"tenant_id": 1' + "0" * 400).encode()),
+        ("kwh_use 1e400 (read as inf)", text.replace(data, data.replace('"kwh_use": 10', '"kwh_use": 1e400')).encode()),
+        ("a lone surrogate in a selected string", text.replace('"kwh_use": 10', '"kwh_use": "\\ud800"').encode()),
+        ("a lone surrogate in a key", text.replace('"power_use"', '"\\udc00"').encode()),
+        ("nested 10,000 levels", text.replace('"kwh_use": 10', '"kwh_use": ' + "[" * 10_000 + "]" * 10_000).encode()),
+        ("nested 40 levels", text.replace('"kwh_use": 10', '"kwh_use": ' + "[" * 40 + "]" * 40).encode()),
+    ]
+    return bodies
+
+
+@pytest.mark.parametrize(("what", "body"), poison_envelopes(), ids=[what for what, _ in poison_envelopes()])
+async def test_a_poisoned_event_is_dropped_with_its_reason_and_costs_nothing_else(what, body, caplog):
+    app, sidecar, clock = make_app()
+    async with serve(app) as client:
+        await client.post("/tenants", json=cloud_event(TENANT, "tenants"))
+        answer = await client.post("/poweruse", content=body, headers={"content-type": "application/json"})
+        await client.post("/poweruse", json=cloud_event(reading(), "poweruse"))
+        rows = await billed_rows(client, app, sidecar, clock)
+        stats = (await client.get("/stats")).json()
+    assert (answer.status_code, answer.json()) == (200, {"status": "DROP"}), what
+    assert rows == [GOOD_ROW]
+    assert stats["dropped"] == {"poweruse": 1} and stats["unexpected_errors"] == 0
+    [line] = [r.getMessage() for r in caplog.records if "dropped malformed event" in r.getMessage()]
+    assert "\n" not in line and len(line) < 600
+
+
+@pytest.mark.parametrize(("what", "body"), poison_envelopes(), ids=[what for what, _ in poison_envelopes()])
+async def test_a_poisoned_bulk_entry_is_dropped_alone_and_good_entries_beside_it_are_billed_once(what, body):
+    app, sidecar, clock = make_app()
+    # an entry's event is an object, or JSON text where json.dumps would not write the poison back as it is
+    poison = body.decode() if what.startswith(("nested 10,000", "kwh_use 1e400")) else json.loads(body)
+    delivery = bulk(cloud_event(reading(1), "poweruse"), cloud_event(reading(2), "poweruse"), poison,
+                    cloud_event(reading(3), "poweruse"))
+    text = json.dumps(delivery)
+    async with serve(app) as client:
+        await client.post("/tenants", json=cloud_event(TENANT, "tenants"))
+        answer = await client.post("/poweruse", content=text.encode(), headers={"content-type": "application/json"})
+        rows = await billed_rows(client, app, sidecar, clock)
+    assert answer.status_code == 200
+    assert [s["status"] for s in answer.json()["statuses"]] == ["SUCCESS", "SUCCESS", "DROP", "SUCCESS"], what
+    assert sorted(row["tenant_kwh_usage"] for row in rows) == [1, 2, 3]
+
+
+async def test_a_bulk_of_legitimate_readings_larger_than_one_events_limit_is_taken_whole():
+    """100 readings of 11 KB: 1.1 MB, over MAX_BODY_BYTES (1 MiB) but each entry far under it."""
+    app, sidecar, clock = make_app()
+    events = [cloud_event(reading(n, note="x" * 11_000), "poweruse") for n in range(100)]
+    async with serve(app) as client:
+        await client.post("/tenants", json=cloud_event(TENANT, "tenants"))
+        answer = await client.post("/poweruse", json=bulk(*events))
+        rows = await billed_rows(client, app, sidecar, clock)
+    assert len(answer.request.content) > 1024 * 1024
+    assert {s["status"] for s in answer.json()["statuses"]} == {"SUCCESS"}
+    assert sorted(row["tenant_kwh_usage"] for row in rows) == list(range(100))
+
+
+async def test_in_a_large_bulk_only_the_entry_over_an_events_limit_is_dropped():
+    app, sidecar, clock = make_app(max_body_bytes=5_000)
+    events = [cloud_event(reading(n, note="x" * 1_000), "poweruse") for n in range(10)]
+    events[4] = cloud_event(reading(4, note="x" * 6_000), "poweruse")
+    async with serve(app) as client:
+        await client.post("/tenants", json=cloud_event(TENANT, "tenants"))
+        answer = await client.post("/poweruse", json=bulk(*events))
+        rows = await billed_rows(client, app, sidecar, clock)
+    assert [s["status"] for s in answer.json()["statuses"]] == ["SUCCESS"] * 4 + ["DROP"] + ["SUCCESS"] * 5
+    assert sorted(row["tenant_kwh_usage"] for row in rows) == [0, 1, 2, 3, 5, 6, 7, 8, 9]
+
+
+async def test_a_single_event_over_the_limit_is_dropped_even_though_bulk_bodies_may_be_larger():
+    app, _, _ = make_app(max_body_bytes=2_000)
+    async with serve(app) as client:
+        answer = await client.post("/poweruse", json=cloud_event(reading(note="x" * 3_000), "poweruse"))
+        stats = (await client.get("/stats")).json()
+    assert answer.json() == {"status": "DROP"} and stats["dropped"] == {"poweruse": 1}
+
+
+async def test_an_id_cannot_write_a_log_line_of_its_own(caplog):
+    app, _, _ = make_app()
+    event = {**cloud_event({"tenant_id": 5}, "tenants"), "id": "x\n2026/01/01 INFO message-proc: Data received: [forged]"}
+    async with serve(app) as client:
+        answer = await client.post("/tenants", json=event)
+    assert answer.json() == {"status": "DROP"}
+    assert not any("\n" in r.getMessage() for r in caplog.records)
+    assert any("id=x\\n2026/01/01" in r.getMessage() for r in caplog.records)
+
+
+async def test_an_error_of_our_own_on_some_input_is_dropped_counted_and_logged_once(caplog):
+    """A bug met on some input (here: the processor made to fail) DROPs that delivery, is counted, and
+    floods no log: one traceback for its kind, however often it comes."""
+    app, sidecar, clock = make_app()
+    async with serve(app) as client:
+        joiner = app.state.joiner
+        real_offer = joiner.processor.offer
+
+        def failing_offer(index, data, *rest):
+            if data.get("tenant_id") == "bug":
+                raise KeyError("an engine bug")
+            return real_offer(index, data, *rest)
+
+        joiner.processor.offer = failing_offer
+        await client.post("/tenants", json=cloud_event(TENANT, "tenants"))
+        with caplog.at_level(logging.ERROR):
+            answers = [
+                (await client.post("/poweruse", json=cloud_event(reading(tenant_id="bug"), "poweruse"))).json()
+                for _ in range(50)
+            ]
+        await client.post("/poweruse", json=cloud_event(reading(), "poweruse"))
+        rows = await billed_rows(client, app, sidecar, clock)
+        stats = (await client.get("/stats")).json()
+        metrics = (await client.get("/metrics")).text
+    assert answers == [{"status": "DROP"}] * 50
+    assert rows == [GOOD_ROW]
+    assert stats["unexpected_errors"] == 50 and stats["dropped"] == {"poweruse": 50}
+    assert "joiner_unexpected_errors_total 50.0" in metrics
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert len(tracebacks) == 1 and "KeyError" in tracebacks[0].getMessage()
+
+
+async def test_a_window_that_cannot_be_sent_stays_with_its_window_and_the_next_goes_out(caplog):
+    """Rows JSON cannot hold (put there past the edge's checks, as a bug would) fail their window alone:
+    the sender lives, counts it, and delivers the next window."""
+    app, sidecar, clock = make_app()
+    async with serve(app) as client:
+        joiner = app.state.joiner
+        joiner.outbox.put_nowait((joiner.processor.windows.window_at(clock()), [{"kwh": float("inf")}]))
+        await wait_for(lambda: joiner.deliveries_failed == 1, what="the unsendable window counted")
+        await client.post("/tenants", json=cloud_event(TENANT, "tenants"))
+        await client.post("/poweruse", json=cloud_event(reading(), "poweruse"))
+        rows = await billed_rows(client, app, sidecar, clock)
+        stats = (await client.get("/stats")).json()
+    assert rows == [GOOD_ROW]
+    assert stats["deliveries_failed"] == 1 and sidecar.attempts == 1  # no retry of what cannot be sent
+    assert any("cannot be sent" in r.getMessage() for r in caplog.records)
+
