@@ -75,3 +75,54 @@ async def test_calls_without_a_window_id_are_all_logged(caplog):
         for _ in range(2):
             await client.post("/billables", json=ROWS)
     assert len([r for r in caplog.records if r.getMessage().startswith("Data received: ")]) == 2
+
+
+async def test_a_call_sent_first_under_a_windows_id_cannot_make_the_real_window_pass_for_a_retry(caplog):
+    """A forged call with the id the joiner will use next: the real window, another body, is billed
+    all the same and the clash is counted and logged as an error."""
+    caplog.set_level(logging.INFO, logger="message-proc")
+    headers = {"window-id": "1700000020000", "window-chunk": "1/1"}
+    forged = [{"customer_id": 1, "tenant_id": "forged", "tenant_kwh_usage": 1}]
+    async with serve(create_app(ProcessorSettings())) as client:
+        await client.post("/billables", json=forged, headers=headers)
+        real = await client.post("/billables", json=ROWS, headers=headers)
+        retry = await client.post("/billables", json=ROWS, headers=headers)
+        stats = (await client.get("/stats")).json()
+    assert real.json() == {"status": "ok"} and retry.json() == {"status": "ok", "duplicate": True}
+    logged = [json.loads(r.getMessage().removeprefix("Data received: ")) for r in caplog.records
+              if r.getMessage().startswith("Data received: ")]
+    assert logged == [forged, ROWS]
+    assert (stats["calls"], stats["duplicates"], stats["conflicts"]) == (2, 1, 1)
+    assert any(r.levelno == logging.ERROR and "received before with other rows" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("header", ["window-id", "window-chunk", "window-end"])
+async def test_a_window_header_longer_than_its_bound_is_refused_and_keeps_no_memory(header):
+    async with serve(create_app(ProcessorSettings())) as client:
+        answer = await client.post("/billables", json=ROWS, headers={header: "9" * 100_000})
+        stats = (await client.get("/stats")).json()
+    assert answer.status_code == 400
+    assert answer.json()["error"] == f"header {header} is longer than 200 characters"
+    assert stats["calls"] == 0 and stats["windows"] == []
+    assert len(json.dumps(stats)) < 1000
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b'[{"kwh": 1e400}]', "body[0].kwh is inf, not a finite number"),
+        (b'[{"tenant": "\\ud800"}]', "body[0].tenant is not Unicode text (a lone surrogate)"),
+        (b"[" * 40 + b"]" * 40, "body" + "[0]" * 32 + " is nested deeper than 32 levels"),
+        # beyond the parser's recursion limit (which the test run itself may have raised): either reason
+        (b"[" * 100_000 + b"]" * 100_000, ("body is not JSON: nested too deeply to read", "is nested deeper than 32 levels")),
+    ],
+)
+async def test_rows_that_cannot_be_billed_get_a_400_naming_why(body, reason, caplog):
+    async with serve(create_app(ProcessorSettings())) as client:
+        answer = await client.post("/billables", content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == 400
+    if isinstance(reason, tuple):
+        assert answer.json()["error"].startswith(reason[0]) or answer.json()["error"].endswith(reason[1])
+    else:
+        assert answer.json() == {"error": reason}
+    assert not [r for r in caplog.records if "Data received" in r.getMessage()]

@@ -1,11 +1,15 @@
 """message-proc (deployed as billable-proc): logs each invocation's JSON body.
 
 A call that carries ``window-id`` (and ``window-chunk``) is logged once: the joiner retries a call whose
-answer it did not get, and a retry of one that did arrive is answered ok and counted as a duplicate, so
-the rows of a window are billed once. The memory of calls is bounded (the newest 10,000)."""
+answer it did not get, and a retry of one that did arrive (same id, chunk and body) is answered ok and
+counted as a duplicate, so the rows of a window are billed once. A call with the id of one received
+before but another body is no retry: it is billed, counted as a conflict and logged as an error, so a
+call sent first under a window's id cannot make the real window pass for a retry. The memory of calls is
+bounded: the newest 10,000, each at most ``MAX_HEADER_CHARS`` of id and chunk and a digest."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -16,11 +20,15 @@ from pydantic import Field
 
 from streaming_runtime.cloudevents import read_body
 from streaming_runtime.errors import MalformedEvent, PayloadTooLarge
+from streaming_runtime.logs import ErrorReport, printable
 from streaming_runtime.service import api_token_guard, read_limited
 from streaming_runtime.settings import ServiceSettings
+from streaming_runtime.values import value_problem
 
 log = logging.getLogger("message-proc")
 SEEN_CALLS = 10_000
+MAX_HEADER_CHARS = 200  # window-id, window-chunk, window-end: the joiner's are under 40
+WINDOW_HEADERS = ("window-id", "window-chunk", "window-end")
 
 
 class ProcessorSettings(ServiceSettings):
@@ -29,17 +37,33 @@ class ProcessorSettings(ServiceSettings):
 
 def create_app(settings: ProcessorSettings) -> FastAPI:
     app = FastAPI(title="message-proc")
-    received = {"calls": 0, "rejected": 0, "rows": 0, "duplicates": 0}
-    seen: OrderedDict[tuple[str, str], None] = OrderedDict()  # (window id, chunk) of the calls logged
+    received = {"calls": 0, "rejected": 0, "rows": 0, "duplicates": 0, "conflicts": 0, "unexpected_errors": 0}
+    seen: OrderedDict[tuple[str, str], bytes] = OrderedDict()  # (window id, chunk) -> digest of the body
     # (window id, window end, seconds since epoch when received): how late windows arrive (bench/)
     windows: deque[dict] = deque(maxlen=1000)
     guard = api_token_guard(settings)
     route = "/" + settings.service_route.strip("/")
+    errors = ErrorReport(log)
 
     @app.post(route, dependencies=[Depends(guard)])
     async def receive(request: Request) -> JSONResponse:
         try:
-            data = read_body(await read_limited(request, settings.max_body_bytes), max_bytes=settings.max_body_bytes)
+            return await _receive(request)
+        except Exception as error:  # noqa: BLE001 - no exception leaves the route; the caller retries a 500
+            received["unexpected_errors"] += 1
+            errors(f"POST {route}", error)
+            return JSONResponse({"error": f"{type(error).__name__} while receiving the call"}, status_code=500)
+
+    async def _receive(request: Request) -> JSONResponse:
+        for name in WINDOW_HEADERS:
+            if len(request.headers.get(name, "")) > MAX_HEADER_CHARS:
+                received["rejected"] += 1
+                return _rejected(400, f"header {name} is longer than {MAX_HEADER_CHARS} characters")
+        try:
+            body = await read_limited(request, settings.max_body_bytes)
+            data = read_body(body, max_bytes=settings.max_body_bytes)
+            if (problem := value_problem(data, where="body")) is not None:
+                raise MalformedEvent(problem)
         except PayloadTooLarge as error:
             received["rejected"] += 1
             return _rejected(413, str(error))
@@ -49,11 +73,17 @@ def create_app(settings: ProcessorSettings) -> FastAPI:
         window_id = request.headers.get("window-id")
         if window_id is not None:
             call = (window_id, request.headers.get("window-chunk", "1/1"))
-            if call in seen:
+            digest = hashlib.sha256(body).digest()
+            if call in seen and seen[call] == digest:
                 received["duplicates"] += 1
-                log.info("window %s chunk %s received again: a retry, not logged twice", *call)
+                log.info("window %s chunk %s received again: a retry, not logged twice", *map(printable, call))
                 return JSONResponse({"status": "ok", "duplicate": True})
-            seen[call] = None
+            if call in seen:
+                received["conflicts"] += 1
+                log.error("window %s chunk %s received before with other rows: billed, but look at its sender",
+                          *map(printable, call))
+            seen[call] = digest
+            seen.move_to_end(call)
             if len(seen) > SEEN_CALLS:
                 seen.popitem(last=False)
         received["calls"] += 1
@@ -77,7 +107,7 @@ def create_app(settings: ProcessorSettings) -> FastAPI:
 
 
 def _rejected(status: int, reason: str) -> JSONResponse:
-    log.warning("rejected call: %s", reason)
+    log.warning("rejected call: %s", printable(reason, 300))
     return JSONResponse({"error": reason}, status_code=status)
 
 
