@@ -188,3 +188,19 @@ async def test_a_window_that_cannot_be_sent_stays_with_its_window_and_the_next_g
     assert stats["deliveries_failed"] == 1 and sidecar.attempts == 1  # no retry of what cannot be sent
     assert any("cannot be sent" in r.getMessage() for r in caplog.records)
 
+
+
+async def test_an_error_of_our_own_in_a_bulk_delivery_drops_each_of_its_entries():
+    """daprd reads a bare status as one for every entry: the answer names each, and each is counted."""
+    app, _, _ = make_app()
+    async with serve(app) as client:
+        joiner = app.state.joiner
+
+        def failing_offer_many(index, entries):
+            raise RuntimeError("an engine bug")
+
+        joiner.processor.offer_many = failing_offer_many
+        answer = await client.post("/poweruse", json=bulk(*(cloud_event(reading(n), "poweruse") for n in range(3))))
+        stats = (await client.get("/stats")).json()
+    assert answer.json() == {"statuses": [{"entryId": f"e{n}", "status": "DROP"} for n in (1, 2, 3)]}
+    assert stats["dropped"] == {"poweruse": 3} and stats["unexpected_errors"] == 1

@@ -155,15 +155,15 @@ class Joiner:
     def _drop_unexpected(self, source: StreamSource, body: bytes) -> dict[str, Any]:
         """DROP for what an unexpected error was met on: each entry of a bulk delivery (daprd reads a bare
         status as one for every entry), or the event."""
-        self.processor.stats.dropped[source.name] += 1
         try:
             document = read_body(body, max_bytes=self.max_bulk_body_bytes)
             if is_bulk(document):
                 ids = [entry_id for entry_id, _ in bulk_entries(document)]
-                self.processor.stats.dropped[source.name] += len(ids) - 1
+                self.processor.stats.dropped[source.name] += len(ids)
                 return {"statuses": [{"entryId": entry_id, "status": "DROP"} for entry_id in ids]}
         except Exception:  # noqa: BLE001 - the body could not be read a second time: one DROP for all
             pass
+        self.processor.stats.dropped[source.name] += 1
         return {"status": "DROP"}
 
     def drop(self, source: StreamSource, event_id: str | None, error: MalformedEvent) -> dict[str, str]:
