@@ -116,6 +116,8 @@ class Joiner:
 
     def _ingest(self, source: StreamSource, body: bytes) -> dict[str, Any]:
         try:
+            if len(body) > self.max_body_bytes and b'"entries"' not in body:  # cannot be bulk: refuse unparsed
+                raise PayloadTooLarge(f"payload of {len(body)} bytes exceeds the limit of {self.max_body_bytes} bytes")
             document = read_body(body, max_bytes=self.max_bulk_body_bytes)
             if is_bulk(document):
                 return self._ingest_bulk(source, document)
