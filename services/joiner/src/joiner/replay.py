@@ -10,6 +10,14 @@ live). The configuration must name the event time field (``eventTime.field``): a
 arrival time. One JSON line per closed window is printed on stdout, in closing order:
 ``{"window_start": ..., "window_end": ..., "window_id": ..., "rows": [...]}``; late events go to
 ``--late`` (or stderr). Same input, same output, every time.
+
+A bad line is skipped, reported on stderr as ``skipped <file>:<line>: <reason>``, and the replay goes
+on: a line that is not UTF-8, not JSON, or holds a value the joiner refuses as poison
+(:func:`~streaming_runtime.values.value_problem`: non-finite numbers, integers beyond 64 bits, lone
+surrogates, deep nesting); one without an event time, or with one outside the years 1970-9999 (the
+window start and end are printed in RFC 3339, which has four-digit years; times before the epoch are
+taken for mistakes); one the processor refuses as malformed; and one that meets an unexpected error
+(reported with the exception's type). Blank lines are ignored. A summary line ends stderr.
 """
 
 from __future__ import annotations
@@ -18,18 +26,24 @@ import argparse
 import heapq
 import logging
 import json
+import math
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
 from joiner.config import config_from_yaml
-from joiner.engine.eventtime import event_time
+from joiner.engine.eventtime import EARLIEST_TIME, LATEST_TIME, EventTimeSpec, event_time
 from joiner.engine.windows import Window
 from joiner.processor import LateEvent, Processor, build_engine
 from streaming_runtime.cloudevents import loads
 from streaming_runtime.errors import ConfigError, MalformedEvent
+from streaming_runtime.logs import printable
+from streaming_runtime.values import value_problem
+
+# what rfc3339 can print, as the live joiner bounds event times (datetime has years 1..9999)
+EARLIEST, LATEST = EARLIEST_TIME, LATEST_TIME
 
 
 def rfc3339(seconds: float) -> str:
@@ -41,22 +55,50 @@ def window_line(window: Window, rows: list[Any]) -> str:
     return json.dumps(record, separators=(",", ":"), ensure_ascii=False)
 
 
-def read_events(path: Path, index: int, order: int, spec, problems: list[str]) -> Iterator[tuple[float, int, int, int, Any]]:
+def parse_line(raw: bytes, spec: EventTimeSpec, window_at: Callable[[float], Window]) -> tuple[float, Any] | str | None:
+    """``(event time, data)`` of one input line, else the reason it is skipped; None for a blank line."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as error:  # byte counted from 1, as JSON errors count columns
+        return f"not valid UTF-8 at byte {error.start + 1} (0x{raw[error.start]:02x})"
+    if not line.strip():
+        return None
+    try:
+        data = loads(line)
+    except ValueError as error:
+        return f"not JSON: {error}"
+    if (problem := value_problem(data)) is not None:
+        return problem  # what the live joiner drops as poison: it could not be written out in a row
+    when = event_time(spec, data, None, math.nan)
+    if when != when:  # NaN: neither the field nor a CloudEvent time
+        return f"no event time in field {'.'.join(spec.field)}"
+    # checked before window_at, whose float arithmetic gives absurd (even zero-width) windows out there
+    if not EARLIEST <= when <= LATEST:
+        return f"event time {when!r} (epoch seconds) is outside the years 1970-9999"
+    if window_at(when).end > LATEST:
+        return f"event time {when!r} (epoch seconds) is in a window that ends after the year 9999"
+    return when, data
+
+
+def read_events(
+    path: Path, index: int, order: int, spec: EventTimeSpec, window_at: Callable[[float], Window], problems: list[str]
+) -> Iterator[tuple[float, int, int, int, Any]]:
     """(event time, file order, line number, stream index, data) per good line; problems are collected."""
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
+    # bytes, decoded line by line: text mode would raise for the first bad byte and end the whole file
+    with path.open("rb") as lines:
+        for number, raw in enumerate(lines, start=1):
             try:
-                data = loads(line)
-            except ValueError as error:
-                problems.append(f"{path}:{number}: not JSON: {error}")
-                continue
-            when = event_time(spec, data, None, float("nan"))
-            if when != when:  # NaN: neither the field nor a CloudEvent time
-                problems.append(f"{path}:{number}: no event time in field {'.'.join(spec.field)}")
-                continue
-            yield (when, order, number, index, data)
+                parsed = parse_line(raw, spec, window_at)
+            except Exception as error:  # a bug met on one line: that line is skipped, not the replay
+                parsed = unexpected(error)
+            if isinstance(parsed, str):
+                problems.append(f"{path}:{number}: {printable(parsed)}")
+            elif parsed is not None:
+                yield (parsed[0], order, number, index, parsed[1])
+
+
+def unexpected(error: Exception) -> str:
+    return f"unexpected {type(error).__name__}: {error}"
 
 
 def replay(config_text: str, inputs: list[tuple[str, Path]], out: TextIO, late_out: TextIO, origin: str) -> int:
@@ -76,15 +118,17 @@ def replay(config_text: str, inputs: list[tuple[str, Path]], out: TextIO, late_o
     )
     problems: list[str] = []
     sources = [
-        read_events(path, streams.index(name), order, config.event_time, problems)
+        read_events(path, streams.index(name), order, config.event_time, processor.windows.window_at, problems)
         for order, (name, path) in enumerate(inputs)
     ]
-    for when, _, number, index, data in heapq.merge(*sources, key=lambda item: item[:3]):
+    for when, order, number, index, data in heapq.merge(*sources, key=lambda item: item[:3]):
         now[0] = when  # the processor's clock is event time: dedup TTLs count in event time too
         try:
             processor.offer(index, data, None, None)
         except MalformedEvent as error:
-            problems.append(f"{inputs[[n for n, _ in inputs].index(streams[index])][1]}:{number}: {error}")
+            problems.append(f"{inputs[order][1]}:{number}: {printable(error)}")
+        except Exception as error:  # as in read_events: one line lost, not the windows of all the others
+            problems.append(f"{inputs[order][1]}:{number}: {printable(unexpected(error))}")
     processor.flush()
     for problem in problems:
         print(f"skipped {problem}", file=sys.stderr)
