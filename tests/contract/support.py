@@ -102,7 +102,7 @@ class RecordingSidecar:
 
 
 class ManualClock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
         self.now = now
 
     def __call__(self) -> float:

@@ -10,7 +10,7 @@ import logging
 import pytest
 
 from tests.contract.support import serve, wait_for
-from tests.contract.test_joiner_service import close_window, cloud_event, make_app
+from tests.contract.test_joiner_service import EXAMPLE, close_window, cloud_event, make_app
 
 pytestmark = pytest.mark.anyio
 
@@ -204,3 +204,42 @@ async def test_an_error_of_our_own_in_a_bulk_delivery_drops_each_of_its_entries(
         stats = (await client.get("/stats")).json()
     assert answer.json() == {"statuses": [{"entryId": f"e{n}", "status": "DROP"} for n in (1, 2, 3)]}
     assert stats["dropped"] == {"poweruse": 3} and stats["unexpected_errors"] == 1
+
+
+# -- row 6: buffers bounded in bytes ---------------------------------------------------------------
+
+
+async def test_large_readings_close_a_window_early_at_max_window_bytes_and_memory_stays_bounded():
+    yaml_text = EXAMPLE.replace("window: 20s", "window: 20s\nmaxWindowBytes: 300Ki")
+    app, sidecar, clock = make_app(yaml_text)
+    padding = "x" * 50_000
+    async with serve(app) as client:
+        await client.post("/tenants", json=cloud_event(TENANT, "tenants"))
+        for kwh in range(20):  # 50 KB each, 1 MB in all: a window part takes 7 (over 300 KiB) and is sent
+            answer = await client.post("/poweruse", json=cloud_event(reading(kwh, note=padding), "poweruse"))
+            assert answer.json() == {"status": "SUCCESS"}
+        await close_window(app, clock)
+        await wait_for(lambda: sum(len(rows) for _, _, rows, _ in sidecar.invocations) >= 1, what="a window")
+        stats = (await client.get("/stats")).json()
+    assert stats["windows_split"] == 2 and stats["buffered"] == 0
+    # readings of a later part do not meet the tenant of part 0: what a split costs, counted and logged
+    assert [row["tenant_kwh_usage"] for _, _, rows, _ in sidecar.invocations for row in rows] == list(range(7))
+
+
+# -- row 7: event time has a sanity bound ----------------------------------------------------------
+
+
+async def test_an_event_far_in_the_future_is_dropped_and_later_events_are_not_late(caplog):
+    yaml_text = EXAMPLE.replace("window: 20s", "window: 20s\neventTime: {field: ts, grace: 1s}")
+    app, sidecar, clock = make_app(yaml_text)
+    now = clock()
+    async with serve(app) as client:
+        await client.post("/tenants", json=cloud_event({**TENANT, "ts": now}, "tenants"))
+        far = await client.post("/poweruse", json=cloud_event(reading(99, ts=now + 86_400 * 365), "poweruse"))
+        filtered = await client.post("/poweruse", json=cloud_event(reading(98, ts=now + 600, power_use=0.1), "poweruse"))
+        good = await client.post("/poweruse", json=cloud_event(reading(10, ts=now + 1), "poweruse"))
+        stats = (await client.get("/stats")).json()
+    assert far.json() == {"status": "DROP"} and filtered.json() == good.json() == {"status": "SUCCESS"}
+    assert stats["future"] == {"poweruse": 1} and stats["late"] == {} and stats["dropped"] == {"poweruse": 1}
+    assert [row for _, _, rows, _ in sidecar.invocations for row in rows] == [GOOD_ROW]  # at shutdown
+    assert any("ahead of the clock (eventTime.maxFutureSkew is 900s)" in r.getMessage() for r in caplog.records)

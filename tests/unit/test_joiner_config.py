@@ -347,3 +347,33 @@ def test_state_must_name_a_store(value):
     assert _yaml_error(SPEC_YAML + f"state: {value}\n") == (
         "state must be {store: <Dapr state store component>}, such as {store: joiner-state}"
     )
+
+
+# --- bounds: maxWindowBytes, eventTime.maxFutureSkew -----------------------------------------------
+
+
+def test_max_window_bytes_from_yaml_and_from_the_environment():
+    assert config_from_yaml(SPEC_YAML + "maxWindowBytes: 48Mi\n").max_window_bytes == 48 * 1024 * 1024
+    assert load_config(_env(JOINER_MAX_WINDOW_BYTES="1000000")).max_window_bytes == 1_000_000
+    assert load_config(_env()).max_window_bytes == 64 * 1024 * 1024
+
+
+@pytest.mark.parametrize("value", ["lots", "0", "-1Mi"])
+def test_max_window_bytes_must_be_a_size(value):
+    assert "maxWindowBytes=" in _yaml_error(SPEC_YAML + f"maxWindowBytes: '{value}'\n")
+    assert "JOINER_MAX_WINDOW_BYTES=" in _error(_env(JOINER_MAX_WINDOW_BYTES=value))
+
+
+def test_max_future_skew_from_yaml_and_from_the_environment():
+    assert config_from_yaml(SPEC_YAML + "eventTime: {field: ts, maxFutureSkew: 2m}\n").event_time.max_future_skew == 120
+    assert load_config(_env(JOINER_TIME_FIELD="ts", JOINER_MAX_FUTURE_SKEW="30s")).event_time.max_future_skew == 30
+    assert config_from_yaml(SPEC_YAML + "eventTime: {field: ts}\n").event_time.max_future_skew == 900
+
+
+def test_max_future_skew_needs_event_time_and_a_positive_duration():
+    assert _yaml_error(SPEC_YAML + "eventTime: {field: ts, maxFutureSkew: 0s}\n") == (
+        "eventTime.maxFutureSkew='0s': must be longer than zero"
+    )
+    assert _error(_env(JOINER_MAX_FUTURE_SKEW="1m")) == (
+        "JOINER_MAX_FUTURE_SKEW needs an event time field (eventTime.field or JOINER_TIME_FIELD)"
+    )

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from joiner.config import config_from_yaml
-from joiner.processor import DUPLICATE, LATE, Processor, build_engine
-from streaming_runtime.errors import ConfigError
+from joiner.processor import ACCEPTED, DUPLICATE, FILTERED, LATE, Processor, build_engine
+from streaming_runtime.errors import ConfigError, MalformedEvent
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = (ROOT / "services" / "joiner" / "joiner.yaml").read_text()
@@ -98,7 +98,7 @@ def test_a_tick_just_before_a_window_end_does_not_skip_that_window():
 
 
 def test_idle_input_closes_event_time_windows_and_later_events_are_late():
-    clock = Clock(5_000.0)
+    clock = Clock(1_700_000_010.0)
     proc, windows, late = processor("eventTime: {field: ts, grace: 5s, idle: 30s}", clock)
     proc.offer(0, {"ts": 1_700_000_001, "tenant_id": "t", "customer_id": 1})
     proc.offer(1, {"ts": 1_700_000_002, "tenant_id": "t", "power_use": 2, "kwh_use": 5})
@@ -239,7 +239,7 @@ def test_the_handover_carries_the_dedup_memory():
 def test_the_handover_carries_the_watermark_in_event_time():
     import json
 
-    clock = Clock(5_000.0)
+    clock = Clock(1_700_000_010.0)
     spec = "eventTime: {field: ts, grace: 0s, idle: 1h}"
     before, windows_before, _ = processor(spec, clock)
     before.offer(0, {"ts": 1_700_000_001, "tenant_id": "t", "customer_id": 1})
@@ -260,7 +260,7 @@ def test_the_handover_carries_the_watermark_in_event_time():
 
 
 def test_a_handed_over_watermark_closes_what_it_had_passed():
-    clock = Clock(5_000.0)
+    clock = Clock(1_700_000_010.0)
     spec = "eventTime: {field: ts, grace: 0s, idle: 1h}"
     after, windows, _ = processor(spec, clock)
     after.offer(0, {"ts": 1_700_000_001, "tenant_id": "t", "customer_id": 1})
@@ -278,7 +278,7 @@ def test_the_handover_carries_the_table_and_the_rows_of_a_table_join():
     before, _, _ = processor(spec, clock)
     before.offer(0, {"tenant_id": "t1", "customer_id": 1})
     before.offer(0, {"tenant_id": 7, "customer_id": 70})  # an int key stays an int key
-    before.offer(1, {"tenant_id": "t1", "power_use": 1.5, "kwh_use": 10})  # a row, made on arrival
+    before.offer(1, {"tenant_id": "t1", "power_use": 1.5, "kwh_use": 10})  # held, with its time, until the close
     snapshot = json.loads(json.dumps(before.snapshot()))
 
     clock.now = 1_700_000_009.0
@@ -321,3 +321,154 @@ def test_boolean_keys_stay_apart_from_numbers_through_json():
     assert decoded == true_key and decoded != one_key
     with pytest.raises(ValueError):
         key_from_json(["x", 1])
+
+
+# -- bad event times, and what moves the watermark ------------------------------------------------
+
+EVENT_TIME = "eventTime: {field: ts, grace: 5s, maxFutureSkew: 60s}"
+
+
+def reading(ts: float, kwh: int, power: float = 2.0, tenant: str = "t") -> dict:
+    return {"ts": ts, "tenant_id": tenant, "power_use": power, "kwh_use": kwh}
+
+
+def test_an_event_far_ahead_of_the_clock_is_dropped_and_moves_no_watermark():
+    clock = Clock(1_700_000_001.0)
+    proc, windows, late = processor(EVENT_TIME, clock)
+    proc.offer(0, {"ts": 1_700_000_001, "tenant_id": "t", "customer_id": 1})
+    with pytest.raises(MalformedEvent, match=r"poweruse event: event time 2023-11-1.* is 86400s ahead of the clock "
+                                             r"\(eventTime.maxFutureSkew is 60s\)"):
+        proc.offer(1, reading(1_700_086_401, 99))  # a day ahead: its publisher's clock is wrong
+    assert proc.offer(1, reading(1_700_000_024, 7)) == ACCEPTED  # 23 s ahead: within the bound
+    assert proc.offer(1, reading(1_700_000_002, 5)) == ACCEPTED  # not late: the bad event moved nothing
+    proc.flush()
+    assert billable(windows) == [(1, "t", 5)] and late == []
+    assert proc.stats.future == {"poweruse": 1}
+
+
+@pytest.mark.parametrize("ts, ahead", [(253_402_300_800_000, 1), (1e35, 1), (-5, 0)])
+def test_an_event_time_outside_the_years_1970_to_9999_is_dropped(ts, ahead):
+    proc, _, _ = processor(EVENT_TIME, Clock(1_700_000_001.0))
+    with pytest.raises(MalformedEvent, match="outside the years 1970-9999"):
+        proc.offer(1, reading(ts, 1))
+    assert sum(proc.stats.future.values()) == ahead  # `future` counts the times ahead of the clock
+
+
+def test_events_the_stream_conditions_filter_out_do_not_move_the_watermark():
+    clock = Clock(1_700_000_001.0)
+    proc, windows, late = processor(EVENT_TIME, clock)
+    proc.offer(0, {"ts": 1_700_000_001, "tenant_id": "t", "customer_id": 1})
+    assert proc.offer(1, reading(1_700_000_055, 1, power=0.1)) == FILTERED  # would close window 0 if it counted
+    assert proc.offer(1, reading(1_700_000_003, 5)) == ACCEPTED
+    assert late == [] and windows == []
+    proc.flush()
+    assert billable(windows) == [(1, "t", 5)]
+
+
+def test_a_table_record_the_filters_reject_does_not_move_the_watermark():
+    spec = yaml.safe_load(BASE)["spec"]
+    spec["stream"]["where"] = "tenants.tenant_id = poweruse.tenant_id and tenants.customer_id > 0"
+    spec.update(yaml.safe_load("join: table\n" + EVENT_TIME))
+    config = config_from_yaml(yaml.safe_dump(spec))
+    windows: list = []
+    proc = Processor(config, build_engine(config), on_window=lambda w, rows: windows.append((w, rows)),
+                     clock=Clock(1_700_000_001.0))
+    proc.offer(0, {"ts": 1_700_000_001, "tenant_id": "t", "customer_id": 1})
+    proc.offer(0, {"ts": 1_700_000_055, "tenant_id": "u", "customer_id": 0})  # rejected by the filter
+    assert proc.offer(1, {"ts": 1_700_000_003, "tenant_id": "t", "power_use": 1, "kwh_use": 5}) == ACCEPTED
+    proc.flush()
+    assert [(r["customer_id"], r["tenant_kwh_usage"]) for _, rows in windows for r in rows] == [(1, 5)]
+
+
+# -- maxWindowBytes ---------------------------------------------------------------------------
+
+
+def test_a_window_at_max_window_bytes_is_closed_early_and_goes_on_in_a_new_part():
+    proc, windows, _ = processor("maxWindowBytes: 1000")
+    proc.offer(0, {"tenant_id": "t", "customer_id": 1}, size=100)
+    proc.offer(1, {"tenant_id": "t", "power_use": 2, "kwh_use": 5}, size=600)
+    assert windows == []
+    proc.offer(1, {"tenant_id": "t", "power_use": 2, "kwh_use": 6}, size=400)  # 1100 bytes: the window splits
+    assert [(w.part, billable([(w, rows)])) for w, rows in windows] == [(0, [(1, "t", 5), (1, "t", 6)])]
+    assert proc.stats.windows_split == 1
+    proc.offer(0, {"tenant_id": "t", "customer_id": 2}, size=100)  # part 1 starts from nothing
+    proc.offer(1, {"tenant_id": "t", "power_use": 2, "kwh_use": 7}, size=100)
+    proc.flush()
+    assert [w.part for w, _ in windows] == [0, 1] and billable(windows[1:]) == [(2, "t", 7)]
+
+
+def test_a_bulk_delivery_shares_its_bytes_among_the_entries_it_buffers():
+    proc, windows, _ = processor("maxWindowBytes: 1000")
+    proc.offer(0, {"tenant_id": "t", "customer_id": 1}, size=10)
+    entries = [({"tenant_id": "t", "power_use": p, "kwh_use": n}, f"r{n}", None) for n, p in enumerate([2, 0.1, 2, 2])]
+    proc.offer_many(1, entries, size=800)  # 200 bytes each; the filtered one is not held
+    assert windows == [] and proc.windows.states()[0].bytes == 10 + 3 * 200
+    proc.offer_many(1, entries[:2], size=800)  # 400 more: over the bound
+    assert proc.stats.windows_split == 1 and len(windows[0][1]) == 4
+
+
+# -- join: table, a version that arrives after the readings it should join ----------------------
+
+
+TABLE_TIME = "join: table\neventTime: {field: ts, grace: 5s}"
+
+
+def test_a_table_version_arriving_after_a_reading_within_grace_is_the_one_it_joins():
+    clock = Clock(1_700_000_001.0)
+    proc, windows, _ = processor(TABLE_TIME, clock)
+    proc.offer(1, reading(1_700_000_010, 5))  # no tenant yet
+    proc.offer(0, {"ts": 1_700_000_008, "tenant_id": "t", "customer_id": 1})  # older than the reading, later
+    proc.offer(0, {"ts": 1_700_000_012, "tenant_id": "t", "customer_id": 2})  # newer: not the reading's version
+    proc.offer(1, reading(1_700_000_026, 6))  # the watermark passes 20: window 0 closes
+    assert billable(windows) == [(1, "t", 5)]
+    assert proc.stats.table_misses == 0
+
+
+def test_a_reading_that_finds_no_table_row_by_its_close_is_counted_and_logged(caplog):
+    clock = Clock(1_700_000_001.0)
+    proc, windows, _ = processor(TABLE_TIME, clock)
+    proc.offer(1, reading(1_700_000_010, 5, tenant="nobody"), "r-1")
+    proc.offer(0, {"ts": 1_700_000_008, "tenant_id": "t", "customer_id": 1})
+    proc.offer(1, reading(1_700_000_026, 6))
+    assert windows == [] and proc.stats.table_misses == 1
+    assert any("1 poweruse event(s) found no tenants row at their time" in r.getMessage() and "r-1" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_a_table_version_after_the_window_closed_is_too_late_and_the_reading_is_a_miss():
+    clock = Clock(1_700_000_001.0)
+    proc, windows, _ = processor(TABLE_TIME, clock)
+    proc.offer(1, reading(1_700_000_010, 5))
+    proc.offer(1, reading(1_700_000_026, 6))  # closes window 0 with no tenant in it
+    proc.offer(0, {"ts": 1_700_000_008, "tenant_id": "t", "customer_id": 1})
+    proc.flush()
+    assert billable(windows) == [(1, "t", 6)]  # the later reading joins the version valid at its time
+    assert proc.stats.table_misses == 1
+
+
+def test_replay_and_the_live_processor_agree_on_a_late_table_version(tmp_path):
+    """The service gets the reading before the tenant; `replay` reads them in event-time order."""
+    import io
+    import json
+
+    from joiner.replay import replay
+
+    tenants = [{"ts": 1_700_000_008, "tenant_id": "t", "customer_id": 1}]
+    readings = [reading(1_700_000_010, 5), reading(1_700_000_026, 6)]
+    proc, live, _ = processor(TABLE_TIME, Clock(1_700_000_030.0))
+    for index, data in [(1, readings[0]), (0, tenants[0]), (1, readings[1])]:
+        proc.offer(index, data)
+    proc.flush()
+
+    spec = yaml.safe_load(BASE)["spec"]
+    spec.update(yaml.safe_load(TABLE_TIME))
+    files = []
+    for name, events in (("tenants", tenants), ("poweruse", readings)):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps(event) + "\n" for event in events))
+        files.append((name, path))
+    out = io.StringIO()
+    assert replay(yaml.safe_dump(spec), files, out, io.StringIO(), "test") == 0
+    replayed = [json.loads(line)["rows"] for line in out.getvalue().splitlines()]
+    assert [rows for _, rows in live] == replayed
+    assert billable(live) == [(1, "t", 5), (1, "t", 6)]

@@ -120,19 +120,19 @@ class Joiner:
                 raise PayloadTooLarge(f"payload of {len(body)} bytes exceeds the limit of {self.max_body_bytes} bytes")
             document = read_body(body, max_bytes=self.max_bulk_body_bytes)
             if is_bulk(document):
-                return self._ingest_bulk(source, document)
+                return self._ingest_bulk(source, document, len(body))
             if len(body) > self.max_body_bytes:  # only bulk deliveries may be larger than one event
                 raise PayloadTooLarge(f"payload of {len(body)} bytes exceeds the limit of {self.max_body_bytes} bytes")
             delivery = delivery_of(document)
         except MalformedEvent as error:
             return self.drop(source, None, error)
         try:
-            self.processor.offer(self.stream_index[source.name], delivery.data, delivery.id, delivery.time)
+            self.processor.offer(self.stream_index[source.name], delivery.data, delivery.id, delivery.time, len(body))
         except MalformedEvent as error:
             return self.drop(source, delivery.id, error)
         return {"status": "SUCCESS"}
 
-    def _ingest_bulk(self, source: StreamSource, document: dict[str, Any]) -> dict[str, Any]:
+    def _ingest_bulk(self, source: StreamSource, document: dict[str, Any], size: int) -> dict[str, Any]:
         """Every entry is read and checked before any is buffered, so that an answer is per entry and an
         entry that is refused costs no other."""
         self.bulk_deliveries[source.name] += 1
@@ -147,7 +147,7 @@ class Joiner:
             statuses[entry_id] = "SUCCESS"
             entry_ids.append(entry_id)
             entries.append((parsed.data, parsed.id or entry_id, parsed.time))
-        outcomes = self.processor.offer_many(self.stream_index[source.name], entries)
+        outcomes = self.processor.offer_many(self.stream_index[source.name], entries, size)
         for entry_id, entry, outcome in zip(entry_ids, entries, outcomes):
             if isinstance(outcome, MalformedEvent):
                 self.drop(source, entry[1], outcome)
@@ -341,6 +341,7 @@ class Joiner:
             "deliveries_failed": self.deliveries_failed,
             "late_published": self.late_published,
             "buffered": sum(state.count for state in self.processor.windows.states()),
+            "buffered_bytes": sum(state.bytes for state in self.processor.windows.states()),
             "outbox": self.outbox.qsize(),
             "table_keys": self.processor.table.size if self.processor.table else 0,
             "unexpected_errors": self.errors.total,

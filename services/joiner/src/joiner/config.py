@@ -29,12 +29,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from joiner.engine.eventtime import EventTimeSpec, event_time_spec
+from joiner.engine.eventtime import DEFAULT_MAX_FUTURE_SKEW, EventTimeSpec, event_time_spec
 
 from streaming_runtime.durations import parse_duration
 from streaming_runtime.errors import ConfigError
+from streaming_runtime.sizes import parse_bytes
 
 DEFAULT_MAX_WINDOW_EVENTS = 1_000_000
+DEFAULT_MAX_WINDOW_BYTES = 64 * 1024 * 1024  # of deliveries' JSON; Python holds a few times that in memory
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -80,6 +82,7 @@ class JoinerConfig(BaseModel):
     select_setting: str = "stream.select"
     targets: tuple[InvokeTarget | PublishTarget, ...]
     max_window_events: int = Field(DEFAULT_MAX_WINDOW_EVENTS, gt=0)
+    max_window_bytes: int = Field(DEFAULT_MAX_WINDOW_BYTES, gt=0)
     # streaming semantics (see docs/streaming.md); defaults keep the original example's behaviour
     event_time: EventTimeSpec | None = None
     late_target: PublishTarget | None = None
@@ -137,6 +140,8 @@ def _from_yaml_text(text: str, origin: str) -> dict[str, Any]:
         values["window"] = (str(spec["window"]), "window")
     if "maxWindowEvents" in spec:
         values["max_window_events"] = (spec["maxWindowEvents"], "maxWindowEvents")
+    if "maxWindowBytes" in spec:
+        values["max_window_bytes"] = (spec["maxWindowBytes"], "maxWindowBytes")
     if "from" in stream:
         entries = stream["from"]
         if not isinstance(entries, list):
@@ -165,7 +170,7 @@ def _semantics_from_yaml(spec: dict[str, Any], values: dict[str, Any]) -> None:
         for key in ("field", "format"):
             if key in event:
                 values[f"time_{key}"] = (event[key], f"eventTime.{key}")
-        for key in ("grace", "idle"):
+        for key in ("grace", "idle", "maxFutureSkew"):
             if key in event:
                 values[key] = (str(event[key]), f"eventTime.{key}")
     if "late" in spec:
@@ -232,6 +237,8 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         values["window"] = (environ["JOINER_WINDOW_SIZE"], "JOINER_WINDOW_SIZE")
     if environ.get("JOINER_MAX_WINDOW_EVENTS"):
         values["max_window_events"] = (environ["JOINER_MAX_WINDOW_EVENTS"], "JOINER_MAX_WINDOW_EVENTS")
+    if environ.get("JOINER_MAX_WINDOW_BYTES"):
+        values["max_window_bytes"] = (environ["JOINER_MAX_WINDOW_BYTES"], "JOINER_MAX_WINDOW_BYTES")
     sources = []
     for index in (0, 1):
         key = f"JOINER_STREAM_FROM_{index}"
@@ -248,7 +255,7 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         values["to"] = targets
     for key, name in (
         ("JOINER_TIME_FIELD", "time_field"), ("JOINER_TIME_FORMAT", "time_format"), ("JOINER_GRACE", "grace"),
-        ("JOINER_IDLE_TIMEOUT", "idle"), ("JOINER_JOIN_MODE", "join"), ("JOINER_TABLE_DELETED_WHEN", "deleted_when"),
+        ("JOINER_IDLE_TIMEOUT", "idle"), ("JOINER_MAX_FUTURE_SKEW", "maxFutureSkew"), ("JOINER_JOIN_MODE", "join"), ("JOINER_TABLE_DELETED_WHEN", "deleted_when"),
         ("JOINER_DEDUP_TTL", "dedup_ttl"), ("JOINER_DEDUP_MAX_ENTRIES", "dedup_max"),
         ("JOINER_OUTPUT_ENVELOPE", "envelope"),
     ):
@@ -343,10 +350,15 @@ def _build(values: dict[str, Any], origin: str) -> JoinerConfig:
             raise ConfigError(f"{setting}={raw!r}: expected a whole number of events") from None
         if max_events <= 0:
             raise ConfigError(f"{setting}={raw!r}: must be at least 1")
+    max_bytes = DEFAULT_MAX_WINDOW_BYTES
+    if "max_window_bytes" in values:
+        raw, setting = values["max_window_bytes"]
+        max_bytes = parse_bytes(raw, setting=setting)
     semantics = _semantics(values, (first.name, second.name))
     return JoinerConfig(
         **semantics,
         max_window_events=max_events,
+        max_window_bytes=max_bytes,
         window_seconds=window,
         sources=(first, second),
         where=where,
@@ -364,11 +376,15 @@ def _semantics(values: dict[str, Any], streams: tuple[str, str]) -> dict[str, An
         time_format = values.get("time_format", ("auto", ""))[0]
         grace = _duration(values["grace"]) if "grace" in values else 0.0
         idle = _duration(values["idle"]) if "idle" in values else None
-        if idle is not None and idle <= 0:
-            raise ConfigError(f"{values['idle'][1]}={values['idle'][0]!r}: must be longer than zero")
-        out["event_time"] = event_time_spec({"field": time_field, "format": time_format, "grace": grace, "idle": idle})
+        skew = _duration(values["maxFutureSkew"]) if "maxFutureSkew" in values else DEFAULT_MAX_FUTURE_SKEW
+        for name, seconds in (("idle", idle), ("maxFutureSkew", skew)):
+            if seconds is not None and seconds <= 0:
+                raise ConfigError(f"{values[name][1]}={values[name][0]!r}: must be longer than zero")
+        out["event_time"] = event_time_spec(
+            {"field": time_field, "format": time_format, "grace": grace, "idle": idle, "max_future_skew": skew}
+        )
     else:
-        for key in ("time_format", "grace", "idle"):
+        for key in ("time_format", "grace", "idle", "maxFutureSkew"):
             if key in values:
                 raise ConfigError(f"{values[key][1]} needs an event time field (eventTime.field or JOINER_TIME_FIELD)")
     if "late" in values:

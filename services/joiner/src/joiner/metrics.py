@@ -20,11 +20,12 @@ PER_STREAM = {
     "dropped": "malformed events answered DROP (to the dead-letter topic)",
     "duplicates": "redeliveries recognised by dedup",
     "late": "events for a window already closed",
+    "future": "events dropped for an event time beyond eventTime.maxFutureSkew (also in dropped)",
     "bulk_deliveries": "bulk deliveries received",
 }
 COUNTERS = {
     "windows_closed": "windows closed",
-    "windows_split": "windows closed early at maxWindowEvents",
+    "windows_split": "windows closed early at maxWindowEvents or maxWindowBytes",
     "windows_idle_closed": "windows closed because input went idle (event time)",
     "rows_made": "rows made by closed windows",
     "rows_emitted": "rows delivered to a target",
@@ -34,10 +35,12 @@ COUNTERS = {
     "pair_errors": "pairs whose where or select failed",
     "table_updates": "table records applied (join: table)",
     "table_deletes": "table keys removed (join: table)",
+    "table_misses": "events that found no table row at their time when their window closed (join: table)",
     "restored": "events of open windows taken over from the previous run (state.store)",
 }
 GAUGES = {
     "buffered": "events held by the open windows",
+    "buffered_bytes": "bytes (as delivered) of the events held by the open windows",
     "outbox": "closed windows waiting to be delivered",
     "table_keys": "keys in the table (join: table)",
 }

@@ -1,14 +1,16 @@
 """The joiner's stream processing, without I/O: what the service and ``joiner replay`` both run.
 
 Per event: deduplicate (CloudEvent id, or a configured key field), place it in time (event time
-or arrival), set late ones aside, then either update the table (``join: table``, first stream) or
-join it in its window. Windows close when the clock (processing time) or the watermark (event
-time) passes their end, when input has been idle, when they reach ``maxWindowEvents``, or on
-``flush``. A closed window's rows are aggregated if configured and handed to ``on_window``.
+or arrival; an event time too far ahead of the clock is bad input), set late ones aside, then
+either update the table (``join: table``, first stream) or join it in its window. Windows close
+when the clock (processing time) or the watermark (event time) passes their end, when input has
+been idle, when they reach ``maxWindowEvents`` or ``maxWindowBytes``, or on ``flush``. A closed
+window's rows are aggregated if configured and handed to ``on_window``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections import Counter
@@ -19,13 +21,14 @@ from typing import Any
 from joiner.config import JoinerConfig
 from joiner.engine.aggregate import aggregate, parse_aggregate
 from joiner.engine.dedup import Deduplicator, dedup_key
-from joiner.engine.eventtime import Watermark, event_time
+from joiner.engine.eventtime import Watermark, event_time, time_problem
 from joiner.engine.join import JoinEngine, WindowState, key_from_json, key_to_json
 from joiner.engine.state import MemoryStore, StateStore
 from joiner.engine.table import TableJoin
 from joiner.engine.windows import TumblingWindows, Window
 from streaming_runtime.errors import MalformedEvent
 from streaming_runtime.expressions import compile_expression
+from streaming_runtime.logs import printable
 
 log = logging.getLogger("joiner")
 
@@ -40,8 +43,10 @@ class Stats:
     dropped: Counter = field(default_factory=Counter)
     duplicates: Counter = field(default_factory=Counter)
     late: Counter = field(default_factory=Counter)
+    future: Counter = field(default_factory=Counter)  # dropped: event time beyond eventTime.maxFutureSkew
     table_updates: int = 0
     table_deletes: int = 0
+    table_misses: int = 0  # join: table: readings that found no table row at their time
     windows_closed: int = 0
     windows_split: int = 0
     windows_idle_closed: int = 0
@@ -159,23 +164,31 @@ class Processor:
 
     # -- events ---------------------------------------------------------------------------------
 
-    def offer(self, index: int, data: Any, event_id: str | None = None, cloudevent_time: str | None = None) -> str:
-        """Take one event of stream ``index``; returns its outcome, raises MalformedEvent."""
+    def offer(
+        self, index: int, data: Any, event_id: str | None = None, cloudevent_time: str | None = None, size: int = 0
+    ) -> str:
+        """Take one event of stream ``index`` (``size``: its bytes as delivered, for maxWindowBytes);
+        returns its outcome, raises MalformedEvent."""
         stream = self.streams[index]
         arrival = self.clock()
         self.last_arrival = arrival
-        if self.dedup is not None:
+        when = event_time(self.time_spec, data, cloudevent_time, arrival)
+        if self.time_spec is not None and (problem := time_problem(self.time_spec, when, arrival)) is not None:
+            if when > arrival:
+                self.stats.future[stream] += 1
+            raise MalformedEvent(f"{stream} event: {problem}")
+        if self.dedup is not None:  # after the checks: an event refused as bad is not remembered as seen
             key = dedup_key(stream, event_id, data, self.config.dedup_key_fields.get(stream))
             if key is not None and self.dedup.seen(key):
                 self.stats.duplicates[stream] += 1
                 return DUPLICATE
-        when = event_time(self.time_spec, data, cloudevent_time, arrival)
         if self.table is not None and index == 0:
             outcome = self.table.update(data, when)
             self.stats.accepted[stream] += 1
             self.stats.table_updates += outcome == "updated"
-            self.stats.table_deletes += outcome == "deleted"
-            self._observe(when)
+            self.stats.table_deletes += outcome != "updated"
+            if outcome != "rejected":
+                self._observe(when)
             return TABLE
         if self.windows.is_late(when):
             late = LateEvent(stream, event_id, when, self.windows.window_at(when), data)
@@ -191,20 +204,27 @@ class Processor:
         else:
             kept = self.engine.accept(state, index, data, event_id)
         self.stats.count(ACCEPTED if kept else FILTERED, stream)
+        if not kept:
+            return FILTERED  # nor does it move the watermark: only events that can be joined do
+        state.bytes += size
         self._split_if_full(window, state)
         self._observe(when)
-        return ACCEPTED if kept else FILTERED
+        return ACCEPTED
 
-    def offer_many(self, index: int, entries: list[tuple[Any, str | None, str | None]]) -> list[str | MalformedEvent]:
-        """Take a batch of ``(data, id, cloudevent time)``; an outcome (or the MalformedEvent) per entry.
+    def offer_many(
+        self, index: int, entries: list[tuple[Any, str | None, str | None]], size: int = 0
+    ) -> list[str | MalformedEvent]:
+        """Take a batch of ``(data, id, cloudevent time)`` (``size``: the bytes of the delivery, shared
+        among its entries); an outcome (or the MalformedEvent) per entry.
 
         In processing time, with no dedup and a window join, the batch goes through the engine's
         generated loop in one call; otherwise event by event."""
+        share = size // len(entries) if entries else 0
         if self.event_time_mode or self.dedup is not None or self.table is not None:
             outcomes: list[str | MalformedEvent] = []
             for data, event_id, ce_time in entries:
                 try:
-                    outcomes.append(self.offer(index, data, event_id, ce_time))
+                    outcomes.append(self.offer(index, data, event_id, ce_time, share))
                 except MalformedEvent as error:
                     outcomes.append(error)
             return outcomes
@@ -216,6 +236,7 @@ class Processor:
         bad = {id(entry): MalformedEvent(reason) for entry, reason in outcome.malformed}
         self.stats.accepted[stream] += outcome.accepted
         self.stats.filtered[stream] += outcome.filtered
+        state.bytes += share * outcome.accepted
         self._split_if_full(window, state)
         # the engine counts filtered events but does not name them: both are answered SUCCESS
         return [bad.get(id(entry), ACCEPTED) for entry in batch]
@@ -258,7 +279,8 @@ class Processor:
         for window, state in self.windows.close_due(when):
             self._close(window, state)
         if self.table is not None and math.isfinite(self.windows.closed_through):
-            self.table.prune(self.windows.closed_through)
+            # an on-time event may still come for the window that holds closed_through, from its start
+            self.table.prune(self.windows.window_at(self.windows.closed_through).start)
 
     # -- handover of open windows (state.store) ----------------------------------------------------
 
@@ -281,9 +303,10 @@ class Processor:
                     "events": {
                         name: [[data, event_id] for data, event_id in self.engine.buffered(state, index)]
                         for index, name in enumerate(self.streams)
+                    } if self.table is None else {
+                        # a table join holds the joined stream's events with their times, no table events
+                        self.streams[1]: [[data, event_id, when] for data, event_id, when in state.timed],
                     },
-                    # a table join makes its rows on arrival and keeps no events: the rows travel
-                    **({"rows": state.rows, "count": state.count} if self.table is not None else {}),
                 }
                 for window, state in self.windows.open_windows()
             ],
@@ -317,10 +340,12 @@ class Processor:
         for entry in snapshot.get("windows") or []:
             window = Window(float(entry["start"]), float(entry["end"]), int(entry.get("part", 0)))
             state = self.windows.reopen(window)
+            state.bytes += len(json.dumps(entry.get("events"), separators=(",", ":")))
             if self.table is not None:
-                state.rows.extend(entry.get("rows") or [])
-                state.count += int(entry.get("count", 0))
-                count += int(entry.get("count", 0))
+                held = entry.get("events", {}).get(self.streams[1], [])
+                state.timed.extend((data, event_id, float(when)) for data, event_id, when in held)
+                state.count += len(held)
+                count += len(held)
                 continue
             for index, name in enumerate(self.streams):
                 events = [(data, event_id) for data, event_id in entry["events"].get(name, [])]
@@ -340,21 +365,27 @@ class Processor:
         return count
 
     def _split_if_full(self, window: Window, state: WindowState) -> None:
-        """At maxWindowEvents, close the window early and go on in a new part of it.
+        """At maxWindowEvents or maxWindowBytes, close the window early and go on in a new part of it.
 
         Nothing is lost: the rows made so far are sent; pairs between events of different parts
         are not made, which is what the count `windows_split` and the warning say."""
-        if state.count < self.config.max_window_events:
+        if state.count < self.config.max_window_events and state.bytes < self.config.max_window_bytes:
             return
         self.stats.windows_split += 1
+        bound = (
+            f"{state.count} buffered events (maxWindowEvents)" if state.count >= self.config.max_window_events
+            else f"{state.bytes} bytes of buffered events (maxWindowBytes)"
+        )
         log.warning(
-            "window %s reached %d buffered events (maxWindowEvents): closing it early; "
+            "window %s reached %s: closing it early; "
             "later events of this window go to part %d and do not pair with earlier ones",
-            window.id, state.count, window.part + 1,
+            window.id, bound, window.part + 1,
         )
         self._close(*self.windows.split(window))
 
     def _close(self, window: Window, state: WindowState) -> None:
+        if self.table is not None:
+            self._join_table(window, state)
         result = self.engine.result(state)
         self.stats.windows_closed += 1
         self.stats.pair_errors += len(result.errors)
@@ -371,3 +402,14 @@ class Processor:
         )
         if rows:
             self.on_window(window, rows)
+
+    def _join_table(self, window: Window, state: WindowState) -> None:
+        misses = self.table.join(state)
+        if misses:
+            self.stats.table_misses += len(misses)
+            shown = ", ".join(f"{event_id} (key {key!r})" for event_id, key in misses[:5])
+            log.warning(
+                "window %s: %d %s event(s) found no %s row at their time, so made no row: %s%s",
+                window.id, len(misses), self.streams[1], self.streams[0], printable(shown, 400),
+                " ..." if len(misses) > 5 else "",
+            )

@@ -6,14 +6,17 @@ joiner windows by arrival time (processing time), as the original example did.
 
 The watermark is the highest event time seen minus ``grace``: a window closes once the watermark
 passes its end, so events up to ``grace`` out of order still land in their window. An event for a
-window already closed is *late* (see the joiner service: counted, logged, published).
+window already closed is *late* (see the joiner service: counted, logged, published). Only events
+that can take part in the join move the watermark (not those the stream's own conditions filter
+out), and an event time more than ``maxFutureSkew`` ahead of the clock, or outside the years
+1970-9999, is bad input: one publisher's wrong clock must not make everyone's events late.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Literal
 
 from joiner.engine.paths import MISSING, field_at
@@ -21,6 +24,9 @@ from streaming_runtime.errors import ConfigError
 
 TimeFormat = Literal["auto", "epoch_s", "epoch_ms", "rfc3339"]
 _EPOCH_MS_ABOVE = 100_000_000_000  # 1e11 s is year 5138: larger numbers are milliseconds
+DEFAULT_MAX_FUTURE_SKEW = 900.0  # seconds an event time may be ahead of the clock (eventTime.maxFutureSkew)
+# event times a window can hold and print: 1970-01-01 to 9999-12-31 UTC
+EARLIEST_TIME, LATEST_TIME = 0.0, 253_402_300_799.0
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,8 @@ class EventTimeSpec:
     format: TimeFormat = "auto"
     grace: float = 0.0
     idle: float | None = None  # seconds without input after which open windows close; None: window + grace
+    # an event further ahead of the clock is bad input: one wrong clock must not close everyone's windows
+    max_future_skew: float = DEFAULT_MAX_FUTURE_SKEW
 
 
 def parse_time(value: Any, time_format: TimeFormat = "auto") -> float | None:
@@ -66,6 +74,18 @@ def event_time(spec: EventTimeSpec | None, data: Any, cloudevent_time: str | Non
     return arrival if found is None else found
 
 
+def time_problem(spec: EventTimeSpec, when: float, now: float) -> str | None:
+    """Why ``when`` cannot place an event (too far ahead of ``now``, or outside 1970-9999), or None."""
+    if not EARLIEST_TIME <= when <= LATEST_TIME:
+        return f"event time {when:g} (epoch seconds) is outside the years 1970-9999"
+    if when - now > spec.max_future_skew:
+        return (
+            f"event time {datetime.fromtimestamp(when, tz=timezone.utc).isoformat()} is {when - now:.0f}s ahead "
+            f"of the clock (eventTime.maxFutureSkew is {spec.max_future_skew:g}s)"
+        )
+    return None
+
+
 class Watermark:
     """Highest event time seen, minus the grace period."""
 
@@ -83,7 +103,7 @@ class Watermark:
 
 
 def event_time_spec(values: dict[str, Any], setting: str = "eventTime") -> EventTimeSpec:
-    """Validate the ``eventTime`` settings (field, format, grace seconds, idle seconds)."""
+    """Validate the ``eventTime`` settings (field, format, grace, idle and max_future_skew seconds)."""
     field = values.get("field")
     if not isinstance(field, str) or not field.strip():
         raise ConfigError(f"{setting}.field must name the event's time field, such as ts or reading.time")
@@ -95,4 +115,5 @@ def event_time_spec(values: dict[str, Any], setting: str = "eventTime") -> Event
         format=time_format,
         grace=values.get("grace", 0.0),
         idle=values.get("idle"),
+        max_future_skew=values.get("max_future_skew", DEFAULT_MAX_FUTURE_SKEW),
     )

@@ -72,7 +72,10 @@ class WindowState:
     rows: list[Any] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     count: int = 0  # events buffered
+    bytes: int = 0  # their size as delivered (JSON), for maxWindowBytes
     pairs: int = 0  # candidate pairs examined
+    # join: table: (data, id, event time) of the joined stream, joined with the table when the window closes
+    timed: list[tuple[Any, str | None, float]] = field(default_factory=list)
 
 
 @dataclass

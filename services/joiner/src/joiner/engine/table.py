@@ -2,10 +2,12 @@
 
 The table keeps, per key (the equality key of ``where``), the versions of its record by event time.
 A record for which ``deletedWhen`` holds, or that the table stream's filters reject, removes the
-key from its time on. Each event of the second stream, on arrival, joins the version valid at its
-event time (the latest at or before it), so a reading is billed once however often tenants are
-re-sent. Table state outlives window closes; versions older than what any on-time event can still
-ask for are pruned.
+key from its time on. Each event of the second stream is held in its window and, when the window
+closes, joins the version valid at its event time (the latest at or before it), so a reading is
+billed once however often tenants are re-sent, and a version that arrives after a reading but is
+older than it (within grace, as the window is still open) is the one it joins. A reading that finds
+no version when its window closes is counted (``table_misses``) and logged. Table state outlives
+window closes; versions older than what any on-time event can still ask for are pruned.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ class TableJoin:
     # -- the table stream ---------------------------------------------------------------------
 
     def update(self, data: Any, event_time: float) -> str:
-        """Apply one table record: "updated", "deleted", or MalformedEvent."""
+        """Apply one table record: "updated", "deleted" (deletedWhen), "rejected" (the filters: the key
+        is deleted too), or MalformedEvent."""
         engine = self.engine
         if not isinstance(data, dict):
             engine.check(0, data)  # raises with the usual message
@@ -52,7 +55,8 @@ class TableJoin:
         engine.check(0, data)
         key = self._key_or_raise(data)
         if not engine.passes_filters(0, data):
-            return self._put(key, event_time, _DELETED)  # a record the filters reject is not in the table
+            self._put(key, event_time, _DELETED)  # a record the filters reject is not in the table
+            return "rejected"
         return self._put(key, event_time, data)
 
     def _key_or_raise(self, data: dict) -> Any:
@@ -111,18 +115,27 @@ class TableJoin:
     # -- the joined stream ----------------------------------------------------------------------
 
     def accept(self, state: WindowState, data: Any, event_id: str | None, event_time: float) -> bool:
-        """Join one event of the second stream with the table row valid at its time; rows go to ``state``."""
+        """Hold one event of the second stream in ``state`` until its window closes (see :meth:`join`)."""
         engine = self.engine
         engine.check(1, data)
         if not engine.passes_filters(1, data):
             return FILTERED
-        key = engine.plain_key(1, data)
         state.count += 1
-        if key is None:
-            return True  # no plain key: nothing in the table can match (counted, not an error)
-        row = self.row_at(key, event_time)
-        if row is not None:
-            state.pairs += 1
-            engine.pair(state, (row, None), (data, event_id), engine.plan.residual)
+        state.timed.append((data, event_id, event_time))
         return True
 
+    def join(self, state: WindowState) -> list[tuple[str | None, Any]]:
+        """Join the window's held events with the table rows valid at their times (rows go to ``state``);
+        ``(id, key)`` of each event that found none."""
+        engine = self.engine
+        misses: list[tuple[str | None, Any]] = []
+        for data, event_id, event_time in state.timed:
+            key = engine.plain_key(1, data)
+            row = self.row_at(key, event_time) if key is not None else None
+            if row is None:
+                misses.append((event_id, key))
+                continue
+            state.pairs += 1
+            engine.pair(state, (row, None), (data, event_id), engine.plan.residual)
+        state.timed.clear()
+        return misses
