@@ -144,7 +144,7 @@ async def test_failed_delivery_is_retried_until_it_succeeds():
     app, sidecar, clock = make_app()
     sidecar.failures = 2
     async with serve(app) as client:
-        app.state.joiner.retry_base_delay = 0.001
+        app.state.joiner.sender.retry_base_delay = 0.001
         await post(client, "/tenants", {"tenant_id": "t1", "customer_id": 7})
         await post(client, "/poweruse", {"tenant_id": "t1", "power_use": 1.5, "kwh_use": 10})
         await close_window(app, clock)
@@ -431,7 +431,7 @@ async def test_metrics_expose_the_counters_for_prometheus():
 async def test_a_large_window_goes_in_several_calls_that_name_their_chunk():
     app, sidecar, clock = make_app()
     async with serve(app) as client:
-        app.state.joiner.rows_per_call = 2  # daprd's body limit, scaled down
+        app.state.joiner.sender.rows_per_call = 2  # daprd's body limit, scaled down
         await post(client, "/tenants", {"tenant_id": "t1", "customer_id": 7})
         for kwh in range(5):
             await post(client, "/poweruse", {"tenant_id": "t1", "power_use": 1.5, "kwh_use": kwh})

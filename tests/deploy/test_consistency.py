@@ -15,7 +15,8 @@ from tests.deploy.support import ROOT, SERVICES, annotations, by_kind, container
 LOCAL = [doc for path in sorted((ROOT / "components").glob("*.yaml")) for doc in load_documents(path)]
 RUN_FILE = yaml.safe_load((ROOT / "dapr.yaml").read_text())
 RUN_APPS = {app["appID"]: app for app in RUN_FILE["apps"]}
-K8S_ONLY_ENV = {"APP_HOST", "APP_PORT", "JOINER_CONFIG"}  # set per environment, compared separately
+# set per environment, compared separately (JOINER_MAX_WINDOW_BYTES is sized to the pod's memory limit)
+K8S_ONLY_ENV = {"APP_HOST", "APP_PORT", "JOINER_CONFIG", "JOINER_MAX_WINDOW_BYTES"}
 
 
 def _pubsubs(resources):

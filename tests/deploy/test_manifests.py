@@ -61,8 +61,10 @@ def test_each_app_is_a_dapr_app_whose_ports_agree(base, app_id):
     assert env(spec)["APP_HOST"] == "0.0.0.0"
     assert int(env(spec)["APP_PORT"]) == port
     assert spec["ports"] == [{"name": "http", "containerPort": port}]
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert spec[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
+    # the joiner is ready while it delivers (/readyz), alive while it answers (/healthz)
+    readiness = "/readyz" if APPS[app_id] == "joiner" else "/healthz"
+    assert spec["readinessProbe"]["httpGet"] == {"path": readiness, "port": "http"}
+    assert spec["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     image, _, tag = spec["image"].rpartition(":")
     assert image == f"power-usage/{APPS[app_id]}" and tag
 
@@ -181,3 +183,13 @@ def test_the_dev_overlay_uses_the_images_make_images_builds(dev):
     assert "REGISTRY ?= power-usage" in makefile and "TAG ?= dev" in makefile
     images = {container(d)["image"] for d in dapr_apps(dev).values()}
     assert images == {f"power-usage/{service}:dev" for service in SERVICES}
+
+
+def test_the_joiners_window_buffers_are_bounded_well_under_its_memory_limit(base):
+    from streaming_runtime.sizes import parse_bytes
+
+    spec = container(dapr_apps(base)["join-tenants-poweruse"])
+    limit = parse_bytes(spec["resources"]["limits"]["memory"])
+    window_bytes = parse_bytes(env(spec)["JOINER_MAX_WINDOW_BYTES"])
+    # a parsed event takes a few times its JSON size, and a closed window's rows wait in the outbox
+    assert window_bytes * 4 <= limit

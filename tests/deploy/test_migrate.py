@@ -16,7 +16,7 @@ import yaml
 from joiner.config import InvokeTarget, PublishTarget, config_from_yaml
 from joiner.migrate import migrate_text
 from streaming_runtime.errors import ConfigError
-from tests.deploy.conftest import ODD_ORIGINAL, SMALL_ORIGINAL
+from tests.deploy.conftest import SMALL_ORIGINAL
 from tests.deploy.support import (
     ORIGINAL_MANIFESTS,
     ROOT,
@@ -212,6 +212,9 @@ def test_the_small_files_apps_run_this_projects_images_or_their_own(migrated_sma
     assert container(apps["clicks-gen"])["image"] == "registry.example.com/pu/message-gen:1.2.3"
     assert generator["MESSAGE_DELAY"] == "500ms" and generator["CLUSTER_STREAM"] == "events"
     assert container(apps["join-clicks-orders"])["image"] == "registry.example.com/pu/joiner:1.2.3"
+    # as deploy/base: ready while delivering, window buffers sized under the memory limit
+    assert container(apps["join-clicks-orders"])["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert env(container(apps["join-clicks-orders"]))["JOINER_MAX_WINDOW_BYTES"] == "96Mi"
     custom = apps["custom-proc"]
     assert container(custom)["image"] == "registry.example.com/shop/custom-proc:1.0"
     assert annotations(custom)["dapr.io/app-port"] == "9000"

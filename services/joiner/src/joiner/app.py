@@ -24,29 +24,26 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from pydantic import Field
 from fastapi.responses import JSONResponse, Response
 
-from joiner.config import InvokeTarget, JoinerConfig, StreamSource, load_config
+from joiner.config import JoinerConfig, StreamSource, load_config
 from joiner.engine.join import JoinEngine
-from joiner.engine.windows import Window
 from joiner.metrics import StatsCollector, exposition, registry_of
 from joiner.processor import LateEvent, Processor, build_engine
+from joiner.sender import ROWS_PER_CALL, WindowSender
 from streaming_runtime.cloudevents import bulk_entries, delivery_of, is_bulk, read_body
 from streaming_runtime.errors import MalformedEvent, PayloadTooLarge
 from streaming_runtime.logs import ErrorReport, printable
 from streaming_runtime.service import api_token_guard, read_limited
 from streaming_runtime.settings import ServiceSettings
-from streaming_runtime.sidecar import Sidecar, SidecarError, UnsendableBody, dumps
+from streaming_runtime.sidecar import Sidecar, SidecarError, dumps
 
 log = logging.getLogger("joiner")
 
-DELIVERY_ATTEMPTS = 5
 HANDOVER_KEY = "open-windows"  # in the state store (Dapr prefixes keys with the app id); parts: open-windows.<n>
 HANDOVER_PART_BYTES = 3 * 1024 * 1024  # each part under daprd's default request limit (4 MiB, --max-body-size)
-WINDOW_EVENT_TYPE = "io.dapr.streaming.window"
-ROWS_PER_CALL = 10_000  # daprd refuses bodies over 4 MB by default; large windows go in several calls
 # a bulk delivery holds up to maxMessagesCount events (100 in components/): its body may be that many
 # times an event's limit, else one large delivery would send every entry in it to the dead letters
 BULK_BODY_BYTES = 16 * 1024 * 1024
@@ -77,9 +74,8 @@ class Joiner:
         self.max_body_bytes = max_body_bytes
         self.max_bulk_body_bytes = max(max_bulk_body_bytes, max_body_bytes)
         self.errors = ErrorReport(log)
-        self.retry_base_delay = retry_base_delay
-        self.rows_per_call = rows_per_call
-        self.outbox: asyncio.Queue[tuple[Window, list[Any]]] = asyncio.Queue()
+        self.sender = WindowSender(config, sink, self.errors, clock, retry_base_delay, rows_per_call)
+        self.outbox = self.sender.outbox
         self.late_box: asyncio.Queue[LateEvent] = asyncio.Queue()
         self.processor = Processor(
             config, engine, on_window=lambda w, rows: self.outbox.put_nowait((w, rows)),
@@ -87,8 +83,6 @@ class Joiner:
         )
         self.stream_index = {source.name: index for index, source in enumerate(config.sources)}
         self.bulk_deliveries: Counter = Counter()
-        self.deliveries_failed = 0
-        self.rows_emitted = 0
         self.late_published = 0
         # saving open windows at shutdown would overwrite a previous run's that were not taken over yet
         self.may_hand_over = False
@@ -205,12 +199,14 @@ class Joiner:
                 raise ValueError("a part of it is missing")
             snapshot = json.loads(b"".join(chunks))
             count = self.processor.restore(snapshot)
+            undelivered = self.sender.take_over(snapshot.get("undelivered") or [])
         except ValueError as error:
             log.error("state store %s: open windows of another joiner (or damaged) left there, not taken over: %s",
                       store, error)
             return
         self.may_hand_over = True
-        log.info("state store %s: took over %d open window(s), %d events", store, len(snapshot["windows"]), count)
+        log.info("state store %s: took over %d open window(s), %d events, %d undelivered window(s)",
+                 store, len(snapshot["windows"]), count, undelivered)
         try:
             await self.sink.delete_state(store, HANDOVER_KEY)  # first: what is left without it is ignored
             for n in range(parts):
@@ -220,8 +216,9 @@ class Joiner:
                         store, error)
 
     async def hand_over(self) -> bool:
-        """At stop: save the open windows in the state store instead of closing them early. False when
-        they must be closed now: no store, nothing open, the previous run's not taken over, a failed save."""
+        """At stop: save the open windows in the state store instead of closing them early, with the
+        windows not delivered yet (parked, or still in the outbox). False when they must be closed now:
+        no store, the previous run's not taken over, a failed save."""
         store = self.config.state_store
         if store is None:
             return False
@@ -229,11 +226,14 @@ class Joiner:
             log.warning("state store %s: the previous run's windows were not taken over; closing these now", store)
             return False
         # even with no window open: the watermark, the dedup memory and the table travel too
+        undelivered = self.sender.undelivered()
         try:
             snapshot = self.processor.snapshot()
+            snapshot["undelivered"] = undelivered
             text = dumps(snapshot)
         except Exception as error:  # noqa: BLE001 - then the windows close now, as without a store
             self.errors("saving the open windows", error)
+            self.sender.take_over(undelivered)  # back to the park: counted as lost at exit
             return False
         size = self.handover_part_bytes
         chunks = [text[start : start + size] for start in range(0, len(text), size)]
@@ -244,11 +244,29 @@ class Joiner:
             await self.sink.save_state(store, HANDOVER_KEY, {"parts": len(chunks), "bytes": len(text)})
         except SidecarError as error:
             log.error("state store %s: open windows not handed over, closing them now: %s", store, error)
+            self.sender.take_over(undelivered)
             return False
+        self.sender.parked.clear()
         events = sum(len(events) for window in snapshot["windows"] for events in window["events"].values())
-        log.info("state store %s: handed over %d open window(s), %d events (%d bytes in %d part(s))",
-                 store, len(snapshot["windows"]), events, len(text), len(chunks))
+        log.info("state store %s: handed over %d open window(s), %d events, %d undelivered window(s) "
+                 "(%d bytes in %d part(s))", store, len(snapshot["windows"]), events, len(undelivered), len(text),
+                 len(chunks))
         return True
+
+    async def stop(self) -> None:
+        """At shutdown: deliver what is due, then hand over (state.store) or close what is open and send it;
+        what is still undelivered after that is handed over too, or counted and logged as lost."""
+        await self._drain(10)
+        if not await self.hand_over():
+            self.close_all()  # what is buffered goes out before we stop
+            await self._drain(10)
+            self.sender.give_up()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.late_box.join(), timeout=5)
+
+    async def _drain(self, seconds: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.outbox.join(), timeout=seconds)
 
     # -- windows ------------------------------------------------------------------------------
 
@@ -265,21 +283,6 @@ class Joiner:
             await asyncio.sleep(self.processor.next_tick())
             self.processor.tick()
 
-    async def run_sender(self) -> None:
-        """Deliver closed windows in order. Whatever goes wrong with one window stays with it: it is
-        counted and logged, and the next window goes out as if nothing had happened."""
-        while True:
-            window, rows = await self.outbox.get()
-            try:
-                chunks = range(0, len(rows), self.rows_per_call)
-                for number, start in enumerate(chunks, 1):
-                    await self.deliver(window, rows[start : start + self.rows_per_call], f"{number}/{len(chunks)}")
-            except Exception as error:  # noqa: BLE001 - the sender must outlive any one window
-                self.deliveries_failed += 1
-                self.errors(f"delivering window {window.id}", error, f"{len(rows)} rows not delivered")
-            finally:
-                self.outbox.task_done()
-
     async def run_late_sender(self) -> None:
         """Publish late events to the configured late topic (they are counted and logged either way)."""
         target = self.config.late_target
@@ -293,52 +296,16 @@ class Joiner:
                     log.error("late event %s not published to %s: %s", late.id, target, error)
             self.late_box.task_done()
 
-    def body(self, window: Window, rows: list[Any]) -> Any:
-        if not self.config.envelope:
-            return rows
-        return {"window_start": window.start, "window_end": window.end, "window_id": window.id, "rows": rows}
-
-    async def deliver(self, window: Window, rows: list[Any], chunk: str = "1/1") -> None:
-        """Send rows of one window to every target, retrying with backoff; a failure is logged, never silent.
-
-        ``window-id`` and ``window-chunk`` (``n/total``, for a window sent in several calls) name the call,
-        so that a receiver can recognise one it got already (a retry after a lost answer)."""
-        headers = {"window-start": str(window.start), "window-end": str(window.end), "window-id": window.id,
-                   "window-chunk": chunk}
-        body = self.body(window, rows)
-        for target in self.config.targets:
-            for attempt in range(1, DELIVERY_ATTEMPTS + 1):
-                try:
-                    if isinstance(target, InvokeTarget):
-                        await self.sink.invoke(target.app_id, target.method, body, headers)
-                    else:  # window metadata as CloudEvent extension attributes, the body unchanged
-                        extensions = {"windowstart": headers["window-start"], "windowend": headers["window-end"],
-                                      "windowid": window.id}
-                        await self.sink.publish_event(target.pubsub, target.topic, body, WINDOW_EVENT_TYPE, extensions)
-                    self.rows_emitted += len(rows)
-                    break
-                except UnsendableBody as error:  # the same body would fail again: no retry
-                    self.deliveries_failed += 1
-                    log.error("window %s: %d rows not delivered to %s, they cannot be sent: %s",
-                              window.id, len(rows), target, error)
-                    break
-                except SidecarError as error:
-                    if attempt == DELIVERY_ATTEMPTS:
-                        self.deliveries_failed += 1
-                        log.error(
-                            "window %s: %d rows not delivered to %s after %d attempts: %s",
-                            window.id, len(rows), target, attempt, error,
-                        )
-                    else:
-                        log.warning("window %s: delivery to %s failed (attempt %d): %s", window.id, target, attempt, error)
-                        await asyncio.sleep(min(self.retry_base_delay * 2**attempt, 5.0))
-
     def stats_dict(self) -> dict[str, Any]:
         return {
             **self.processor.stats.as_dict(),
             "bulk_deliveries": dict(self.bulk_deliveries),
-            "rows_emitted": self.rows_emitted,
-            "deliveries_failed": self.deliveries_failed,
+            "rows_emitted": self.sender.rows_emitted,
+            "deliveries_failed": self.sender.deliveries_failed,
+            "windows_parked": len(self.sender.parked),
+            "parked_bytes": self.sender.parked_bytes,
+            "windows_resent": self.sender.windows_resent,
+            "windows_lost": self.sender.windows_lost,
             "late_published": self.late_published,
             "buffered": sum(state.count for state in self.processor.windows.states()),
             "buffered_bytes": sum(state.bytes for state in self.processor.windows.states()),
@@ -386,21 +353,18 @@ def create_app(
         log.info("plan: %s", joiner.processor.describe())
         tasks = [
             asyncio.create_task(joiner.run_windows()),
-            asyncio.create_task(joiner.run_sender()),
+            asyncio.create_task(joiner.sender.run()),
             asyncio.create_task(joiner.run_late_sender()),
+            asyncio.create_task(joiner.sender.run_parked_retries()),
         ]
         take_over = asyncio.create_task(joiner.take_over()) if config.state_store else None
         yield
         tasks[0].cancel()
+        tasks[3].cancel()
         if take_over is not None:
             take_over.cancel()
             await asyncio.gather(take_over, return_exceptions=True)
-        if not await joiner.hand_over():
-            joiner.close_all()  # what is buffered goes out before we stop
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(joiner.outbox.join(), timeout=10)
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(joiner.late_box.join(), timeout=5)
+        await joiner.stop()
         tasks[1].cancel()
         tasks[2].cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -432,6 +396,26 @@ def create_app(
     @app.get("/healthz")
     async def healthz() -> dict:
         return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        """Readiness: unready while deliveries fail, windows are parked or the outbox backs up (liveness
+        stays /healthz: a joiner that cannot deliver must not be restarted and lose its windows)."""
+        problems = state["joiner"].sender.problems()
+        if problems:
+            return JSONResponse({"status": "unready", "problems": problems}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/deadletters", dependencies=[Depends(guard)])
+    async def dead_letters() -> dict:
+        """The parked windows: what each holds, for which target, and why it did not go."""
+        sender = state["joiner"].sender
+        return {"windows": [parked.summary() for parked in sender.parked.values()], "bytes": sender.parked_bytes}
+
+    @app.post("/deadletters/resend", dependencies=[Depends(guard)])
+    async def resend() -> dict:
+        """Re-send every parked window now (billable-proc takes a window it got already for a retry)."""
+        return await state["joiner"].sender.resend()
 
     @app.get("/stats")
     async def stats() -> dict:

@@ -29,7 +29,9 @@ COUNTERS = {
     "windows_idle_closed": "windows closed because input went idle (event time)",
     "rows_made": "rows made by closed windows",
     "rows_emitted": "rows delivered to a target",
-    "deliveries_failed": "window deliveries given up after their retries, or that could not be sent",
+    "deliveries_failed": "window deliveries given up after their retries, or that could not be sent (then parked)",
+    "windows_resent": "parked windows delivered by a re-send",
+    "windows_lost": "undelivered windows given up: parked rows over their bound, or a stop without state.store",
     "unexpected_errors": "errors of the joiner's own met on some input (that delivery was dropped)",
     "late_published": "late events published to the late topic",
     "pair_errors": "pairs whose where or select failed",
@@ -42,6 +44,8 @@ GAUGES = {
     "buffered": "events held by the open windows",
     "buffered_bytes": "bytes (as delivered) of the events held by the open windows",
     "outbox": "closed windows waiting to be delivered",
+    "windows_parked": "windows a target did not take after their retries, kept to be re-sent (/deadletters)",
+    "parked_bytes": "bytes (JSON) of the parked windows' rows",
     "table_keys": "keys in the table (join: table)",
 }
 

@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         with Stack(args.run_file, args.run_dir, overrides) as stack:
             proc = stack.apps["billable-proc"]
             say(f"all up; logs in {args.run_dir / 'logs'}; billable rows follow (Ctrl-C stops everything)")
-            follow(proc.app.log_path, "Data received", lambda: proc.app.death() or proc.sidecar.death())
+            readiness = ReadinessWatch(stack.apps["join-tenants-poweruse"])
+            follow(proc.app.log_path, "Data received", lambda: proc.app.death() or proc.sidecar.death(), readiness)
     except KeyboardInterrupt:
         say("stopping")
         return 0
@@ -62,7 +63,30 @@ def install() -> int:
     return 0
 
 
-def follow(path: Path, marker: str, dead) -> None:
+class ReadinessWatch:
+    """Says when the joiner turns unready (deliveries failing, windows parked) and when it is ready again."""
+
+    def __init__(self, joiner, every: float = 5.0) -> None:
+        self.joiner = joiner
+        self.every = every
+        self.next_check = time.monotonic() + every
+        self.problems: list[str] = []
+
+    def __call__(self) -> None:
+        if time.monotonic() < self.next_check:
+            return
+        self.next_check = time.monotonic() + self.every
+        try:
+            answer = self.joiner.get("/readyz")
+            problems = [] if answer.status_code == 200 else answer.json().get("problems", [f"HTTP {answer.status_code}"])
+        except Exception as error:  # noqa: BLE001 - a slow answer is reported, it stops nothing
+            problems = [f"/readyz did not answer: {error}"]
+        if problems != self.problems:
+            say("joiner ready again" if not problems else "joiner NOT ready: " + "; ".join(problems))
+            self.problems = problems
+
+
+def follow(path: Path, marker: str, dead, idle=lambda: None) -> None:
     with open(path, errors="replace") as log:
         while True:
             line = log.readline()
@@ -72,6 +96,7 @@ def follow(path: Path, marker: str, dead) -> None:
                 continue
             if (death := dead()):
                 raise StackError(death)
+            idle()
             time.sleep(0.2)
 
 

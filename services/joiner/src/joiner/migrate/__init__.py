@@ -42,6 +42,7 @@ ORIGINAL_IMAGES = {  # the original example's images and this project's service 
 APP_PORT = 8080
 CONFIG_NAME = "streaming-runtime"
 JOINER_CONFIG_DIR = "/etc/joiner"
+JOINER_MEMORY_LIMIT, JOINER_WINDOW_BYTES = "512Mi", "96Mi"  # as deploy/base/apps/join-tenants-poweruse.yaml
 
 # Kubernetes kinds copied through unchanged when they are not Dapr apps
 PASS_THROUGH_KINDS = {
@@ -364,10 +365,14 @@ class _Converter:
         port = _port(spec.get("servicePort"), label, self)
         config_map = _resource("v1", "ConfigMap", name, joiner)
         config_map["data"] = {"joiner.yaml": text}
-        env = [{"name": "JOINER_CONFIG", "value": f"{JOINER_CONFIG_DIR}/joiner.yaml"}]
+        env = [
+            {"name": "JOINER_CONFIG", "value": f"{JOINER_CONFIG_DIR}/joiner.yaml"},
+            # window buffers in bytes, well under the memory limit (as deploy/base sets them)
+            {"name": "JOINER_MAX_WINDOW_BYTES", "value": JOINER_WINDOW_BYTES},
+        ]
         deployment = self.deployment(
-            joiner, name, self.image("joiner"), port, env, replicas=1, memory_limit="512Mi", strategy="Recreate",
-            config_map=name,
+            joiner, name, self.image("joiner"), port, env, replicas=1, memory_limit=JOINER_MEMORY_LIMIT,
+            strategy="Recreate", config_map=name, readiness_path="/readyz",
         )
         return [config_map, deployment]
 
@@ -440,7 +445,7 @@ class _Converter:
         self, source: dict, app_id: str, image: str, port: int, env: list[dict], *, replicas: Any = 1,
         memory_limit: str = "256Mi", strategy: str | None = None, config_map: str | None = None,
         container_name: str | None = None, extra: dict | None = None, image_note: str | None = None,
-        deployment_name: str | None = None, annotations: dict | None = None,
+        deployment_name: str | None = None, annotations: dict | None = None, readiness_path: str = "/healthz",
     ) -> dict:
         """This project's app Deployment: the shape of deploy/base/apps/*.yaml."""
         name = deployment_name or app_id
@@ -458,7 +463,7 @@ class _Converter:
             container["envFrom"] = copy.deepcopy(extra["envFrom"])
         container["ports"] = [{"name": "http", "containerPort": port}]
         probe = {"httpGet": {"path": "/healthz", "port": "http"}}
-        container["readinessProbe"] = {**copy.deepcopy(probe), "periodSeconds": 10}
+        container["readinessProbe"] = {"httpGet": {"path": readiness_path, "port": "http"}, "periodSeconds": 10}
         container["livenessProbe"] = {**copy.deepcopy(probe), "initialDelaySeconds": 10, "periodSeconds": 20}
         container["resources"] = copy.deepcopy((extra or {}).get("resources")) or {
             "requests": {"cpu": "50m", "memory": "96Mi"},
