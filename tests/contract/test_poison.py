@@ -196,7 +196,7 @@ async def test_an_error_of_our_own_in_a_bulk_delivery_drops_each_of_its_entries(
     async with serve(app) as client:
         joiner = app.state.joiner
 
-        def failing_offer_many(index, entries):
+        def failing_offer_many(index, entries, *rest):
             raise RuntimeError("an engine bug")
 
         joiner.processor.offer_many = failing_offer_many
@@ -204,6 +204,44 @@ async def test_an_error_of_our_own_in_a_bulk_delivery_drops_each_of_its_entries(
         stats = (await client.get("/stats")).json()
     assert answer.json() == {"statuses": [{"entryId": f"e{n}", "status": "DROP"} for n in (1, 2, 3)]}
     assert stats["dropped"] == {"poweruse": 3} and stats["unexpected_errors"] == 1
+
+
+async def test_in_event_time_an_error_of_our_own_on_one_bulk_entry_drops_that_entry_alone():
+    yaml_text = EXAMPLE.replace("window: 20s", "window: 20s\neventTime: {field: ts, grace: 1s}")
+    app, sidecar, clock = make_app(yaml_text)
+    async with serve(app) as client:
+        engine = app.state.joiner.processor.engine
+        real_accept = engine.accept
+
+        def failing_accept(state, index, data, *rest):
+            if data.get("kwh_use") == 2:
+                raise KeyError("an engine bug")
+            return real_accept(state, index, data, *rest)
+
+        engine.accept = failing_accept
+        await client.post("/tenants", json=cloud_event({**TENANT, "ts": clock()}, "tenants"))
+        answer = await client.post("/poweruse", json=bulk(*(cloud_event(reading(n, ts=clock()), "poweruse") for n in (1, 2, 3))))
+        stats = (await client.get("/stats")).json()
+    assert [s["status"] for s in answer.json()["statuses"]] == ["SUCCESS", "DROP", "SUCCESS"]
+    assert stats["unexpected_errors"] == 1 and stats["dropped"] == {"poweruse": 1}
+    assert sorted(row["tenant_kwh_usage"] for _, _, rows, _ in sidecar.invocations for row in rows) == [1, 3]
+
+
+async def test_a_redelivered_bulk_is_joined_once_with_dedup_and_stays_on_the_fast_loop():
+    """daprd sends a bulk again when it got no answer (a timeout, a restart): same entries, same ids."""
+    app, sidecar, clock = make_app(EXAMPLE + "dedup: {ttl: 10m}\n")
+    delivery = bulk(*(cloud_event(reading(n), "poweruse") for n in range(5)))
+    async with serve(app) as client:
+        assert "poweruse: native" in app.state.joiner.processor.describe()
+        await client.post("/tenants", json=cloud_event(TENANT, "tenants"))
+        first = await client.post("/poweruse", json=delivery)
+        again = await client.post("/poweruse", json=delivery)
+        rows = await billed_rows(client, app, sidecar, clock)
+        stats = (await client.get("/stats")).json()
+    assert [s["status"] for s in first.json()["statuses"]] == ["SUCCESS"] * 5
+    assert [s["status"] for s in again.json()["statuses"]] == ["SUCCESS"] * 5  # taken: nothing to redeliver
+    assert sorted(row["tenant_kwh_usage"] for row in rows) == [0, 1, 2, 3, 4]
+    assert stats["duplicates"] == {"poweruse": 5} and stats["accepted"]["poweruse"] == 5
 
 
 # -- row 6: buffers bounded in bytes ---------------------------------------------------------------

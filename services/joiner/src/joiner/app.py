@@ -79,7 +79,7 @@ class Joiner:
         self.late_box: asyncio.Queue[LateEvent] = asyncio.Queue()
         self.processor = Processor(
             config, engine, on_window=lambda w, rows: self.outbox.put_nowait((w, rows)),
-            on_late=self.late_box.put_nowait, clock=clock,
+            on_late=self.late_box.put_nowait, clock=clock, errors=self.errors,
         )
         self.stream_index = {source.name: index for index, source in enumerate(config.sources)}
         self.bulk_deliveries: Counter = Counter()

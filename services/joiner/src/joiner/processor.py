@@ -28,7 +28,7 @@ from joiner.engine.table import TableJoin
 from joiner.engine.windows import TumblingWindows, Window
 from streaming_runtime.errors import MalformedEvent
 from streaming_runtime.expressions import compile_expression
-from streaming_runtime.logs import printable
+from streaming_runtime.logs import ErrorReport, printable
 
 log = logging.getLogger("joiner")
 
@@ -107,6 +107,7 @@ class Processor:
         on_late: Callable[[LateEvent], None] = lambda late: None,
         clock: Callable[[], float] | None = None,
         store: StateStore | None = None,
+        errors: ErrorReport | None = None,
     ) -> None:
         import time
 
@@ -117,6 +118,7 @@ class Processor:
         self.on_late = on_late
         self.clock = clock or time.time
         self.store = store or MemoryStore()
+        self.errors = errors or ErrorReport(log)
         self.stats = Stats()
         self.windows = TumblingWindows(config.window_seconds, engine.new_state, self.store)
         self.time_spec = config.event_time
@@ -217,29 +219,44 @@ class Processor:
         """Take a batch of ``(data, id, cloudevent time)`` (``size``: the bytes of the delivery, shared
         among its entries); an outcome (or the MalformedEvent) per entry.
 
-        In processing time, with no dedup and a window join, the batch goes through the engine's
-        generated loop in one call; otherwise event by event."""
+        In processing time with a window join, the batch goes through the engine's generated loop in
+        one call (after dedup, which takes out the entries it remembers: a redelivered bulk is joined
+        once); otherwise event by event, where an error of our own costs its entry alone."""
         share = size // len(entries) if entries else 0
-        if self.event_time_mode or self.dedup is not None or self.table is not None:
+        if self.event_time_mode or self.table is not None:
             outcomes: list[str | MalformedEvent] = []
             for data, event_id, ce_time in entries:
                 try:
                     outcomes.append(self.offer(index, data, event_id, ce_time, share))
                 except MalformedEvent as error:
                     outcomes.append(error)
+                except Exception as error:  # noqa: BLE001 - the entries before it are buffered: not all DROP
+                    self.errors(f"an event of {self.streams[index]}", error, f"id {printable(event_id, 80)}")
+                    outcomes.append(MalformedEvent(f"an error of the joiner's own ({type(error).__name__})"))
             return outcomes
         stream = self.streams[index]
         self.last_arrival = now = self.clock()
         window, state = self.windows.state_at(now)
-        batch = [(data, event_id) for data, event_id, _ in entries]
+        answers: list[str | MalformedEvent] = [ACCEPTED] * len(entries)
+        batch, positions = [], []
+        key_field = self.config.dedup_key_fields.get(stream)
+        for position, (data, event_id, _) in enumerate(entries):
+            if self.dedup is not None and self.dedup.seen(dedup_key(stream, event_id, data, key_field)):
+                self.stats.duplicates[stream] += 1
+                answers[position] = DUPLICATE
+                continue
+            batch.append((data, event_id))
+            positions.append(position)
         outcome = self.engine.accept_many(state, index, batch)
-        bad = {id(entry): MalformedEvent(reason) for entry, reason in outcome.malformed}
         self.stats.accepted[stream] += outcome.accepted
         self.stats.filtered[stream] += outcome.filtered
         state.bytes += share * outcome.accepted
         self._split_if_full(window, state)
         # the engine counts filtered events but does not name them: both are answered SUCCESS
-        return [bad.get(id(entry), ACCEPTED) for entry in batch]
+        where = {id(entry): position for entry, position in zip(batch, positions)}
+        for entry, reason in outcome.malformed:
+            answers[where[id(entry)]] = MalformedEvent(reason)
+        return answers
 
     # -- time -----------------------------------------------------------------------------------
 
