@@ -97,6 +97,24 @@ async def test_a_poisoned_bulk_entry_is_dropped_alone_and_good_entries_beside_it
     assert sorted(row["tenant_kwh_usage"] for row in rows) == [1, 2, 3]
 
 
+async def test_a_bulk_entry_nested_as_deep_as_daprd_passes_is_dropped_alone():
+    """daprd reads 10,000 levels (Go's limit) and wraps the event in a bulk delivery a few levels deeper:
+    the joiner reads all of it, so the deep entry is refused alone and the others are answered."""
+    app, sidecar, clock = make_app()
+    deep = "[" * 9_995 + "]" * 9_995
+    good = [json.dumps(cloud_event(reading(n), "poweruse")) for n in (1, 2)]
+    event = json.dumps(cloud_event(reading(0), "poweruse")).replace('"kwh_use": 0', f'"kwh_use": {deep}')
+    body = ('{"id": "b", "topic": "poweruse", "entries": ['
+            + ", ".join(f'{{"entryId": "e{n}", "event": {text}}}' for n, text in enumerate([good[0], event, good[1]]))
+            + "]}")
+    async with serve(app) as client:
+        await client.post("/tenants", json=cloud_event(TENANT, "tenants"))
+        answer = await client.post("/poweruse", content=body.encode(), headers={"content-type": "application/json"})
+        rows = await billed_rows(client, app, sidecar, clock)
+    assert [s["status"] for s in answer.json()["statuses"]] == ["SUCCESS", "DROP", "SUCCESS"]
+    assert sorted(row["tenant_kwh_usage"] for row in rows) == [1, 2]
+
+
 async def test_a_bulk_of_legitimate_readings_larger_than_one_events_limit_is_taken_whole():
     """100 readings of 11 KB: 1.1 MB, over MAX_BODY_BYTES (1 MiB) but each entry far under it."""
     app, sidecar, clock = make_app()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -36,9 +37,18 @@ class Delivery(BaseModel):
     data: Any = None
 
 
+# daprd (Go's encoding/json) passes on JSON nested up to 10,000 levels; a bulk delivery wraps it in a few
+# more. Python's parser stops at the recursion limit (10,000 once jsonata-python is imported): below what
+# daprd sends, a whole bulk delivery could not be read, and no entry of it answered on its own.
+PARSE_RECURSION_LIMIT = 12_000
+
+
 def loads(text: bytes | str) -> Any:
     """Strict JSON: NaN and Infinity (which Python's json accepts) are not JSON and are refused; so is
-    nesting deeper than the parser's recursion limit (ValueError either way)."""
+    nesting deeper than the parser can read (ValueError either way). Anything daprd delivers is read,
+    so that a too-deep entry of a bulk delivery is refused alone (by value_problem), not the delivery."""
+    if sys.getrecursionlimit() < PARSE_RECURSION_LIMIT:  # checked each time: a library may lower it
+        sys.setrecursionlimit(PARSE_RECURSION_LIMIT)
     try:
         return json.loads(text, parse_constant=_refuse_constant)
     except RecursionError:
