@@ -14,9 +14,9 @@ from __future__ import annotations
 import base64
 import json
 import sys
+from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
 
 from streaming_runtime.errors import MalformedEvent, PayloadTooLarge
 from streaming_runtime.logs import printable
@@ -25,10 +25,10 @@ from streaming_runtime.values import value_problem
 STRING_ATTRIBUTES = ("time", "topic", "pubsubname", "datacontenttype")
 
 
-class Delivery(BaseModel):
-    """One delivered event: its CloudEvent id (if any), and the decoded data."""
-
-    model_config = ConfigDict(frozen=True)
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One delivered event: its CloudEvent id (if any), and the decoded data. A dataclass, not a pydantic
+    model: its fields are checked by :func:`delivery_of` already, and it is made once per event."""
 
     id: str | None = None
     topic: str | None = None
@@ -140,28 +140,31 @@ def _from_cloudevent(envelope: dict[str, Any]) -> Delivery:
     if event_id is not None and type(event_id) not in (str, int):
         raise MalformedEvent(f"CloudEvent id is {type(event_id).__name__}, not a string")
     event_id = str(event_id) if event_id is not None else None
-    label = f"event {printable(event_id, 80)}"
+
+    def label() -> str:  # only for an error: escaping the id costs more than reading a good event
+        return f"event {printable(event_id, 80)}"
+
     for name in STRING_ATTRIBUTES:
         value = envelope.get(name)
         if value is not None and type(value) is not str:
-            raise MalformedEvent(f"{label}: CloudEvent attribute {name} is {type(value).__name__}, not a string")
+            raise MalformedEvent(f"{label()}: CloudEvent attribute {name} is {type(value).__name__}, not a string")
     data = envelope.get("data")
     if data is None and "data_base64" in envelope:
         encoded = envelope["data_base64"]
         if type(encoded) is not str:
-            raise MalformedEvent(f"{label}: data_base64 is {type(encoded).__name__}, not a string")
+            raise MalformedEvent(f"{label()}: data_base64 is {type(encoded).__name__}, not a string")
         try:
             data = loads(base64.b64decode(encoded, validate=True))
         except (ValueError, UnicodeDecodeError) as error:
-            raise MalformedEvent(f"{label}: data_base64 is not base64 JSON: {_json_problem(error)}") from None
+            raise MalformedEvent(f"{label()}: data_base64 is not base64 JSON: {_json_problem(error)}") from None
     elif isinstance(data, str) and "json" in str(envelope.get("datacontenttype", "")):
         # some publishers send JSON as a string with a JSON content type
         try:
             data = loads(data)
         except ValueError as error:
-            raise MalformedEvent(f"{label}: data is not JSON: {_json_problem(error)}") from None
+            raise MalformedEvent(f"{label()}: data is not JSON: {_json_problem(error)}") from None
     if (problem := value_problem(data)) is not None:
-        raise MalformedEvent(f"{label}: {problem}")
+        raise MalformedEvent(f"{label()}: {problem}")
     return Delivery(
         id=event_id, topic=envelope.get("topic"), pubsubname=envelope.get("pubsubname"), time=envelope.get("time"),
         data=data,

@@ -133,7 +133,9 @@ class Joiner:
         statuses: dict[str, str] = {}
         entry_ids: list[str] = []
         entries: list[tuple[Any, str | None, str | None]] = []
-        for entry_id, parsed in bulk_entries(document, max_event_bytes=self.max_body_bytes):
+        # no entry can be over an event's limit when the whole delivery is not: then sizes are not measured
+        limit = self.max_body_bytes if size > self.max_body_bytes else None
+        for entry_id, parsed in bulk_entries(document, max_event_bytes=limit):
             if isinstance(parsed, MalformedEvent):
                 self.drop(source, entry_id, parsed)
                 statuses[entry_id] = "DROP"
