@@ -299,3 +299,30 @@ async def test_an_event_far_in_the_future_is_dropped_and_later_events_are_not_la
     assert stats["future"] == {"poweruse": 1} and stats["late"] == {} and stats["dropped"] == {"poweruse": 1}
     assert [row for _, _, rows, _ in sidecar.invocations for row in rows] == [GOOD_ROW]  # at shutdown
     assert any("ahead of the clock (eventTime.maxFutureSkew is 900s)" in r.getMessage() for r in caplog.records)
+
+
+# -- the joiner's own dead letters (a bulk Subscription cannot have deadLetterTopic with daprd 1.18) ------
+
+
+async def test_dropped_events_of_a_stream_with_dead_letters_are_published_there_with_the_reason():
+    app, sidecar, clock = make_app(EXAMPLE + "deadLetter: {poweruse: rabbit-stream/poweruse-deadletter}\n")
+    poison = cloud_event(reading(), "poweruse")
+    poison["time"] = 12
+    async with serve(app) as client:
+        await client.post("/tenants", content=b"not json")  # tenants have no deadLetter: daprd's copy only
+        single = await client.post("/poweruse", content=b'{"kwh_use": \xff}')
+        text = json.dumps(bulk(cloud_event(reading(1), "poweruse"), poison))
+        in_bulk = await client.post("/poweruse", content=text.replace('"kwh_use": 1', '"kwh_use": 1e400').encode())
+        await wait_for(lambda: len(sidecar.publications) == 3, what="three dead letters")
+        stats = (await client.get("/stats")).json()
+    assert single.json() == {"status": "DROP"}
+    assert [s["status"] for s in in_bulk.json()["statuses"]] == ["DROP", "DROP"]
+    assert {(pubsub, topic) for pubsub, topic, _ in sidecar.publications} == {("rabbit-stream", "poweruse-deadletter")}
+    records = [record for _, _, record in sidecar.publications]
+    assert [r["stream"] for r in records] == ["poweruse"] * 3
+    assert records[0]["event"] == '{"kwh_use": \\xff}' and "not JSON" in records[0]["reason"]
+    assert '"kwh_use":Infinity' in records[1]["event"] and "inf, not a finite number" in records[1]["reason"]
+    assert records[2]["id"] == "e2" and f"event {poison['id']}: CloudEvent attribute time is int" in records[2]["reason"]
+    assert json.loads(records[2]["event"])["time"] == 12  # the event as delivered, to inspect or re-publish
+    assert stats["dead_lettered"] == 3 and stats["dead_letters_lost"] == 0
+    assert stats["dropped"] == {"tenants": 1, "poweruse": 3}

@@ -377,3 +377,30 @@ def test_max_future_skew_needs_event_time_and_a_positive_duration():
     assert _error(_env(JOINER_MAX_FUTURE_SKEW="1m")) == (
         "JOINER_MAX_FUTURE_SKEW needs an event time field (eventTime.field or JOINER_TIME_FIELD)"
     )
+
+
+# --- deadLetter: the joiner's own dead letters, per stream -------------------------------------------
+
+
+def test_dead_letters_from_yaml_and_from_the_environment():
+    config = config_from_yaml(SPEC_YAML + "deadLetter: {right: rabbit-stream/right-deadletter}\n")
+    assert config.dead_letters == {"right": PublishTarget(pubsub="rabbit-stream", topic="right-deadletter")}
+    env = load_config(_env(JOINER_DEAD_LETTER_TO_STREAM="poweruse=rabbit-stream/p-dl, tenants=redis-stream/t-dl"))
+    assert env.dead_letters == {"poweruse": PublishTarget(pubsub="rabbit-stream", topic="p-dl"),
+                                "tenants": PublishTarget(pubsub="redis-stream", topic="t-dl")}
+    assert load_config(_env()).dead_letters == {}
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("{nope: a/b}", "deadLetter names 'nope', which is not one of the streams ['left', 'right']"),
+    ("{right: nothing}", "deadLetter.right='nothing': expected pubsub/topic, such as redis-stream/billables"),
+    ("[right]", "deadLetter must map a stream to pubsub/topic, such as {poweruse: rabbit-stream/poweruse-deadletter}"),
+])
+def test_dead_letters_must_name_a_stream_and_a_topic(value, message):
+    assert _yaml_error(SPEC_YAML + f"deadLetter: {value}\n") == message
+
+
+def test_dead_letters_from_the_environment_need_stream_equals_topic():
+    assert _error(_env(JOINER_DEAD_LETTER_TO_STREAM="rabbit-stream/p")) == (
+        "JOINER_DEAD_LETTER_TO_STREAM='rabbit-stream/p': expected stream=pubsub/topic, comma-separated"
+    )

@@ -55,3 +55,32 @@ class ErrorReport:
     @property
     def total(self) -> int:
         return sum(self.counts.values())
+
+
+class LogBudget:
+    """Lines that input can cause (a dropped event each), logged without flooding: per ``key`` at most
+    ``burst`` lines every ``period`` seconds; past that they are counted, and the first line of the next
+    period says how many were left out. Counters (``/stats``) count every one; the log samples them."""
+
+    def __init__(self, logger: logging.Logger, burst: int = 20, period: float = 10.0) -> None:
+        self.logger = logger
+        self.burst = burst
+        self.period = period
+        self._spent: dict[str, tuple[float, int, int]] = {}  # key -> (period start, lines logged, left out)
+
+    def warning(self, key: str, message: str, *args: object) -> None:
+        import time
+
+        now = time.monotonic()
+        start, logged, left_out = self._spent.get(key, (now, 0, 0))
+        if now - start >= self.period:
+            if left_out:
+                self.logger.warning("%d more like the lines above (%s) were not logged in %.0fs; all are counted",
+                                    left_out, key, now - start)
+            start, logged, left_out = now, 0, 0
+        if logged < self.burst:
+            self.logger.warning(message, *args, stacklevel=2)  # the line names the caller, not this class
+            logged += 1
+        else:
+            left_out += 1
+        self._spent[key] = (start, logged, left_out)

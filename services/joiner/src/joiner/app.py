@@ -29,13 +29,14 @@ from pydantic import Field
 from fastapi.responses import JSONResponse, Response
 
 from joiner.config import JoinerConfig, StreamSource, load_config
+from joiner.deadletters import DeadLetters
 from joiner.engine.join import JoinEngine
 from joiner.metrics import StatsCollector, exposition, registry_of
 from joiner.processor import LateEvent, Processor, build_engine
 from joiner.sender import ROWS_PER_CALL, WindowSender
 from streaming_runtime.cloudevents import bulk_entries, delivery_of, is_bulk, read_body
 from streaming_runtime.errors import MalformedEvent, PayloadTooLarge
-from streaming_runtime.logs import ErrorReport, printable
+from streaming_runtime.logs import ErrorReport, LogBudget, printable
 from streaming_runtime.service import api_token_guard, read_limited
 from streaming_runtime.settings import ServiceSettings
 from streaming_runtime.sidecar import Sidecar, SidecarError, dumps
@@ -74,6 +75,8 @@ class Joiner:
         self.max_body_bytes = max_body_bytes
         self.max_bulk_body_bytes = max(max_bulk_body_bytes, max_body_bytes)
         self.errors = ErrorReport(log)
+        self.drop_log = LogBudget(log)
+        self.dead_letters = DeadLetters(config.dead_letters, sink, max_body_bytes)
         self.sender = WindowSender(config, sink, self.errors, clock, retry_base_delay, rows_per_call)
         self.outbox = self.sender.outbox
         self.late_box: asyncio.Queue[LateEvent] = asyncio.Queue()
@@ -119,11 +122,11 @@ class Joiner:
                 raise PayloadTooLarge(f"payload of {len(body)} bytes exceeds the limit of {self.max_body_bytes} bytes")
             delivery = delivery_of(document)
         except MalformedEvent as error:
-            return self.drop(source, None, error)
+            return self.drop(source, None, error, body)
         try:
             self.processor.offer(self.stream_index[source.name], delivery.data, delivery.id, delivery.time, len(body))
         except MalformedEvent as error:
-            return self.drop(source, delivery.id, error)
+            return self.drop(source, delivery.id, error, body)
         return {"status": "SUCCESS"}
 
     def _ingest_bulk(self, source: StreamSource, document: dict[str, Any], size: int) -> dict[str, Any]:
@@ -132,21 +135,24 @@ class Joiner:
         self.bulk_deliveries[source.name] += 1
         statuses: dict[str, str] = {}
         entry_ids: list[str] = []
+        positions: list[int] = []
         entries: list[tuple[Any, str | None, str | None]] = []
         # no entry can be over an event's limit when the whole delivery is not: then sizes are not measured
         limit = self.max_body_bytes if size > self.max_body_bytes else None
-        for entry_id, parsed in bulk_entries(document, max_event_bytes=limit):
+        raw = document["entries"]
+        for position, (entry_id, parsed) in enumerate(bulk_entries(document, max_event_bytes=limit)):
             if isinstance(parsed, MalformedEvent):
-                self.drop(source, entry_id, parsed)
+                self.drop(source, entry_id, parsed, _event_of(raw[position]))
                 statuses[entry_id] = "DROP"
                 continue
+            positions.append(position)
             statuses[entry_id] = "SUCCESS"
             entry_ids.append(entry_id)
             entries.append((parsed.data, parsed.id or entry_id, parsed.time))
         outcomes = self.processor.offer_many(self.stream_index[source.name], entries, size)
-        for entry_id, entry, outcome in zip(entry_ids, entries, outcomes):
+        for entry_id, entry, position, outcome in zip(entry_ids, entries, positions, outcomes):
             if isinstance(outcome, MalformedEvent):
-                self.drop(source, entry[1], outcome)
+                self.drop(source, entry[1], outcome, _event_of(raw[position]))
                 statuses[entry_id] = "DROP"
         return {"statuses": [{"entryId": entry_id, "status": status} for entry_id, status in statuses.items()]}
 
@@ -158,16 +164,23 @@ class Joiner:
             if is_bulk(document):
                 ids = [entry_id for entry_id, _ in bulk_entries(document)]
                 self.processor.stats.dropped[source.name] += len(ids)
+                for entry_id, entry in zip(ids, document["entries"]):
+                    self.dead_letters.offer(source.name, entry_id, "an error of the joiner's own", _event_of(entry))
                 return {"statuses": [{"entryId": entry_id, "status": "DROP"} for entry_id in ids]}
         except Exception:  # noqa: BLE001 - the body could not be read a second time: one DROP for all
             pass
         self.processor.stats.dropped[source.name] += 1
+        self.dead_letters.offer(source.name, None, "an error of the joiner's own", body)
         return {"status": "DROP"}
 
-    def drop(self, source: StreamSource, event_id: str | None, error: MalformedEvent) -> dict[str, str]:
+    def drop(self, source: StreamSource, event_id: str | None, error: MalformedEvent, event: Any = None) -> dict[str, str]:
+        """Count, log (sampled) and, for a stream with ``deadLetter``, publish a copy of a dropped event."""
         self.processor.stats.dropped[source.name] += 1
-        log.warning("dropped malformed event stream=%s id=%s reason=%s", source.name, printable(event_id, 80),
-                    printable(error, 300))
+        if event is not None:
+            self.dead_letters.offer(source.name, event_id, str(error), event)
+        # a flood of poison must not become a flood of log: every drop is counted, the log samples them
+        self.drop_log.warning(f"dropped {source.name}", "dropped malformed event stream=%s id=%s reason=%s",
+                              source.name, printable(event_id, 80), printable(error, 300))
         return {"status": "DROP"}
 
     # -- handover of open windows (state.store) -------------------------------------------------
@@ -264,7 +277,7 @@ class Joiner:
             await self._drain(10)
             self.sender.give_up()
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self.late_box.join(), timeout=5)
+            await asyncio.wait_for(asyncio.gather(self.late_box.join(), self.dead_letters.queue.join()), timeout=5)
 
     async def _drain(self, seconds: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
@@ -309,12 +322,19 @@ class Joiner:
             "windows_resent": self.sender.windows_resent,
             "windows_lost": self.sender.windows_lost,
             "late_published": self.late_published,
+            "dead_lettered": self.dead_letters.published,
+            "dead_letters_lost": self.dead_letters.lost,
             "buffered": sum(state.count for state in self.processor.windows.states()),
             "buffered_bytes": sum(state.bytes for state in self.processor.windows.states()),
             "outbox": self.outbox.qsize(),
             "table_keys": self.processor.table.size if self.processor.table else 0,
             "unexpected_errors": self.errors.total,
         }
+
+
+def _event_of(entry: Any) -> Any:
+    """A bulk entry's event as delivered (JSON text or an object), or the entry when it has none."""
+    return entry.get("event", entry) if isinstance(entry, dict) else entry
 
 
 def _parts_of(manifest: Any) -> int:
@@ -358,6 +378,7 @@ def create_app(
             asyncio.create_task(joiner.sender.run()),
             asyncio.create_task(joiner.run_late_sender()),
             asyncio.create_task(joiner.sender.run_parked_retries()),
+            asyncio.create_task(joiner.dead_letters.run()),
         ]
         take_over = asyncio.create_task(joiner.take_over()) if config.state_store else None
         yield
@@ -367,8 +388,8 @@ def create_app(
             take_over.cancel()
             await asyncio.gather(take_over, return_exceptions=True)
         await joiner.stop()
-        tasks[1].cancel()
-        tasks[2].cancel()
+        for task in tasks[1:]:
+            task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         if sidecar is not None:
             await sidecar.aclose()

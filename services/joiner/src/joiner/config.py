@@ -86,6 +86,9 @@ class JoinerConfig(BaseModel):
     # streaming semantics (see docs/streaming.md); defaults keep the original example's behaviour
     event_time: EventTimeSpec | None = None
     late_target: PublishTarget | None = None
+    # stream -> where the joiner itself publishes the events of that stream it drops (for a bulk
+    # Subscription, which cannot have a deadLetterTopic with daprd 1.18: see docs/configuration.md)
+    dead_letters: dict[str, PublishTarget] = Field(default_factory=dict)
     join_mode: Literal["window", "table"] = "window"
     table_deleted_when: str | None = None  # JSONata over the table stream: true means "delete this key"
     dedup_ttl: float | None = None  # seconds; None: no deduplication
@@ -178,6 +181,13 @@ def _semantics_from_yaml(spec: dict[str, Any], values: dict[str, Any]) -> None:
         if not isinstance(late, dict) or "stream" not in late:
             raise ConfigError("late must be {stream: pubsub/topic}")
         values["late"] = _publish_target(str(late["stream"]), "late.stream")
+    if "deadLetter" in spec:
+        entries = spec["deadLetter"]
+        if not isinstance(entries, dict) or not entries:
+            raise ConfigError("deadLetter must map a stream to pubsub/topic, such as {poweruse: rabbit-stream/poweruse-deadletter}")
+        values["dead_letters"] = {
+            str(name): _publish_target(str(target), f"deadLetter.{name}") for name, target in entries.items()
+        }
     if "join" in spec:
         values["join"] = (spec["join"], "join")
     if "table" in spec:
@@ -263,6 +273,8 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
             values[name] = (environ[key], key)
     if environ.get("JOINER_STATE_STORE", "").strip():
         values["state_store"] = (environ["JOINER_STATE_STORE"].strip(), "JOINER_STATE_STORE")
+    if environ.get("JOINER_DEAD_LETTER_TO_STREAM"):
+        values["dead_letters"] = _dead_letters_from_env(environ["JOINER_DEAD_LETTER_TO_STREAM"])
     if environ.get("JOINER_LATE_TO_STREAM"):
         values["late"] = _publish_target(environ["JOINER_LATE_TO_STREAM"], "JOINER_LATE_TO_STREAM")
     if environ.get("JOINER_STREAM_SELECT"):
@@ -272,6 +284,17 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
             values["where"] = (environ[key], key)
             break
     return values
+
+
+def _dead_letters_from_env(value: str) -> dict[str, PublishTarget]:
+    setting = "JOINER_DEAD_LETTER_TO_STREAM"
+    out = {}
+    for item in value.split(","):
+        name, sep, target = item.strip().partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"{setting}={value!r}: expected stream=pubsub/topic, comma-separated")
+        out[name.strip()] = _publish_target(target, setting)
+    return out
 
 
 def _source_from_env(value: str, setting: str) -> StreamSource:
@@ -389,6 +412,11 @@ def _semantics(values: dict[str, Any], streams: tuple[str, str]) -> dict[str, An
                 raise ConfigError(f"{values[key][1]} needs an event time field (eventTime.field or JOINER_TIME_FIELD)")
     if "late" in values:
         out["late_target"] = values["late"]
+    if "dead_letters" in values:
+        unknown = sorted(set(values["dead_letters"]) - set(streams))
+        if unknown:
+            raise ConfigError(f"deadLetter names {unknown[0]!r}, which is not one of the streams {list(streams)}")
+        out["dead_letters"] = values["dead_letters"]
     if "join" in values:
         mode, setting = values["join"]
         if mode not in ("window", "table"):
