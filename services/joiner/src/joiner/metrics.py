@@ -34,6 +34,8 @@ COUNTERS = {
     "windows_lost": "undelivered windows given up: parked rows over their bound, or a stop without state.store",
     "unexpected_errors": "errors of the joiner's own met on some input (that delivery was dropped)",
     "late_published": "late events published to the late topic",
+    "dead_lettered": "dropped events published to their stream's deadLetter topic",
+    "dead_letters_lost": "dropped events whose deadLetter copy could not be queued or published",
     "pair_errors": "pairs whose where or select failed",
     "table_updates": "table records applied (join: table)",
     "table_deletes": "table keys removed (join: table)",
