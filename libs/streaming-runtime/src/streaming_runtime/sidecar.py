@@ -179,6 +179,11 @@ class Sidecar:
         if self._grpc is None:
             from dapr.aio.clients import DaprClient  # imported late: it reads DAPR_* settings
 
+            # the SDK's constructor waits for the sidecar with blocking sleeps (up to DAPR_HEALTH_TIMEOUT,
+            # 60 s): on the event loop that would stop every delivery. Asked here first, without blocking,
+            # a sidecar that is not up is a SidecarError now (the caller retries), and the constructor's
+            # own check then answers at once
+            await self.wait_ready(timeout=2.0)
             self._grpc = DaprClient(address=f"{self._settings.dapr_host}:{self._settings.dapr_grpc_port}")
         return self._grpc
 
