@@ -6,8 +6,9 @@ number such as ``1e400``), it looks up the app's ``DROP`` answers by their place
 answer past the end makes the sidecar panic (the defect is shown by tests/e2e/test_poison.py). Such a
 Subscription goes without ``deadLetterTopic`` and the joiner keeps the copy: ``deadLetter: {poweruse:
 rabbit-stream/poweruse-deadletter}`` publishes ``{stream, id, reason, dropped_at, event}`` there, ``event``
-being the event's JSON text as delivered (cut at ``max_event_chars``). Publishing is queued and bounded:
-a copy that cannot be queued or published is counted in ``lost`` and logged.
+being the event's JSON text as delivered (cut at ``max_event_chars``). Publishing is queued and bounded
+(``QUEUE_LIMIT`` copies, ``QUEUE_BYTES`` of text): a copy that cannot be queued or published is counted in
+``lost`` and logged.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from streaming_runtime.sidecar import SidecarError
 
 log = logging.getLogger("joiner")
 QUEUE_LIMIT = 10_000
+QUEUE_BYTES = 8 * 1024 * 1024  # of event text waiting: a flood of large poison while daprd is down stays small
 
 
 def event_text(event: Any, limit: int) -> tuple[str, bool]:
@@ -50,6 +52,7 @@ class DeadLetters:
         self.queue: asyncio.Queue[tuple[PublishTarget, dict[str, Any]]] = asyncio.Queue(QUEUE_LIMIT)
         self.published = 0
         self.lost = 0
+        self.queued_bytes = 0
         self.failures = LogBudget(log)
 
     def offer(self, stream: str, event_id: str | None, reason: str, event: Any) -> None:
@@ -60,12 +63,13 @@ class DeadLetters:
         text, cut = event_text(event, self.max_event_chars)
         record = {"stream": stream, "id": printable(event_id, 200) if event_id is not None else None,
                   "reason": printable(reason, 1000), "dropped_at": time.time(), "event": text, "cut": cut}
-        try:
-            self.queue.put_nowait((target, record))
-        except asyncio.QueueFull:
+        if self.queued_bytes + len(text) > QUEUE_BYTES or self.queue.full():
             self.lost += 1
-            self.failures.warning("dead letters full", "dead letter of %s id=%s LOST: %d copies wait to be "
-                                  "published already", stream, record["id"], QUEUE_LIMIT)
+            self.failures.warning("dead letters full", "dead letter of %s id=%s LOST: %d copies (%d bytes) wait "
+                                  "to be published already", stream, record["id"], self.queue.qsize(), self.queued_bytes)
+            return
+        self.queued_bytes += len(text)
+        self.queue.put_nowait((target, record))
 
     async def run(self) -> None:
         while True:
@@ -73,6 +77,7 @@ class DeadLetters:
             try:
                 await self._publish(target, record)
             finally:
+                self.queued_bytes -= len(record["event"])
                 self.queue.task_done()
 
     async def _publish(self, target: PublishTarget, record: dict[str, Any], attempts: int = 3) -> None:
