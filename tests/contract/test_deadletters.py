@@ -11,7 +11,7 @@ import pytest
 
 from joiner.sender import DELIVERY_ATTEMPTS
 from tests.contract.support import ManualClock, RecordingSidecar, serve, wait_for
-from tests.contract.test_joiner_service import WITH_STATE, app_on, close_window, make_app, post
+from tests.contract.test_joiner_service import EXAMPLE, WITH_STATE, app_on, close_window, make_app, post
 
 pytestmark = pytest.mark.anyio
 
@@ -126,3 +126,67 @@ async def test_the_dead_letter_routes_need_the_api_token_when_one_is_set():
         allowed = await client.get("/deadletters", headers={"dapr-api-token": "tok"})
     assert refused.status_code == refused_resend.status_code == 401
     assert allowed.json() == {"windows": [], "bytes": 0}
+
+
+# -- calls by bytes; a refused call is not retried unchanged; a re-send sends what is missing ------------
+
+
+class RefusingSidecar(RecordingSidecar):
+    """Refuses (HTTP 4xx) the calls of the chunks it is told, a given number of times each."""
+
+    def __init__(self, refuse: dict[str, int]) -> None:
+        super().__init__()
+        self.refuse = refuse
+        self.calls: list[str] = []
+
+    async def invoke(self, app_id, method, data, headers=None):
+        from streaming_runtime.sidecar import Refused
+
+        chunk = (headers or {}).get("window-chunk", "")
+        self.calls.append(chunk)
+        if self.refuse.get(chunk, 0) > 0:
+            self.refuse[chunk] -= 1
+            raise Refused("invoke billable-proc/billables answered HTTP 413: too large (test)")
+        await super().invoke(app_id, method, data, headers)
+
+
+async def many_readings(client, app, clock, count: int) -> None:
+    await post(client, "/tenants", {"tenant_id": "t1", "customer_id": 7})
+    for start in range(0, count, 100):
+        await client.post("/poweruse", json={"entries": [
+            {"entryId": str(n), "event": {"tenant_id": "t1", "power_use": 1.5, "kwh_use": n}}
+            for n in range(start, min(count, start + 100))
+        ]})
+    await close_window(app, clock)
+
+
+async def test_a_large_window_goes_in_calls_under_max_call_bytes_each_billed_once():
+    from streaming_runtime.sidecar import dumps
+
+    app, sidecar, clock = make_app(max_call_bytes=20_000)  # about 350 of the example's rows a call
+    async with serve(app) as client:
+        await many_readings(client, app, clock, 2_000)
+        await wait_for(lambda: sum(len(rows) for _, _, rows, _ in sidecar.invocations) == 2_000, what="all rows")
+    sizes = [len(dumps(rows)) for _, _, rows, _ in sidecar.invocations]
+    assert len(sizes) > 5 and max(sizes) <= 20_000
+    chunks = [headers["window-chunk"] for *_, headers in sidecar.invocations]
+    assert chunks == [f"{n}/{len(chunks)}" for n in range(1, len(chunks) + 1)]
+    assert sorted(row["tenant_kwh_usage"] for _, _, rows, _ in sidecar.invocations for row in rows) == list(range(2_000))
+
+
+async def test_a_call_the_receiver_refuses_is_not_retried_unchanged_and_a_re_send_sends_only_what_is_missing():
+    sidecar, clock = RefusingSidecar({"2/3": 1}), ManualClock()
+    app = app_on(sidecar, clock, EXAMPLE, max_call_bytes=8_000)
+    async with serve(app) as client:
+        sender = app.state.joiner.sender
+        await many_readings(client, app, clock, 250)
+        await wait_for(lambda: sender.parked, what="the window parked")
+        [parked] = (await client.get("/deadletters")).json()["windows"]
+        calls_before = list(sidecar.calls)
+        assert (await client.post("/deadletters/resend")).json() == {"resent": 1, "still_parked": 0}
+    assert parked["reason"].startswith("refused by the receiver: invoke billable-proc/billables answered HTTP 413")
+    assert (parked["chunks"], parked["chunks_delivered"]) == (3, 1)  # 1/3 went, 2/3 refused, 3/3 not tried
+    assert calls_before == ["1/3", "2/3"]  # the refused call was not tried again
+    assert sidecar.calls[2:] == ["2/3", "3/3"]  # the re-send: only what was missing, in the same chunks
+    billed = [row["tenant_kwh_usage"] for _, _, rows, _ in sidecar.invocations for row in rows]
+    assert sorted(billed) == list(range(250))

@@ -102,3 +102,20 @@ def test_streams_flow_from_the_generators_through_the_subscriptions_to_the_joine
     assert isinstance(target, InvokeTarget)
     assert target.app_id in apps
     assert env(container(apps[target.app_id]))["PROC_SERVICE_ROUTE"] == target.method
+
+
+def test_the_joiners_calls_fit_what_billable_proc_accepts_everywhere(base):
+    """MAX_CALL_BYTES (the joiner's calls) and billable-proc's MAX_BODY_BYTES are agreed in one place: both
+    default to streaming_runtime.settings.DEFAULT_MAX_BODY_BYTES; wherever either is set, the calls fit."""
+    from joiner.app import JoinerSettings
+    from message_proc.app import ProcessorSettings
+
+    apps = dapr_apps(base)
+    environments = {
+        "dapr.yaml": ({k: str(v) for k, v in (RUN_APPS[a].get("env") or {}).items()} for a in ("join-tenants-poweruse", "billable-proc")),
+        "deploy/": (env(container(apps[a])) for a in ("join-tenants-poweruse", "billable-proc")),
+    }
+    for where, (joiner_env, proc_env) in environments.items():
+        calls = JoinerSettings(**{k: v for k, v in joiner_env.items() if k == "MAX_CALL_BYTES"}).max_call_bytes
+        accepted = ProcessorSettings(**{k: v for k, v in proc_env.items() if k == "MAX_BODY_BYTES"}).max_body_bytes
+        assert calls <= accepted, where

@@ -12,6 +12,10 @@ from streaming_runtime.errors import ConfigError
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
 
+# a request body's limit: what each service accepts, and so what the joiner sends in one call (MAX_CALL_BYTES)
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+
+
 class ServiceSettings(BaseSettings):
     """What every service reads: where to listen and how to reach its sidecar.
 
@@ -29,7 +33,7 @@ class ServiceSettings(BaseSettings):
     dapr_api_token: str | None = None
     app_api_token: str | None = None
     log_level: str = "INFO"
-    max_body_bytes: int = 1024 * 1024
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 
     @property
     def dapr_http_endpoint(self) -> str:

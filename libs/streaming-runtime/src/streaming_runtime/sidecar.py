@@ -30,6 +30,11 @@ class UnsendableBody(SidecarError):
     """What was to be sent cannot be written as JSON: no retry can send it."""
 
 
+class Refused(SidecarError):
+    """The receiver refused the call itself (HTTP 4xx but 404, 408 and 429: too large, bad, unauthorised):
+    the same call would be refused again, so it is not retried unchanged."""
+
+
 class Publisher(Protocol):
     async def publish(self, pubsub: str, topic: str, data: Any) -> None: ...
 
@@ -132,7 +137,10 @@ class Sidecar:
         except httpx.HTTPError as error:
             raise SidecarError(f"invoke {app_id}/{method} failed: {type(error).__name__}: {error}") from None
         if not answer.is_success:
-            raise SidecarError(f"invoke {app_id}/{method} answered HTTP {answer.status_code}: {answer.text[:200]}")
+            message = f"invoke {app_id}/{method} answered HTTP {answer.status_code}: {answer.text[:200]}"
+            if 400 <= answer.status_code < 500 and answer.status_code not in (404, 408, 429):
+                raise Refused(message)
+            raise SidecarError(message)
 
     async def get_state(self, store: str, key: str) -> Any | None:
         """The JSON value saved under ``key`` in a state store component; None when there is none."""

@@ -38,7 +38,7 @@ from streaming_runtime.cloudevents import bulk_entries, delivery_of, is_bulk, re
 from streaming_runtime.errors import MalformedEvent, PayloadTooLarge
 from streaming_runtime.logs import ErrorReport, LogBudget, printable
 from streaming_runtime.service import api_token_guard, read_limited
-from streaming_runtime.settings import ServiceSettings
+from streaming_runtime.settings import DEFAULT_MAX_BODY_BYTES, ServiceSettings
 from streaming_runtime.sidecar import Sidecar, SidecarError, dumps
 
 log = logging.getLogger("joiner")
@@ -54,6 +54,8 @@ class JoinerSettings(ServiceSettings):
     """Service settings; the join itself is read by :func:`joiner.config.load_config`."""
 
     max_bulk_body_bytes: int = Field(BULK_BODY_BYTES, validation_alias="MAX_BULK_BODY_BYTES", gt=0)
+    # one call to a target at most: billable-proc's MAX_BODY_BYTES (the same default, DEFAULT_MAX_BODY_BYTES)
+    max_call_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, validation_alias="MAX_CALL_BYTES", gt=0)
 
 
 class Joiner:
@@ -69,6 +71,7 @@ class Joiner:
         retry_base_delay: float = 0.25,
         rows_per_call: int = ROWS_PER_CALL,
         max_bulk_body_bytes: int = BULK_BODY_BYTES,
+        max_call_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ) -> None:
         self.config = config
         self.sink = sink
@@ -77,7 +80,8 @@ class Joiner:
         self.errors = ErrorReport(log)
         self.drop_log = LogBudget(log)
         self.dead_letters = DeadLetters(config.dead_letters, sink, max_body_bytes)
-        self.sender = WindowSender(config, sink, self.errors, clock, retry_base_delay, rows_per_call)
+        self.sender = WindowSender(config, sink, self.errors, clock, retry_base_delay, rows_per_call,
+                                   max_call_bytes=max_call_bytes)
         self.outbox = self.sender.outbox
         self.late_box: asyncio.Queue[LateEvent] = asyncio.Queue()
         self.processor = Processor(
@@ -363,7 +367,7 @@ def create_app(
             sidecar = Sidecar(settings)
             target = sidecar
         joiner = Joiner(config, engine, target, clock, settings.max_body_bytes,
-                        max_bulk_body_bytes=settings.max_bulk_body_bytes)
+                        max_bulk_body_bytes=settings.max_bulk_body_bytes, max_call_bytes=settings.max_call_bytes)
         state["joiner"] = app.state.joiner = joiner
         state["metrics"] = registry_of(StatsCollector(joiner.stats_dict, engine.streams, joiner.processor.describe()))
         log.info(

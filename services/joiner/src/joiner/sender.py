@@ -1,7 +1,10 @@
 """Delivery of closed windows to the joiner's targets, and what happens to a window that does not get there.
 
-Windows leave the outbox in order. Each goes to every target in calls of at most ``rows_per_call`` rows,
-each call retried with backoff. A window that a target still refuses after its attempts is *parked* (the
+Windows leave the outbox in order. Each goes to every target in calls (chunks) of at most
+``max_call_bytes`` of JSON (the receiver's request limit: billable-proc's ``MAX_BODY_BYTES``) and
+``rows_per_call`` rows, planned once per window so that a re-send makes the same calls; each call is retried
+with backoff, except one the receiver refused as such (a 413, a 400: :class:`Refused`), which would be
+refused again. A window that a target still refuses after its attempts is *parked* (the
 dead-letter place of windows): counted, logged with its id, kept with its rows, re-sent every
 ``PARKED_RETRY_SECONDS`` and on demand (``POST /deadletters/resend``), and handed over to the next run
 with the open windows when ``state.store`` is set. Re-sending is safe: the calls carry the same
@@ -26,7 +29,8 @@ from typing import Any
 from joiner.config import InvokeTarget, JoinerConfig, PublishTarget
 from joiner.engine.windows import Window
 from streaming_runtime.logs import ErrorReport
-from streaming_runtime.sidecar import SidecarError, UnsendableBody, dumps
+from streaming_runtime.settings import DEFAULT_MAX_BODY_BYTES
+from streaming_runtime.sidecar import Refused, SidecarError, UnsendableBody, dumps
 
 log = logging.getLogger("joiner")
 
@@ -36,6 +40,26 @@ WINDOW_EVENT_TYPE = "io.dapr.streaming.window"
 PARKED_RETRY_SECONDS = 30.0
 MAX_PARKED_BYTES = 64 * 1024 * 1024
 OUTBOX_READY_LIMIT = 20  # closed windows waiting: more means the sender falls behind
+ENVELOPE_BYTES = 1024  # room in a call for output.envelope's fields (or a CloudEvent's, when published)
+
+
+def plan_chunks(rows: list[Any], max_bytes: int, max_rows: int) -> list[tuple[int, int]]:
+    """``(start, end)`` of each call's rows: at most ``max_rows`` rows and ``max_bytes`` of JSON a call (a
+    row larger than that alone in its call); the same rows and bounds always give the same plan."""
+    if not rows:
+        return []
+    budget = max(1, max_bytes - ENVELOPE_BYTES)
+    if len(rows) <= max_rows and len(dumps(rows)) <= budget:
+        return [(0, len(rows))]
+    chunks, start, size = [], 0, 2  # the brackets of the array
+    for index, row in enumerate(rows):
+        row_bytes = len(dumps(row)) + 1  # and its comma
+        if index > start and (size + row_bytes > budget or index - start >= max_rows):
+            chunks.append((start, index))
+            start, size = index, 2
+        size += row_bytes
+    chunks.append((start, len(rows)))
+    return chunks
 
 
 @dataclass
@@ -49,12 +73,15 @@ class Parked:
     parked_at: float
     size: int  # bytes of its rows as JSON
     attempts: int
+    chunks: list[tuple[int, int]]  # the calls it was planned in: a re-send makes the same ones
+    done: set[int]  # the chunks the target took already: not sent again
 
     def summary(self) -> dict[str, Any]:
         return {
             "window_id": self.window.id, "window_start": self.window.start, "window_end": self.window.end,
             "target": str(self.target), "rows": len(self.rows), "bytes": self.size, "reason": self.reason,
             "parked_at": self.parked_at, "attempts": self.attempts,
+            "chunks": len(self.chunks), "chunks_delivered": len(self.done),
         }
 
 
@@ -68,6 +95,7 @@ class WindowSender:
         retry_base_delay: float = 0.25,
         rows_per_call: int = ROWS_PER_CALL,
         max_parked_bytes: int = MAX_PARKED_BYTES,
+        max_call_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ) -> None:
         self.config = config
         self.sink = sink
@@ -75,6 +103,7 @@ class WindowSender:
         self.clock = clock
         self.retry_base_delay = retry_base_delay
         self.rows_per_call = rows_per_call
+        self.max_call_bytes = max_call_bytes
         self.max_parked_bytes = max_parked_bytes
         self.outbox: asyncio.Queue[tuple[Window, list[Any]]] = asyncio.Queue()
         self.parked: OrderedDict[tuple[str, str], Parked] = OrderedDict()  # (window id, target) -> Parked
@@ -106,15 +135,21 @@ class WindowSender:
 
     async def send_window(self, window: Window, rows: list[Any]) -> None:
         """Deliver one window to every target; park it for a target that does not take it."""
+        try:
+            chunks = plan_chunks(rows, self.max_call_bytes, self.rows_per_call)
+        except Exception as error:  # noqa: BLE001 - rows JSON cannot hold (UnsendableBody): one call, refused
+            chunks = [(0, len(rows))]
+            self.errors(f"planning the calls of window {window.id}", error)
         for target in self.config.targets:
+            done: set[int] = set()
             try:
-                reason = await self._deliver(window, rows, target)
+                reason = await self._deliver(window, rows, target, chunks, done)
             except Exception as error:  # noqa: BLE001 - the sender must outlive any one window
                 self.errors(f"delivering window {window.id}", error, f"{len(rows)} rows parked")
                 reason = f"{type(error).__name__}: {error}"
             if reason is not None:
                 self.deliveries_failed += 1
-                self._park(window, target, rows, reason, DELIVERY_ATTEMPTS)
+                self._park(window, target, rows, reason, DELIVERY_ATTEMPTS, chunks=chunks, done=done)
 
     async def resend(self) -> dict[str, int]:
         """Try every parked window once more (each call with its retries); those delivered leave the park."""
@@ -123,7 +158,7 @@ class WindowSender:
             if self.parked.get(key) is not parked:
                 continue  # given up meanwhile
             try:
-                reason = await self._deliver(parked.window, parked.rows, parked.target)
+                reason = await self._deliver(parked.window, parked.rows, parked.target, parked.chunks, parked.done)
             except Exception as error:  # noqa: BLE001 - as in send_window
                 self.errors(f"re-sending window {parked.window.id}", error)
                 reason = f"{type(error).__name__}: {error}"
@@ -144,18 +179,21 @@ class WindowSender:
             return rows
         return {"window_start": window.start, "window_end": window.end, "window_id": window.id, "rows": rows}
 
-    async def _deliver(self, window: Window, rows: list[Any], target: InvokeTarget | PublishTarget) -> str | None:
-        """Send a window's rows to one target in calls of ``rows_per_call``; None, or why they did not go.
+    async def _deliver(self, window: Window, rows: list[Any], target: InvokeTarget | PublishTarget,
+                       chunks: list[tuple[int, int]], done: set[int]) -> str | None:
+        """Send the chunks of a window's rows not in ``done`` to one target (adding each it takes to
+        ``done``); None, or why one did not go.
 
         ``window-id`` and ``window-chunk`` (``n/total``) name each call, so that a receiver recognises a
         call it got already (a retry after a lost answer, a re-sent parked window)."""
-        starts = range(0, len(rows), self.rows_per_call)
-        for number, start in enumerate(starts, 1):
-            chunk = rows[start : start + self.rows_per_call]
-            reason = await self._call(window, chunk, f"{number}/{len(starts)}", target)
+        for number, (start, end) in enumerate(chunks, 1):
+            if number in done:
+                continue
+            reason = await self._call(window, rows[start:end], f"{number}/{len(chunks)}", target)
             if reason is not None:
                 return reason
-            self.rows_emitted += len(chunk)
+            done.add(number)
+            self.rows_emitted += end - start
         return None
 
     async def _call(self, window: Window, rows: list[Any], chunk: str, target: InvokeTarget | PublishTarget) -> str | None:
@@ -175,6 +213,9 @@ class WindowSender:
             except UnsendableBody as error:  # the same body would fail again: no retry
                 self.failing = f"window {window.id} cannot be sent to {target}: {error}"
                 return f"cannot be sent: {error}"
+            except Refused as error:  # nor would the receiver take it another time as it is
+                self.failing = f"{target} refused window {window.id} chunk {chunk}: {error}"
+                return f"refused by the receiver: {error}"
             except SidecarError as error:
                 self.failing = f"delivery to {target} failed: {error}"
                 if attempt == DELIVERY_ATTEMPTS:
@@ -186,14 +227,21 @@ class WindowSender:
     # -- the park ---------------------------------------------------------------------------------
 
     def _park(self, window: Window, target: InvokeTarget | PublishTarget, rows: list[Any], reason: str,
-              attempts: int, parked_at: float | None = None) -> None:
+              attempts: int, parked_at: float | None = None, chunks: list[tuple[int, int]] | None = None,
+              done: set[int] | None = None) -> None:
         try:
             size = len(dumps(rows))
         except Exception:  # noqa: BLE001 - rows that cannot be written (UnsendableBody): kept, sized by count
             size = 100 * len(rows)
         key = (window.id, str(target))
         self.parked.pop(key, None)
-        self.parked[key] = Parked(window, target, rows, reason, parked_at or self.clock(), size, attempts)
+        if chunks is None:
+            try:
+                chunks = plan_chunks(rows, self.max_call_bytes, self.rows_per_call)
+            except Exception:  # noqa: BLE001 - rows that cannot be written: one call, refused again
+                chunks = [(0, len(rows))]
+        self.parked[key] = Parked(window, target, rows, reason, parked_at or self.clock(), size, attempts,
+                                  chunks, set(done or ()))
         log.error("window %s: %d rows for %s parked (GET /deadletters; re-sent every %gs and on "
                   "POST /deadletters/resend): %s", window.id, len(rows), target, PARKED_RETRY_SECONDS, reason)
         while self.parked_bytes > self.max_parked_bytes and len(self.parked) > 1:
@@ -223,7 +271,8 @@ class WindowSender:
         """What has not been delivered (parked windows, then the outbox), as JSON, for a handover."""
         records = [
             {"start": p.window.start, "end": p.window.end, "part": p.window.part, "target": self._target_index(p.target),
-             "rows": p.rows, "reason": p.reason, "parked_at": p.parked_at, "attempts": p.attempts}
+             "rows": p.rows, "reason": p.reason, "parked_at": p.parked_at, "attempts": p.attempts,
+             "chunks": [list(chunk) for chunk in p.chunks], "done": sorted(p.done)}
             for p in self.parked.values()
         ]
         while not self.outbox.empty():  # the service stops: nothing takes them any more
@@ -246,9 +295,10 @@ class WindowSender:
                 log.error("window %s: %d undelivered rows of the previous run LOST: their target is no longer "
                           "configured", window.id, len(record["rows"]))
                 continue
+            chunks = [(int(start), int(end)) for start, end in record["chunks"]] if record.get("chunks") else None
             self._park(window, self.config.targets[int(record["target"])], list(record["rows"]),
                        str(record.get("reason", "")), int(record.get("attempts", 0)),
-                       float(record.get("parked_at") or self.clock()))
+                       float(record.get("parked_at") or self.clock()), chunks, set(record.get("done") or ()))
             taken += 1
         return taken
 
