@@ -472,3 +472,22 @@ def test_replay_and_the_live_processor_agree_on_a_late_table_version(tmp_path):
     replayed = [json.loads(line)["rows"] for line in out.getvalue().splitlines()]
     assert [rows for _, rows in live] == replayed
     assert billable(live) == [(1, "t", 5), (1, "t", 6)]
+
+
+# -- unmatched events (join: window) ---------------------------------------------------------------
+
+
+def test_readings_without_a_tenant_in_their_window_are_counted_as_unmatched():
+    """What a tenant outage looks like: the readings of a window that got no tenant bill nothing."""
+    clock = Clock(1_700_000_001.0)
+    proc, windows, _ = processor("", clock)
+    proc.offer(0, {"tenant_id": "t", "customer_id": 1})
+    proc.offer(0, {"tenant_id": "idle", "customer_id": 2})  # a tenant without readings
+    proc.offer_many(1, [({"tenant_id": "t", "power_use": 2, "kwh_use": 5}, "r1", None),
+                        ({"tenant_id": "gone", "power_use": 2, "kwh_use": 6}, "r2", None),
+                        ({"tenant_id": "gone", "power_use": 2, "kwh_use": 7}, "r3", None)])
+    proc.offer(1, {"tenant_id": "gone", "power_use": 2, "kwh_use": 8}, "r4")
+    proc.offer(1, {"tenant_id": "low", "power_use": 0.1, "kwh_use": 9}, "r5")  # filtered: not unmatched
+    proc.flush()
+    assert billable(windows) == [(1, "t", 5)]
+    assert proc.stats.unmatched == {"poweruse": 3, "tenants": 1}

@@ -20,6 +20,7 @@ PER_STREAM = {
     "dropped": "malformed events answered DROP (to the dead-letter topic)",
     "duplicates": "redeliveries recognised by dedup",
     "late": "events for a window already closed",
+    "unmatched": "events no event of the other stream shared a key with when their window closed (join: window)",
     "future": "events dropped for an event time beyond eventTime.maxFutureSkew (also in dropped)",
     "bulk_deliveries": "bulk deliveries received",
 }

@@ -47,6 +47,7 @@ class Stats:
     table_updates: int = 0
     table_deletes: int = 0
     table_misses: int = 0  # join: table: readings that found no table row at their time
+    unmatched: Counter = field(default_factory=Counter)  # join: window: events no event of the other stream keyed
     windows_closed: int = 0
     windows_split: int = 0
     windows_idle_closed: int = 0
@@ -401,8 +402,14 @@ class Processor:
         self._close(*self.windows.split(window))
 
     def _close(self, window: Window, state: WindowState) -> None:
+        unmatched = (0, 0)
         if self.table is not None:
             self._join_table(window, state)
+        else:
+            unmatched = self.engine.unmatched(state)
+            for name, count in zip(self.streams, unmatched):
+                if count:
+                    self.stats.unmatched[name] += count
         result = self.engine.result(state)
         self.stats.windows_closed += 1
         self.stats.pair_errors += len(result.errors)
@@ -415,7 +422,8 @@ class Processor:
             rows = aggregated.rows
         self.stats.rows_made += len(rows)
         log.info(
-            "window closed id=%s events=%d pairs=%d rows=%d", window.id, state.count, result.pairs, len(rows)
+            "window closed id=%s events=%d pairs=%d rows=%d unmatched=%s", window.id, state.count, result.pairs,
+            len(rows), ",".join(f"{name}:{count}" for name, count in zip(self.streams, unmatched)),
         )
         if rows:
             self.on_window(window, rows)

@@ -175,6 +175,24 @@ class JoinEngine:
             file_pending(state.buckets[index], keys, entries)
         return state.buckets[index]
 
+    def unmatched(self, state: WindowState) -> tuple[int, int]:
+        """Per stream, the buffered events no event of the other stream shares a key with: they can be in
+        no row of the window (a tenant outage shows here). Counted without filing pending events; events
+        with unusual keys count only when the other stream has no event at all; (0, 0) without a key."""
+        if not self.plan.keys:
+            return (0, 0)
+        counts = []
+        for index in (0, 1):
+            other = 1 - index
+            theirs = state.buckets[other]
+            their_keys = set(theirs) | set(state.pending[other][0])
+            mine = sum(len(entries) for key, entries in state.buckets[index].items() if key not in their_keys)
+            mine += sum(1 for key in state.pending[index][0] if key not in their_keys)
+            if not their_keys and not state.odd[other]:
+                mine += len(state.odd[index])
+            counts.append(mine if not state.odd[other] else 0)  # an unusual key may match any: not counted
+        return counts[0], counts[1]
+
     def buffered(self, state: WindowState, index: int) -> list[tuple[Any, str | None]]:
         """``(data, id)`` of every event of stream ``index`` the window holds (filtered ones are not held)."""
         held = [entry for bucket in state.buckets[index].values() for entry in bucket]
