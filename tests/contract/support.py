@@ -44,6 +44,8 @@ class RecordingSidecar:
         self.attempts = 0
         self.bulk_calls = 0
         self.extensions: list[dict] = []
+        self.event_ids: list[str | None] = []  # the cloudevent.id asked for each publication
+        self.attempted_ids: list[list[str | None]] = []  # per publish call, failed ones too
         # a state store: values kept as bytes, as a real one keeps them; state_down fails its calls
         self.state: dict[tuple[str, str], bytes] = {}
         self.state_down = False
@@ -59,20 +61,24 @@ class RecordingSidecar:
         self._maybe_fail()
         self.invocations.append((app_id, method, data, dict(headers or {})))
 
-    async def publish(self, pubsub: str, topic: str, data: Any) -> None:
+    async def publish(self, pubsub: str, topic: str, data: Any, event_id: str | None = None) -> None:
         dumps(data)
+        self.attempted_ids.append([event_id])
         self._maybe_fail()
         self.publications.append((pubsub, topic, data))
+        self.event_ids.append(event_id)
 
     async def publish_event(self, pubsub: str, topic: str, data: Any, event_type: str, extensions: dict) -> None:
         self._maybe_fail()
         self.publications.append((pubsub, topic, data))
         self.extensions.append(dict(extensions, type=event_type))
 
-    async def publish_many(self, pubsub: str, topic: str, items: list[Any]) -> None:
+    async def publish_many(self, pubsub: str, topic: str, items: list[Any], event_ids: list[str] | None = None) -> None:
+        self.attempted_ids.append(list(event_ids or [None] * len(items)))
         self._maybe_fail()
         self.bulk_calls += 1
         self.publications.extend((pubsub, topic, item) for item in items)
+        self.event_ids.extend(event_ids or [None] * len(items))
 
     async def wait_ready(self) -> None:
         return None

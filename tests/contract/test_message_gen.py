@@ -70,3 +70,15 @@ async def test_message_batch_publishes_in_bulk_and_stops_at_message_count():
         await wait_for(lambda: app.state.stats.finished, what="generator finished")
     assert [data for *_, data in sidecar.publications] == [1, 2, 3, 1, 2, 3, 1]
     assert sidecar.bulk_calls == 2  # 3 + 3 in bulk, the last one alone
+
+
+async def test_each_message_has_its_own_cloudevent_id_and_a_retry_keeps_it():
+    sidecar = RecordingSidecar(failures=1)  # the first publish of message 1 is refused, then tried again
+    app = create_app(settings(MESSAGE_COUNT=5, MESSAGE_BATCH=2), publisher=sidecar)
+    async with serve(app):
+        await wait_for(lambda: app.state.stats.finished, what="generator finished")
+    prefixes = {event_id.rsplit("-", 1)[0] for event_id in sidecar.event_ids}
+    [prefix] = prefixes  # one run: one prefix, the topic and the run's start
+    assert prefix.startswith("tenants-") and [event_id.rsplit("-", 1)[1] for event_id in sidecar.event_ids] == [
+        "1", "2", "3", "4", "5"]
+    assert sidecar.attempted_ids[0] == sidecar.attempted_ids[1] == sidecar.event_ids[:2]  # refused, then again

@@ -100,3 +100,16 @@ def test_malformed_events_go_to_the_dead_letter_topic_and_the_rows_keep_coming(s
     before = len(received_rows(stack))
     poll(lambda: len(received_rows(stack)) > before, 30, "no rows after the malformed events", stack)
     assert set(received_rows(stack)) <= EXPECTED_ROWS
+
+
+def test_each_generated_message_carries_the_cloudevent_id_its_generator_gave_it(stack: Stack):
+    """message-gen sets cloudevent.id per message, so that a publish retry is recognised by the joiner's dedup."""
+    import re
+
+    def cloud_events() -> list[dict]:
+        documents = [json.loads(line) for line in redis_stream(stack, "tenants")]
+        return [document for document in documents if "specversion" in document][:5]  # not the metadata field
+
+    ids = [event["id"] for event in poll(cloud_events, 60, "no tenant in the tenants stream", stack)]
+    assert all(re.fullmatch(r"(tenants-gen|tenants)-\d{13}-\d+", event_id) for event_id in ids), ids
+    assert len(set(ids)) == len(ids)

@@ -403,8 +403,9 @@ def test_a_bulk_delivery_shares_its_bytes_among_the_entries_it_buffers():
     entries = [({"tenant_id": "t", "power_use": p, "kwh_use": n}, f"r{n}", None) for n, p in enumerate([2, 0.1, 2, 2])]
     proc.offer_many(1, entries, size=800)  # 200 bytes each; the filtered one is not held
     assert windows == [] and proc.windows.states()[0].bytes == 10 + 3 * 200
-    proc.offer_many(1, entries[:2], size=800)  # 400 more: over the bound
-    assert proc.stats.windows_split == 1 and len(windows[0][1]) == 4
+    more = [({"tenant_id": "t", "power_use": 2, "kwh_use": n}, f"s{n}", None) for n in range(2)]
+    proc.offer_many(1, more, size=400)  # 400 more: over the bound
+    assert proc.stats.windows_split == 1 and len(windows[0][1]) == 5
 
 
 # -- join: table, a version that arrives after the readings it should join ----------------------

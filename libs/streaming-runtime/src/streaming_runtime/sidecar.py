@@ -36,9 +36,12 @@ class Refused(SidecarError):
 
 
 class Publisher(Protocol):
-    async def publish(self, pubsub: str, topic: str, data: Any) -> None: ...
+    """``event_id``/``event_ids``: the CloudEvent id Dapr gives the event (metadata ``cloudevent.id``): the
+    same id for a retry of the same message lets a subscriber that deduplicates recognise it."""
 
-    async def publish_many(self, pubsub: str, topic: str, items: list[Any]) -> None: ...
+    async def publish(self, pubsub: str, topic: str, data: Any, event_id: str | None = None) -> None: ...
+
+    async def publish_many(self, pubsub: str, topic: str, items: list[Any], event_ids: list[str] | None = None) -> None: ...
 
 
 def dumps(data: Any) -> bytes:
@@ -78,12 +81,13 @@ class Sidecar:
             f"Dapr sidecar at {self._settings.dapr_http_endpoint} not ready after {timeout:.0f}s ({last})"
         )
 
-    async def publish(self, pubsub: str, topic: str, data: Any) -> None:
+    async def publish(self, pubsub: str, topic: str, data: Any, event_id: str | None = None) -> None:
         body = dumps(data)  # UnsendableBody before any call
         client = await self._grpc_client()
         try:
             await client.publish_event(
-                pubsub_name=pubsub, topic_name=topic, data=body, data_content_type="application/json"
+                pubsub_name=pubsub, topic_name=topic, data=body, data_content_type="application/json",
+                publish_metadata={"cloudevent.id": event_id} if event_id else {},
             )
         except Exception as error:  # grpc.aio.AioRpcError and SDK errors carry the sidecar's reason
             raise SidecarError(f"publish to {pubsub}/{topic} failed: {_grpc_reason(error)}") from None
@@ -112,9 +116,17 @@ class Sidecar:
         except Exception as error:
             raise SidecarError(f"publish to {pubsub}/{topic} failed: {_grpc_reason(error)}") from None
 
-    async def publish_many(self, pubsub: str, topic: str, items: list[Any]) -> None:
+    async def publish_many(self, pubsub: str, topic: str, items: list[Any], event_ids: list[str] | None = None) -> None:
         """Bulk publish (one call, one event per item). Raises SidecarError naming how many failed."""
-        bodies = [dumps(item) for item in items]
+        from dapr.clients import BulkPublishEntry
+
+        bodies: list[Any] = [dumps(item) for item in items]
+        if event_ids is not None:
+            bodies = [
+                BulkPublishEntry(entry_id=str(n), event=body, content_type="application/json",
+                                 metadata={"cloudevent.id": event_id})
+                for n, (body, event_id) in enumerate(zip(bodies, event_ids))
+            ]
         client = await self._grpc_client()
         try:
             answer = await client.publish_events(

@@ -32,8 +32,11 @@ async def generate(
 ) -> None:
     """Publish until MESSAGE_COUNT messages went out (0: forever), one every MESSAGE_DELAY.
 
-    A message the sidecar refuses is tried again on the next tick, so none is skipped.
+    A message the sidecar refuses is tried again on the next tick, so none is skipped. Each message's
+    CloudEvent id is ``<app id or topic>-<run>-<number>``: a retry of a publish whose answer was lost
+    carries the id of the first, so a joiner with dedup recognises it; a new run starts new ids.
     """
+    prefix = f"{settings.app_id or settings.stream_topic}-{int(time.time() * 1000)}"
     message_id = 1
     while settings.message_count == 0 or message_id <= settings.message_count:
         remaining = settings.message_count - message_id + 1 if settings.message_count else settings.message_batch
@@ -41,10 +44,11 @@ async def generate(
         try:
             now = int(time.time() * 1000)
             messages = [source.message(message_id + offset, now) for offset in range(size)]
+            ids = [f"{prefix}-{message_id + offset}" for offset in range(size)]
             if size == 1:
-                await publisher.publish(settings.cluster_stream, settings.stream_topic, messages[0])
+                await publisher.publish(settings.cluster_stream, settings.stream_topic, messages[0], ids[0])
             else:
-                await publisher.publish_many(settings.cluster_stream, settings.stream_topic, messages)
+                await publisher.publish_many(settings.cluster_stream, settings.stream_topic, messages, ids)
             stats.published += size
             message_id += size
         except (EvaluationError, SidecarError) as error:

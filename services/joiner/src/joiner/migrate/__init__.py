@@ -91,6 +91,7 @@ KNOWN_SPEC_FIELDS = {
     "Processor": {"replicas", "servicePort", "serviceRoute", "container"},
 }
 KNOWN_JOINER_STREAM_FIELDS = {"from", "to", "select", "where", "filter"}
+MIGRATED_DEDUP = {"ttl": "10m", "maxEntries": 200000}
 KNOWN_RESOURCE_FIELDS = {"apiVersion", "kind", "metadata", "spec"}
 # annotations are not carried: an exported resource's last-applied-configuration can hold a password
 KNOWN_METADATA_FIELDS = {"name", "namespace", "labels"}
@@ -354,6 +355,9 @@ class _Converter:
             self.check_fields(label, stream, KNOWN_JOINER_STREAM_FIELDS, "spec.stream.")
             spec["stream"] = stream = {k: v for k, v in stream.items() if k in KNOWN_JOINER_STREAM_FIELDS}
             stream["from"] = [self.joiner_source(label, entry) for entry in stream.get("from") or []]
+        # what deploy/ does: redeliveries and the generators' retries (same CloudEvent id) are billed once
+        spec.setdefault("dedup", dict(MIGRATED_DEDUP))
+        self.note(f"{label}: dedup of redelivered events added (ttl {MIGRATED_DEDUP['ttl']}), as in this project's deploy/")
         document = {"apiVersion": joiner["apiVersion"], "kind": "Joiner", "metadata": {"name": name}, "spec": spec}
         text = yaml.dump(document, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1000)
         try:
