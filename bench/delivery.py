@@ -22,7 +22,23 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("JOINER_CONFIG", str(ROOT / "services" / "joiner" / "joiner.yaml"))
+
+
+def _example_without_dedup() -> str:
+    """The example's Joiner without dedup: every delivery here repeats the same ids, which dedup would drop
+    unjoined (what dedup costs a delivery is a dictionary lookup per event)."""
+    import tempfile
+
+    import yaml
+
+    document = yaml.safe_load((ROOT / "services" / "joiner" / "joiner.yaml").read_text())
+    document["spec"].pop("dedup", None)
+    path = Path(tempfile.mkdtemp(prefix="bench-delivery-")) / "joiner.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return str(path)
+
+
+os.environ.setdefault("JOINER_CONFIG", _example_without_dedup())
 
 from fastapi import Depends, Request  # noqa: E402
 from fastapi.responses import JSONResponse  # noqa: E402
