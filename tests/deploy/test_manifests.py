@@ -193,3 +193,17 @@ def test_the_joiners_window_buffers_are_bounded_well_under_its_memory_limit(base
     window_bytes = parse_bytes(env(spec)["JOINER_MAX_WINDOW_BYTES"])
     # a parsed event takes a few times its JSON size, and a closed window's rows wait in the outbox
     assert window_bytes * 4 <= limit
+
+
+def test_the_brokers_keep_what_they_acknowledge(base):
+    """A publish RabbitMQ confirmed is persistent in a durable queue; Redis writes an append-only file."""
+    from tests.deploy.support import load_documents
+
+    local = {doc["metadata"]["name"]: doc for path in sorted((ROOT / "components").glob("*.yaml"))
+             for doc in load_documents(path)}
+    for components in (by_kind(base, "Component"), local):
+        rabbit = {item["name"]: item.get("value") for item in components["rabbit-stream"]["spec"]["metadata"]}
+        assert (rabbit["publisherConfirm"], rabbit["durable"], rabbit["deliveryMode"]) == ("true", "true", "2")
+    [redis] = [w for w in base if w["kind"] in ("Deployment", "StatefulSet") and w["metadata"]["name"] == "redis"]
+    args = container(redis)["args"]
+    assert args[args.index("--appendonly") + 1] == "yes"

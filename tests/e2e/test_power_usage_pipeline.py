@@ -113,3 +113,12 @@ def test_each_generated_message_carries_the_cloudevent_id_its_generator_gave_it(
     ids = [event["id"] for event in poll(cloud_events, 60, "no tenant in the tenants stream", stack)]
     assert all(re.fullmatch(r"(tenants-gen|tenants)-\d{13}-\d+", event_id) for event_id in ids), ids
     assert len(set(ids)) == len(ids)
+
+
+def test_the_private_redis_keeps_an_append_only_file(stack: Stack):
+    """What Redis acknowledged (stream entries, the joiner's handover) survives its kill -9, as in deploy/."""
+    out = subprocess.run(
+        ["redis-cli", "-h", stack.redis.host, "-p", str(stack.redis.port), "--raw", "CONFIG", "GET", "appendonly"],
+        capture_output=True, text=True, timeout=10,
+    ).stdout.split()
+    assert out == ["appendonly", "yes"]

@@ -75,8 +75,9 @@ def start_redis(run_dir: Path) -> Broker:
     data.mkdir(parents=True, exist_ok=True)
     process = Process(
         "redis",
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(data), "--protected-mode", "yes"],
+        # appendonly: what Redis acknowledged survives a kill -9 (streams, the joiner's handover), as in deploy/
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
+         "--appendfsync", "everysec", "--dir", str(data), "--protected-mode", "yes"],
         run_dir / "logs" / "redis.log",
     ).start()
     try:

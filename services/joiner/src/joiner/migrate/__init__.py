@@ -79,7 +79,7 @@ PUBSUB = {
         "secret": {"password", "clientKey"},
         "defaults": {
             "durable": "true", "deletedWhenUnused": "false", "deliveryMode": "2",
-            "requeueInFailure": "true", "prefetchCount": "100",
+            "requeueInFailure": "true", "prefetchCount": "100", "publisherConfirm": "true",
         },
     },
 }
