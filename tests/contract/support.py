@@ -49,6 +49,7 @@ class RecordingSidecar:
         # a state store: values kept as bytes, as a real one keeps them; state_down fails its calls
         self.state: dict[tuple[str, str], bytes] = {}
         self.state_down = False
+        self.state_metadata: dict[tuple[str, str], dict[str, str]] = {}
 
     def _maybe_fail(self) -> None:
         self.attempts += 1
@@ -98,9 +99,10 @@ class RecordingSidecar:
     async def save_state(self, store: str, key: str, value: Any) -> None:
         await self.save_state_bytes(store, key, json.dumps(value).encode())
 
-    async def save_state_bytes(self, store: str, key: str, data: bytes) -> None:
+    async def save_state_bytes(self, store: str, key: str, data: bytes, metadata: dict[str, str] | None = None) -> None:
         self._state_call()
         self.state[(store, key)] = bytes(data)
+        self.state_metadata[(store, key)] = dict(metadata or {})
 
     async def delete_state(self, store: str, key: str) -> None:
         self._state_call()

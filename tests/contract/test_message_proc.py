@@ -126,3 +126,46 @@ async def test_rows_that_cannot_be_billed_get_a_400_naming_why(body, reason, cap
     else:
         assert answer.json() == {"error": reason}
     assert not [r for r in caplog.records if "Data received" in r.getMessage()]
+
+
+# -- the record of billed calls in a state store (PROC_STATE_STORE) ---------------------------------------
+
+
+async def test_a_restarted_billable_proc_recognises_a_retry_of_a_call_it_billed_before(caplog):
+    import logging
+
+    from tests.contract.support import RecordingSidecar
+
+    store = RecordingSidecar()
+    settings = ProcessorSettings(PROC_STATE_STORE="billing-state")
+    headers = {"window-id": "1700000000000", "window-chunk": "1/1"}
+    with caplog.at_level(logging.INFO):
+        async with serve(create_app(settings, store=store)) as client:
+            first = await client.post("/billables", json=[{"kwh": 1}], headers=headers)
+        async with serve(create_app(settings, store=store)) as client:  # a new process: memory is empty
+            again = await client.post("/billables", json=[{"kwh": 1}], headers=headers)
+            stats = (await client.get("/stats")).json()
+    assert first.json() == {"status": "ok"} and again.json() == {"status": "ok", "duplicate": True}
+    assert stats["duplicates"] == 1 and stats["calls"] == 0
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("Data received")] == [
+        'Data received: [{"kwh":1}]']
+    assert store.state_metadata[("billing-state", "billed.1700000000000.1/1")] == {"ttlInSeconds": str(7 * 24 * 3600)}
+
+
+async def test_while_the_record_of_billed_calls_is_unavailable_a_call_is_answered_503_and_not_billed(caplog):
+    import logging
+
+    from tests.contract.support import RecordingSidecar
+
+    store = RecordingSidecar()
+    store.state_down = True
+    headers = {"window-id": "1700000000000", "window-chunk": "1/1"}
+    with caplog.at_level(logging.INFO):
+        async with serve(create_app(ProcessorSettings(PROC_STATE_STORE="billing-state"), store=store)) as client:
+            refused = await client.post("/billables", json=[{"kwh": 1}], headers=headers)
+            store.state_down = False
+            taken = await client.post("/billables", json=[{"kwh": 1}], headers=headers)  # the joiner's retry
+            stats = (await client.get("/stats")).json()
+    assert refused.status_code == 503 and taken.json() == {"status": "ok"}
+    assert stats["unavailable"] == 1 and stats["calls"] == 1 and stats["duplicates"] == 0
+    assert len([r for r in caplog.records if r.getMessage().startswith("Data received")]) == 1

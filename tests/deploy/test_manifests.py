@@ -38,7 +38,7 @@ def test_base_holds_the_pipeline_and_no_secret(base):
         "Deployment": {*APPS, "redis"},
         "StatefulSet": {"rabbitmq"},
         "Service": {"redis", "rabbitmq", "rabbitmq-headless"},
-        "Component": {"redis-stream", "rabbit-stream", "joiner-state"},
+        "Component": {"redis-stream", "rabbit-stream", "joiner-state", "billing-state"},
         "Subscription": {"tenants", "poweruse"},
         "Resiliency": {"power-usage"},
         "Configuration": {"power-usage"},

@@ -95,3 +95,19 @@ def test_tenants_before_a_restart_join_readings_after_it(stack: Stack):
 
     poll(lambda: rows(stack) >= EXPECTED_ROWS, WINDOW + 15, "billable-proc did not receive the billable rows")
     assert rows(stack) == EXPECTED_ROWS
+
+
+def test_a_restarted_billable_proc_still_recognises_a_call_it_billed(stack: Stack):
+    """billable-proc keeps its record of billed calls in the billing-state store (real state.redis): after a
+    restart, a retry of a call it billed before is answered as a duplicate and not billed again."""
+    proc = stack.apps["billable-proc"]
+    url = f"http://127.0.0.1:{proc.http_port}/v1.0/invoke/billable-proc/method/billables"  # as the joiner calls it
+    headers = {"window-id": f"e2e-{time.time_ns()}", "window-chunk": "1/1", "content-type": "application/json"}
+    body = b'[{"customer_id": 4250, "tenant_id": "e2e-restart", "tenant_kwh_usage": 1}]'
+    first = httpx.post(url, content=body, headers=headers, timeout=10)
+    stack.restart_app("billable-proc")
+    again = httpx.post(url, content=body, headers=headers, timeout=10)
+    assert first.status_code == again.status_code == 200
+    assert again.json() == {"status": "ok", "duplicate": True}
+    billed = [row for batch in data_received(proc.log_text()) for row in batch if row["tenant_id"] == "e2e-restart"]
+    assert billed == [{"customer_id": 4250, "tenant_id": "e2e-restart", "tenant_kwh_usage": 1}]

@@ -175,11 +175,12 @@ class Sidecar:
     async def save_state(self, store: str, key: str, value: Any) -> None:
         await self.save_state_bytes(store, key, dumps(value))
 
-    async def save_state_bytes(self, store: str, key: str, data: bytes) -> None:
-        """Save raw bytes; one call must stay under daprd's request limit (``--max-body-size``, 4 MiB)."""
+    async def save_state_bytes(self, store: str, key: str, data: bytes, metadata: dict[str, str] | None = None) -> None:
+        """Save raw bytes; one call must stay under daprd's request limit (``--max-body-size``, 4 MiB).
+        ``metadata``: the state store's, such as ``{"ttlInSeconds": "3600"}``."""
         client = await self._grpc_client()
         try:
-            await client.save_state(store_name=store, key=key, value=data)
+            await client.save_state(store_name=store, key=key, value=data, state_metadata=metadata or {})
         except Exception as error:
             raise SidecarError(f"save {key!r} to state store {store} failed: {_grpc_reason(error)}") from None
 

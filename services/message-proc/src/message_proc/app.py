@@ -5,15 +5,20 @@ answer it did not get, and a retry of one that did arrive (same id, chunk and bo
 counted as a duplicate, so the rows of a window are billed once. A call with the id of one received
 before but another body is no retry: it is billed, counted as a conflict and logged as an error, so a
 call sent first under a window's id cannot make the real window pass for a retry. The memory of calls is
-bounded: the newest 10,000, each at most ``MAX_HEADER_CHARS`` of id and chunk and a digest."""
+bounded: the newest 10,000, each at most ``MAX_HEADER_CHARS`` of id and chunk and a digest; with
+``PROC_STATE_STORE`` it is kept in a Dapr state store too, so a restart forgets nothing
+(:mod:`message_proc.billed`)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import time
-from collections import OrderedDict, deque
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field
@@ -23,22 +28,39 @@ from streaming_runtime.errors import MalformedEvent, PayloadTooLarge
 from streaming_runtime.logs import ErrorReport, printable
 from streaming_runtime.service import api_token_guard, read_limited
 from streaming_runtime.settings import ServiceSettings
+from streaming_runtime.sidecar import Sidecar, SidecarError
 from streaming_runtime.values import value_problem
 
+from message_proc.billed import BilledCalls
+
 log = logging.getLogger("message-proc")
-SEEN_CALLS = 10_000
 MAX_HEADER_CHARS = 200  # window-id, window-chunk, window-end: the joiner's are under 40
 WINDOW_HEADERS = ("window-id", "window-chunk", "window-end")
 
 
 class ProcessorSettings(ServiceSettings):
     service_route: str = Field("billables", validation_alias="PROC_SERVICE_ROUTE", min_length=1)
+    # a Dapr state store: the record of billed calls outlives a restart (message_proc.billed)
+    state_store: str | None = Field(None, validation_alias="PROC_STATE_STORE", min_length=1)
 
 
-def create_app(settings: ProcessorSettings) -> FastAPI:
-    app = FastAPI(title="message-proc")
-    received = {"calls": 0, "rejected": 0, "rows": 0, "duplicates": 0, "conflicts": 0, "unexpected_errors": 0}
-    seen: OrderedDict[tuple[str, str], bytes] = OrderedDict()  # (window id, chunk) -> digest of the body
+def create_app(settings: ProcessorSettings, store: Any | None = None) -> FastAPI:
+    """``store``: what keeps the record of billed calls (the sidecar; a fake in tests) when
+    ``PROC_STATE_STORE`` is set."""
+    sidecar: Sidecar | None = None
+    if settings.state_store and store is None:
+        store = sidecar = Sidecar(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if sidecar is not None:
+            await sidecar.aclose()
+
+    app = FastAPI(title="message-proc", lifespan=lifespan)
+    received = {"calls": 0, "rejected": 0, "rows": 0, "duplicates": 0, "conflicts": 0, "unexpected_errors": 0,
+                "unavailable": 0}
+    billed = BilledCalls(store if settings.state_store else None, settings.state_store)
     # (window id, window end, seconds since epoch when received): how late windows arrive (bench/)
     windows: deque[dict] = deque(maxlen=1000)
     guard = api_token_guard(settings)
@@ -74,18 +96,22 @@ def create_app(settings: ProcessorSettings) -> FastAPI:
         if window_id is not None:
             call = (window_id, request.headers.get("window-chunk", "1/1"))
             digest = hashlib.sha256(body).digest()
-            if call in seen and seen[call] == digest:
-                received["duplicates"] += 1
-                log.info("window %s chunk %s received again: a retry, not logged twice", *map(printable, call))
-                return JSONResponse({"status": "ok", "duplicate": True})
-            if call in seen:
+            try:
+                seen = await billed.seen(call, digest)
+                if seen == "duplicate":
+                    received["duplicates"] += 1
+                    log.info("window %s chunk %s received again: a retry, not logged twice", *map(printable, call))
+                    return JSONResponse({"status": "ok", "duplicate": True})
+                await billed.record(call, digest)  # before the rows are billed: see message_proc.billed
+            except SidecarError as error:
+                received["unavailable"] += 1
+                log.error("window %s chunk %s not billed now, the record of billed calls is unavailable (the "
+                          "joiner sends it again): %s", *map(printable, call), printable(error, 300))
+                return JSONResponse({"error": "the record of billed calls is unavailable"}, status_code=503)
+            if seen == "conflict":
                 received["conflicts"] += 1
                 log.error("window %s chunk %s received before with other rows: billed, but look at its sender",
                           *map(printable, call))
-            seen[call] = digest
-            seen.move_to_end(call)
-            if len(seen) > SEEN_CALLS:
-                seen.popitem(last=False)
         received["calls"] += 1
         received["rows"] += len(data) if isinstance(data, list) else 1
         if "window-end" in request.headers:
