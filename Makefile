@@ -11,7 +11,7 @@ TAG ?= dev
 CONTAINER_ENGINE ?= docker
 SERVICES := joiner message-gen message-proc
 
-.PHONY: bench help setup setup-python setup-e2e setup-deploy run test test-unit test-contract test-docs test-fuzz test-e2e test-deploy images lint-docker clean
+.PHONY: bench help setup setup-python setup-e2e setup-deploy run test test-unit test-contract test-docs test-fuzz test-e2e test-faults test-deploy images lint-docker clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -36,7 +36,7 @@ setup-deploy: setup-python ## + the pinned kustomize and the Dapr CRDs of the pi
 run: setup-e2e ## the whole pipeline; prints billable-proc's "Data received" lines until Ctrl-C
 	@$(PY) -m devstack run $(if $(WINDOW),--window $(WINDOW))
 
-test: setup ## every test: unit, contract, docs, fuzz, deploy and end-to-end (real daprd, Redis, RabbitMQ)
+test: setup ## every test: unit, contract, docs, fuzz, deploy, end-to-end and faults (real daprd, Redis, RabbitMQ)
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: setup-python ## unit tests only (Python environment only)
@@ -53,6 +53,9 @@ test-fuzz: setup-python ## hypothesis: arbitrary bytes, JSON and CloudEvents at 
 
 test-e2e: setup-e2e ## end-to-end tests only (real daprd, Redis, RabbitMQ, Dapr CLI)
 	@$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+
+test-faults: setup-e2e ## faults on the real runtime, checked by numbered readings: 0 lost, 0 billed twice
+	@$(PY) -m pytest tests/faults $(PYTEST_ARGS)
 
 test-deploy: setup-deploy ## Dockerfiles, Kubernetes manifests and the migration of the original manifests
 	@$(PY) -m pytest tests/deploy $(PYTEST_ARGS)

@@ -33,7 +33,7 @@ from joiner.deadletters import DeadLetters
 from joiner.engine.join import JoinEngine
 from joiner.metrics import StatsCollector, exposition, registry_of
 from joiner.processor import LateEvent, Processor, build_engine
-from joiner.sender import ROWS_PER_CALL, WindowSender
+from joiner.sender import PARKED_RETRY_SECONDS, ROWS_PER_CALL, WindowSender
 from streaming_runtime.cloudevents import bulk_entries, delivery_of, is_bulk, read_body
 from streaming_runtime.errors import MalformedEvent, PayloadTooLarge
 from streaming_runtime.logs import ErrorReport, LogBudget, printable
@@ -56,6 +56,7 @@ class JoinerSettings(ServiceSettings):
     max_bulk_body_bytes: int = Field(BULK_BODY_BYTES, validation_alias="MAX_BULK_BODY_BYTES", gt=0)
     # one call to a target at most: billable-proc's MAX_BODY_BYTES (the same default, DEFAULT_MAX_BODY_BYTES)
     max_call_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, validation_alias="MAX_CALL_BYTES", gt=0)
+    parked_retry_seconds: float = Field(PARKED_RETRY_SECONDS, validation_alias="PARKED_RETRY_SECONDS", gt=0)
 
 
 class Joiner:
@@ -381,7 +382,7 @@ def create_app(
             asyncio.create_task(joiner.run_windows()),
             asyncio.create_task(joiner.sender.run()),
             asyncio.create_task(joiner.run_late_sender()),
-            asyncio.create_task(joiner.sender.run_parked_retries()),
+            asyncio.create_task(joiner.sender.run_parked_retries(settings.parked_retry_seconds)),
             asyncio.create_task(joiner.dead_letters.run()),
         ]
         take_over = asyncio.create_task(joiner.take_over()) if config.state_store else None

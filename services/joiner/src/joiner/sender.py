@@ -112,6 +112,7 @@ class WindowSender:
         self.windows_resent = 0
         self.windows_lost = 0  # parked windows given up (over max_parked_bytes), or undelivered at exit
         self.failing: str | None = None  # the last failure, until a call succeeds again
+        self.retry_interval = PARKED_RETRY_SECONDS
 
     # -- the loops ------------------------------------------------------------------------------
 
@@ -128,6 +129,7 @@ class WindowSender:
                 self.outbox.task_done()
 
     async def run_parked_retries(self, interval: float = PARKED_RETRY_SECONDS) -> None:
+        self.retry_interval = interval
         while True:
             await asyncio.sleep(interval)
             if self.parked and self.outbox.empty():  # new windows first: they have no backoff yet
@@ -243,7 +245,7 @@ class WindowSender:
         self.parked[key] = Parked(window, target, rows, reason, parked_at or self.clock(), size, attempts,
                                   chunks, set(done or ()))
         log.error("window %s: %d rows for %s parked (GET /deadletters; re-sent every %gs and on "
-                  "POST /deadletters/resend): %s", window.id, len(rows), target, PARKED_RETRY_SECONDS, reason)
+                  "POST /deadletters/resend): %s", window.id, len(rows), target, self.retry_interval, reason)
         while self.parked_bytes > self.max_parked_bytes and len(self.parked) > 1:
             _, oldest = self.parked.popitem(last=False)
             self.windows_lost += 1

@@ -154,8 +154,16 @@ class Stack:
     def restart_app(self, app_id: str) -> None:
         """Stop one app as an orchestrator would (SIGTERM, its shutdown runs) and start it again, same
         port and env, its sidecar left running; returns once the app answers again."""
+        self.stop_app(app_id)
+        self.start_app(app_id)
+
+    def stop_app(self, app_id: str) -> None:
+        """Stop one app (SIGTERM, its shutdown runs), its sidecar left running: an outage of that app."""
+        self.apps[app_id].app.stop(timeout=30)
+
+    def start_app(self, app_id: str) -> None:
+        """Start a stopped app again, same port and env; returns once it answers."""
         running = self.apps[app_id]
-        running.app.stop(timeout=30)
         command, env = self._app_launch[app_id]
         running.app = Process(app_id, command, running.app.log_path, env=env, cwd=running.spec.app_dir).start()
 
