@@ -8,8 +8,9 @@ publishes through the joiner's sidecar (its pub/sub scopes allow it). The faults
 each on its own range of numbers; the table of published / expected / billed / lost / duplicated per fault
 is printed at the end of the run.
 
-Not covered yet (issue 11): a SIGKILL of the joiner (no journal: a crash loses the open windows), its
-daprd down longer than the retries, Redis and RabbitMQ kill -9.
+A SIGKILL of the joiner still loses what it held (there is no journal yet): that test checks that the
+next start says so (the run record) and that nothing is billed twice. Not covered yet: the joiner's daprd
+down longer than the retries, Redis and RabbitMQ kill -9.
 """
 
 from __future__ import annotations
@@ -113,10 +114,13 @@ def billed(stack: Stack, numbers: range) -> Counter:
                    if str(row["tenant_id"]).startswith("fault-t") and row["tenant_kwh_usage"] in numbers)
 
 
-def settle_and_check(stack: Stack, fault: str, numbers: range, published: int, timeout: float = 60) -> None:
-    """Wait until every expected row is billed and the joiner holds nothing undelivered; then compare."""
+def settle_and_check(stack: Stack, fault: str, numbers: range, published: int, timeout: float = 60,
+                     may_lose: bool = False) -> tuple[int, int]:
+    """Wait until every expected row is billed (or, ``may_lose``, the joiner is quiet) and the joiner holds
+    nothing undelivered; then compare. (lost, billed twice)."""
     want = expected(numbers)
-    poll(lambda: set(billed(stack, numbers)) >= set(want), timeout, f"{fault}: every expected row billed", stack)
+    if not may_lose:
+        poll(lambda: set(billed(stack, numbers)) >= set(want), timeout, f"{fault}: every expected row billed", stack)
 
     def quiet() -> bool:
         current = stats(stack)
@@ -127,8 +131,10 @@ def settle_and_check(stack: Stack, fault: str, numbers: range, published: int, t
     lost = sum((want - got).values())
     twice = sum(count - 1 for count in got.values() if count > 1)
     RESULTS.append((fault, published, sum(want.values()), sum(got.values()), lost, twice))
-    assert (lost, twice) == (0, 0), f"{fault}: {lost} rows lost, {twice} billed twice"
     assert set(got) <= set(want)  # nothing from a reading that bills nothing
+    if not may_lose:
+        assert (lost, twice) == (0, 0), f"{fault}: {lost} rows lost, {twice} billed twice"
+    return lost, twice
 
 
 # -- the faults -------------------------------------------------------------------------------------
@@ -179,3 +185,25 @@ def test_the_joiner_stopped_and_started_in_the_middle_of_a_window(stack: Stack):
     stack.restart_app(JOINER)
     publish_bulk(stack, "rabbit-stream", "poweruse", [reading(n) for n in numbers[150:]])
     settle_and_check(stack, "joiner SIGTERM and restart", numbers, len(numbers))
+
+
+def test_the_joiner_killed_says_so_at_the_next_start_and_bills_nothing_twice(stack: Stack):
+    """SIGKILL: what the joiner held is lost (no journal yet); the next start reports it (run record)."""
+    numbers = range(50_001, 50_301)
+    publish_bulk(stack, "rabbit-stream", "poweruse", [reading(n) for n in numbers[:150]])
+    poll(lambda: stats(stack)["accepted"].get("poweruse", 0) >= 150, 20, "readings accepted", stack)
+    stack.kill_app(JOINER)
+    stack.start_app(JOINER)
+    poll(lambda: stats(stack)["crashes_detected"] == 1, 30, "the restart reporting the crash", stack)
+    lost_reported = stats(stack)["events_lost_in_crash"]
+    # the table went with the process: the tenants are sent again, as their publisher does
+    publish(stack, "redis-stream", "tenants",
+            [({"tenant_id": f"fault-t{n}", "customer_id": 5000 + n}, None) for n in range(TENANTS)])
+    poll(lambda: stats(stack)["table_keys"] >= TENANTS, 30, "the tenants in the joiner's table", stack)
+    publish_bulk(stack, "rabbit-stream", "poweruse", [reading(n) for n in numbers[150:]])
+    poll(lambda: set(billed(stack, numbers[150:])) >= set(expected(numbers[150:])), 60,
+         "every row after the restart billed", stack)
+    lost, twice = settle_and_check(stack, "joiner SIGKILL and restart (no journal yet)", numbers, len(numbers),
+                                   may_lose=True)
+    assert twice == 0
+    assert lost <= lost_reported  # what was lost was reported (the report may count unbillable readings too)

@@ -33,6 +33,7 @@ from joiner.deadletters import DeadLetters
 from joiner.engine.join import JoinEngine
 from joiner.metrics import StatsCollector, exposition, registry_of
 from joiner.processor import LateEvent, Processor, build_engine
+from joiner.runrecord import RunRecord
 from joiner.sender import PARKED_RETRY_SECONDS, ROWS_PER_CALL, WindowSender
 from streaming_runtime.cloudevents import bulk_entries, delivery_of, is_bulk, read_body
 from streaming_runtime.errors import MalformedEvent, PayloadTooLarge
@@ -98,6 +99,7 @@ class Joiner:
         # before its handed-over events join it
         self.taken_over = asyncio.Event()
         self.handover_part_bytes = HANDOVER_PART_BYTES
+        self.run_record = RunRecord(sink, config.state_store, self._holding) if config.state_store else None
         if config.state_store is None:
             self.taken_over.set()
 
@@ -192,11 +194,21 @@ class Joiner:
 
     async def take_over(self) -> None:
         """At start: continue the open windows the previous run saved in the state store, then remove them
-        there. Deliveries may come in meanwhile: they join the same windows, which wait to close."""
+        there, and say whether the previous run stopped or was killed (:mod:`joiner.runrecord`). Deliveries
+        may come in meanwhile: they join the same windows, which wait to close."""
         try:
             await self._take_over(self.config.state_store)
+            if self.run_record is not None:
+                await self.run_record.check_previous()
         finally:
             self.taken_over.set()
+
+    def _holding(self) -> dict[str, int]:
+        """What a crash now would lose (for the run record)."""
+        states = self.processor.windows.states()
+        parked = list(self.sender.parked.values())
+        return {"events": sum(state.count for state in states), "windows": len(states),
+                "undelivered": len(parked) + self.outbox.qsize(), "rows": sum(len(p.rows) for p in parked)}
 
     async def _take_over(self, store: str) -> None:
         try:
@@ -283,6 +295,8 @@ class Joiner:
             self.sender.give_up()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.gather(self.late_box.join(), self.dead_letters.queue.join()), timeout=5)
+        if self.run_record is not None:
+            await self.run_record.stopped_cleanly()
 
     async def _drain(self, seconds: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
@@ -328,6 +342,8 @@ class Joiner:
             "windows_lost": self.sender.windows_lost,
             "late_published": self.late_published,
             "dead_lettered": self.dead_letters.published,
+            "crashes_detected": self.run_record.crashes_detected if self.run_record else 0,
+            "events_lost_in_crash": self.run_record.events_lost_in_crash if self.run_record else 0,
             "dead_letters_lost": self.dead_letters.lost,
             "buffered": sum(state.count for state in self.processor.windows.states()),
             "buffered_bytes": sum(state.bytes for state in self.processor.windows.states()),
@@ -335,6 +351,11 @@ class Joiner:
             "table_keys": self.processor.table.size if self.processor.table else 0,
             "unexpected_errors": self.errors.total,
         }
+
+
+async def _after(event: asyncio.Event, work: Any) -> None:
+    await event.wait()
+    await work
 
 
 def _event_of(entry: Any) -> Any:
@@ -386,6 +407,8 @@ def create_app(
             asyncio.create_task(joiner.dead_letters.run()),
         ]
         take_over = asyncio.create_task(joiner.take_over()) if config.state_store else None
+        if joiner.run_record is not None:
+            tasks.append(asyncio.create_task(_after(joiner.taken_over, joiner.run_record.run())))
         yield
         tasks[0].cancel()
         tasks[3].cancel()

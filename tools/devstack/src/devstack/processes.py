@@ -133,6 +133,13 @@ class Process:
         # children (erlang's beam, uvicorn workers) share the group: make sure none is left
         self._signal(signal.SIGKILL)
 
+    def kill(self) -> None:
+        """SIGKILL, at once (a crash); waits until it is gone."""
+        if self._popen is None or self._popen.poll() is not None:
+            return
+        self._signal(signal.SIGKILL)
+        self._popen.wait(5)
+
     def _signal(self, sig: int) -> None:
         try:
             os.killpg(self._popen.pid, sig)

@@ -161,6 +161,10 @@ class Stack:
         """Stop one app (SIGTERM, its shutdown runs), its sidecar left running: an outage of that app."""
         self.apps[app_id].app.stop(timeout=30)
 
+    def kill_app(self, app_id: str) -> None:
+        """SIGKILL one app (no shutdown runs: a crash, an OOM kill), its sidecar left running."""
+        self.apps[app_id].app.kill()
+
     def start_app(self, app_id: str) -> None:
         """Start a stopped app again, same port and env; returns once it answers."""
         running = self.apps[app_id]
