@@ -49,6 +49,20 @@ class Broker:
         if self.process is not None:
             self.process.stop()
 
+    def kill(self) -> None:
+        """kill -9 (a crash: what it did not write is gone); only a broker we started."""
+        if self.process is None:
+            raise StackError("a broker configured outside the stack cannot be killed by it")
+        self.process.kill()
+
+    def restart(self, timeout: float = 90) -> None:
+        """Start a killed broker again on the same port and data; returns once it listens."""
+        if self.process is None:
+            raise StackError("a broker configured outside the stack cannot be restarted by it")
+        self.process.start()
+        wait_until(lambda: port_open(self.port), timeout, f"{self.process.name} restarted", interval=0.25,
+                   alive=self.process.death)
+
 
 def configured_redis() -> Broker | None:
     """``REDIS_HOST=host:port`` in the environment: use that server instead of a private one."""
