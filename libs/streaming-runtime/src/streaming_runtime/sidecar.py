@@ -196,6 +196,11 @@ class Sidecar:
             await self._grpc.close()
         await self._http.aclose()
 
+    async def connect(self, timeout: float = 60.0) -> None:
+        """Make the gRPC client now (once the sidecar is ready), so that the first call does not pay for it."""
+        await self.wait_ready(timeout)
+        await self._grpc_client()
+
     async def _grpc_client(self):
         if self._grpc is None:
             from dapr.aio.clients import DaprClient  # imported late: it reads DAPR_* settings

@@ -11,6 +11,7 @@ bounded: the newest 10,000, each at most ``MAX_HEADER_CHARS`` of id and chunk an
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -53,7 +54,12 @@ def create_app(settings: ProcessorSettings, store: Any | None = None) -> FastAPI
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # the first billed call would otherwise wait for the state store's client to be made
+        warm = asyncio.create_task(_connect(sidecar)) if sidecar is not None else None
         yield
+        if warm is not None:
+            warm.cancel()
+            await asyncio.gather(warm, return_exceptions=True)
         if sidecar is not None:
             await sidecar.aclose()
 
@@ -130,6 +136,13 @@ def create_app(settings: ProcessorSettings, store: Any | None = None) -> FastAPI
         return {**received, "windows": list(windows)}
 
     return app
+
+
+async def _connect(sidecar: Sidecar) -> None:
+    try:
+        await sidecar.connect()
+    except SidecarError as error:  # the first call will try again
+        log.warning("the state store's client is not made yet: %s", error)
 
 
 def _rejected(status: int, reason: str) -> JSONResponse:
