@@ -69,10 +69,11 @@ images: ## build the three service images as REGISTRY/<service>:TAG (default pow
 lint-docker: setup-python ## hadolint on every Dockerfile
 	@.venv/bin/hadolint services/*/Dockerfile
 
-bench: setup-e2e ## benchmarks: the join engine (naive / engine / DuckDB), one delivery in-process, the pipeline on real Dapr
+bench: setup-e2e ## benchmarks: the join engine (naive / engine / DuckDB), one delivery in-process, the pipeline on real Dapr, a poison flood
 	@$(PY) bench/engine.py
 	@$(PY) bench/delivery.py
 	@$(PY) bench/pipeline.py
+	@$(PY) bench/poison_flood.py
 
 clean: ## remove the venv and run directories
 	rm -rf .venv .devstack .pytest_cache
