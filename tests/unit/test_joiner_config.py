@@ -404,3 +404,20 @@ def test_dead_letters_from_the_environment_need_stream_equals_topic():
     assert _error(_env(JOINER_DEAD_LETTER_TO_STREAM="rabbit-stream/p")) == (
         "JOINER_DEAD_LETTER_TO_STREAM='rabbit-stream/p': expected stream=pubsub/topic, comma-separated"
     )
+
+
+# --- state.journal -------------------------------------------------------------------------------------
+
+
+def test_the_journal_needs_a_state_store_and_dedup():
+    with_both = SPEC_YAML + "state: {store: joiner-state, journal: true}\ndedup: {ttl: 10m}\n"
+    assert config_from_yaml(with_both).journal is True
+    assert load_config(_env(JOINER_STATE_STORE="s", JOINER_JOURNAL="true", JOINER_DEDUP_TTL="10m")).journal is True
+    assert _yaml_error(SPEC_YAML + "state: {store: joiner-state, journal: true}\n") == (
+        "state.journal: the journal needs dedup (a delivery answered RETRY when its journal write fails comes "
+        "again, and must be recognised)"
+    )
+    assert _error(_env(JOINER_JOURNAL="yes", JOINER_DEDUP_TTL="1m")) == (
+        "JOINER_JOURNAL: the journal needs a state store (state.store or JOINER_STATE_STORE)"
+    )
+    assert _error(_env(JOINER_JOURNAL="maybe")) == "JOINER_JOURNAL='maybe': expected true or false"

@@ -33,6 +33,7 @@ from joiner.deadletters import DeadLetters
 from joiner.engine.join import JoinEngine
 from joiner.metrics import StatsCollector, exposition, registry_of
 from joiner.processor import LateEvent, Processor, build_engine
+from joiner.journal import CHECKPOINT_KEY, RUNS_KEY, Journal, read_parts, save_parts
 from joiner.runrecord import RunRecord
 from joiner.sender import PARKED_RETRY_SECONDS, ROWS_PER_CALL, WindowSender
 from streaming_runtime.cloudevents import bulk_entries, delivery_of, is_bulk, read_body
@@ -100,6 +101,16 @@ class Joiner:
         self.taken_over = asyncio.Event()
         self.handover_part_bytes = HANDOVER_PART_BYTES
         self.run_record = RunRecord(sink, config.state_store, self._holding) if config.state_store else None
+        self.took_handover = False
+        self.replaying = False
+        self.journal = Journal(sink, config.state_store) if config.journal and config.state_store else None
+        self.journal_ready = asyncio.Event()  # live deliveries wait for the recovery (journal.start) first
+        self._checkpoint_task: asyncio.Task | None = None
+        self._checkpoint_again = False
+        if self.journal is not None:
+            self.sender.on_sent = self.schedule_checkpoint
+        else:
+            self.journal_ready.set()
         if config.state_store is None:
             self.taken_over.set()
 
@@ -183,7 +194,7 @@ class Joiner:
     def drop(self, source: StreamSource, event_id: str | None, error: MalformedEvent, event: Any = None) -> dict[str, str]:
         """Count, log (sampled) and, for a stream with ``deadLetter``, publish a copy of a dropped event."""
         self.processor.stats.dropped[source.name] += 1
-        if event is not None:
+        if event is not None and not self.replaying:  # a replayed drop was dead-lettered the first time
             self.dead_letters.offer(source.name, event_id, str(error), event)
         # a flood of poison must not become a flood of log: every drop is counted, the log samples them
         self.drop_log.warning(f"dropped {source.name}", "dropped malformed event stream=%s id=%s reason=%s",
@@ -198,10 +209,126 @@ class Joiner:
         may come in meanwhile: they join the same windows, which wait to close."""
         try:
             await self._take_over(self.config.state_store)
+            if self.journal is not None:
+                await self._recover_from_journal(self.config.state_store)
             if self.run_record is not None:
-                await self.run_record.check_previous()
+                await self.run_record.check_previous(recovered=self.journal is not None)
         finally:
+            self.journal_ready.set()
             self.taken_over.set()
+
+    # -- the journal (state.journal): see joiner.journal -------------------------------------------
+
+    async def receive(self, source: StreamSource, body: bytes) -> dict[str, Any]:
+        """Answer for one delivery; with the journal, only once its body is journaled (RETRY if it cannot be)."""
+        if self.journal is None:
+            return self.ingest(source, body)
+        await self.journal_ready.wait()
+        now = self.processor.clock()
+        seq = self.journal.reserve()
+        with self.processor.clock_at(now):  # the time the journal records, and its replay takes it in at
+            answer = self.ingest(source, body)
+        try:
+            await self.journal.write(seq, self.stream_index[source.name], now, body)
+        except SidecarError as error:
+            self.drop_log.warning("journal", "delivery to %s answered RETRY, its journal write failed (it comes "
+                                  "again; dedup takes what it already took): %s", source.route, error)
+            return {"status": "RETRY"}
+        return answer
+
+    async def _recover_from_journal(self, store: str) -> None:
+        journal = self.journal
+        try:
+            runs = await self.sink.get_state(store, RUNS_KEY) or []
+            if self.took_handover:  # a graceful stop covered everything: what it journaled is stale
+                for run in runs:
+                    await journal.forget(run)
+                await self.sink.delete_state(store, CHECKPOINT_KEY)
+                await journal.start([])
+                return
+            checkpoint = await read_parts(self.sink, store, CHECKPOINT_KEY)
+            covered = (checkpoint or {}).get("journal") or {}
+            pending: list[tuple[int, float, bytes]] = []
+            older = True
+            for run in runs:
+                if run == covered.get("run"):
+                    older = False
+                    pending += await journal.segments(run, int(covered.get("seq", 0)))
+                elif not (older and covered):
+                    pending += await journal.segments(run, 0)
+            await journal.start(list(runs))
+        except (SidecarError, ValueError) as error:
+            log.error("state store %s: the journal could not be read, nothing replayed: %s", store, error)
+            await self._start_journal_anyway()
+            return
+        if checkpoint is not None:
+            try:
+                self.processor.restore(checkpoint)
+                self.sender.take_over(checkpoint.get("undelivered") or [])
+            except ValueError as error:
+                log.error("state store %s: the checkpoint is another joiner's or damaged, not restored: %s",
+                          store, error)
+        self.replaying = True
+        try:
+            for stream, arrival, body in pending:  # in order, each at its time: the same windows and rows
+                with self.processor.clock_at(arrival):
+                    self.ingest(self.config.sources[stream], body)
+        finally:
+            self.replaying = False
+        journal.replayed += len(pending)
+        if checkpoint is not None or pending:
+            log.warning("state store %s: recovered from the journal: the checkpoint (%s) and %d deliveries after "
+                        "it replayed", store, "restored" if checkpoint is not None else "none", len(pending))
+            self.schedule_checkpoint()
+
+    async def _start_journal_anyway(self) -> None:
+        try:
+            await self.journal.start([])
+        except SidecarError as error:
+            log.error("state store %s: the journal is not recorded: a crash of this run would lose its "
+                      "windows: %s", self.config.state_store, error)
+
+    def schedule_checkpoint(self) -> None:
+        """After a window is delivered: save a checkpoint, then forget the journal it covers (coalesced)."""
+        if self.journal is None:
+            return
+        if self._checkpoint_task is not None and not self._checkpoint_task.done():
+            self._checkpoint_again = True
+            return
+        self._checkpoint_task = asyncio.create_task(self._checkpoints())
+
+    async def _checkpoints(self) -> None:
+        journal, store = self.journal, self.config.state_store
+        while True:
+            self._checkpoint_again = False
+            covered = journal.next_seq  # every delivery before it is taken in (synchronously, in order)
+            try:
+                snapshot = self.processor.snapshot()
+                snapshot["undelivered"] = self.sender.pending()
+                snapshot["journal"] = {"run": journal.run, "seq": covered}
+                await save_parts(self.sink, store, CHECKPOINT_KEY, snapshot)
+            except Exception as error:  # noqa: BLE001 - the journal stays until the next checkpoint
+                self.errors("saving a checkpoint", error)
+            else:
+                await journal.forget(journal.run, below=covered)
+                for run in [run for run in journal.runs if run != journal.run]:
+                    await journal.forget(run)
+            if not self._checkpoint_again:
+                return
+
+    async def forget_journal(self) -> None:
+        """After a clean stop that left nothing undelivered: the journal and the checkpoint are not needed."""
+        if self.journal is None:
+            return
+        if self._checkpoint_task is not None:
+            await asyncio.gather(self._checkpoint_task, return_exceptions=True)
+        try:
+            for run in list(self.journal.runs):
+                await self.journal.forget(run)
+            await self.sink.delete_state(self.config.state_store, CHECKPOINT_KEY)
+        except SidecarError as error:
+            log.warning("state store %s: the journal not removed (the next start ignores it after a handover): %s",
+                        self.config.state_store, error)
 
     def _holding(self) -> dict[str, int]:
         """What a crash now would lose (for the run record)."""
@@ -237,6 +364,7 @@ class Joiner:
                       store, error)
             return
         self.may_hand_over = True
+        self.took_handover = True
         log.info("state store %s: took over %d open window(s), %d events, %d undelivered window(s)",
                  store, len(snapshot["windows"]), count, undelivered)
         try:
@@ -289,10 +417,17 @@ class Joiner:
         """At shutdown: deliver what is due, then hand over (state.store) or close what is open and send it;
         what is still undelivered after that is handed over too, or counted and logged as lost."""
         await self._drain(10)
-        if not await self.hand_over():
+        if await self.hand_over():
+            await self.forget_journal()
+        else:
             self.close_all()  # what is buffered goes out before we stop
             await self._drain(10)
-            self.sender.give_up()
+            if self.journal is not None and self.sender.parked:
+                log.error("stopping with %d undelivered window(s): kept in the journal for the next start",
+                          len(self.sender.parked))
+            else:
+                await self.forget_journal()
+                self.sender.give_up()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.gather(self.late_box.join(), self.dead_letters.queue.join()), timeout=5)
         if self.run_record is not None:
@@ -342,6 +477,8 @@ class Joiner:
             "windows_lost": self.sender.windows_lost,
             "late_published": self.late_published,
             "dead_lettered": self.dead_letters.published,
+            "journal_failures": self.journal.failures if self.journal else 0,
+            "journal_replayed": self.journal.replayed if self.journal else 0,
             "crashes_detected": self.run_record.crashes_detected if self.run_record else 0,
             "events_lost_in_crash": self.run_record.events_lost_in_crash if self.run_record else 0,
             "dead_letters_lost": self.dead_letters.lost,
@@ -435,7 +572,7 @@ def create_app(
             except Exception as error:  # noqa: BLE001 - e.g. the client went away mid-body
                 joiner.errors(f"reading a delivery to {source.route}", error)
                 return JSONResponse({"status": "RETRY"})
-            return JSONResponse(joiner.ingest(source, body))
+            return JSONResponse(await joiner.receive(source, body))
 
         # a plain Starlette route: FastAPI's dependency solving cost more per delivery than the join itself
         # (bench/pipeline.py); the token check is the same guard, awaited first

@@ -97,6 +97,7 @@ class JoinerConfig(BaseModel):
     aggregate: Any = None  # the raw `aggregate` mapping, validated by joiner.engine.aggregate
     envelope: bool = False
     state_store: str | None = None  # a Dapr state store: open windows are handed over through it on restart
+    journal: bool = False  # state.journal: deliveries journaled in the state store, replayed after a crash
 
 
 def load_config(environ: Mapping[str, str]) -> JoinerConfig:
@@ -216,6 +217,8 @@ def _semantics_from_yaml(spec: dict[str, Any], values: dict[str, Any]) -> None:
         if not isinstance(state, dict) or not isinstance(state.get("store"), str) or not state["store"].strip():
             raise ConfigError("state must be {store: <Dapr state store component>}, such as {store: joiner-state}")
         values["state_store"] = (state["store"].strip(), "state.store")
+        if "journal" in state:
+            values["journal"] = (state["journal"], "state.journal")
     if "output" in spec:
         output = spec["output"] or {}
         if not isinstance(output, dict):
@@ -271,6 +274,8 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     ):
         if environ.get(key):
             values[name] = (environ[key], key)
+    if environ.get("JOINER_JOURNAL", "").strip():
+        values["journal"] = (environ["JOINER_JOURNAL"].strip(), "JOINER_JOURNAL")
     if environ.get("JOINER_STATE_STORE", "").strip():
         values["state_store"] = (environ["JOINER_STATE_STORE"].strip(), "JOINER_STATE_STORE")
     if environ.get("JOINER_DEAD_LETTER_TO_STREAM"):
@@ -451,19 +456,30 @@ def _semantics(values: dict[str, Any], streams: tuple[str, str]) -> dict[str, An
         out["aggregate"] = values["aggregate"]
     if "state_store" in values:
         out["state_store"] = values["state_store"][0]
+    if "journal" in values:
+        raw, setting = values["journal"]
+        journal = _boolean(raw, setting)
+        if journal and "state_store" not in values:
+            raise ConfigError(f"{setting}: the journal needs a state store (state.store or JOINER_STATE_STORE)")
+        if journal and "dedup_ttl" not in values:
+            raise ConfigError(f"{setting}: the journal needs dedup (a delivery answered RETRY when its journal "
+                              "write fails comes again, and must be recognised)")
+        out["journal"] = journal
     if "envelope" in values:
-        raw, setting = values["envelope"]
-        if isinstance(raw, bool):
-            out["envelope"] = raw
-        elif str(raw).lower() in ("true", "1", "yes"):
-            out["envelope"] = True
-        elif str(raw).lower() in ("false", "0", "no"):
-            out["envelope"] = False
-        else:
-            raise ConfigError(f"{setting}={raw!r}: expected true or false")
+        out["envelope"] = _boolean(*values["envelope"])
     return out
 
 
 def _duration(entry: tuple[Any, str]) -> float:
     text, setting = entry
     return parse_duration(str(text), setting=setting)
+
+
+def _boolean(raw: Any, setting: str) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if str(raw).lower() in ("true", "1", "yes"):
+        return True
+    if str(raw).lower() in ("false", "0", "no"):
+        return False
+    raise ConfigError(f"{setting}={raw!r}: expected true or false")

@@ -10,11 +10,12 @@ window's rows are aggregated if configured and handed to ``on_window``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -147,6 +148,17 @@ class Processor:
         """Raise ConfigError now (before the server starts) for what only the processor validates:
         aggregate, table.deletedWhen, a table join without a key."""
         cls(config, engine, on_window=lambda window, rows: None)
+
+    @contextlib.contextmanager
+    def clock_at(self, now: float) -> Iterator[None]:
+        """The clock reads ``now`` meanwhile: one delivery taken in at one time (as the journal records it,
+        and as its replay takes it in again)."""
+        saved = self.clock
+        self.clock = lambda: now
+        try:
+            yield
+        finally:
+            self.clock = saved
 
     @property
     def event_time_mode(self) -> bool:

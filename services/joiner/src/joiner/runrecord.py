@@ -1,7 +1,7 @@
 """Telling a crash from a clean start: the joiner's record of its run in the state store (``state.store``).
 
 The joiner acknowledges each event on receipt and keeps it in memory, so a joiner killed (SIGKILL, an OOM
-kill, a lost node) loses its open windows and undelivered rows: there is no journal yet. What it can do is
+kill, a lost node) loses its open windows and undelivered rows unless ``state.journal`` is on. What it can do is
 say so. At start it writes ``{"clean": false, ...}`` under ``run``, then every ``BEAT_SECONDS`` what it
 holds (events buffered, open windows, undelivered windows and rows); a clean stop (after its handover, or
 after closing and sending everything) writes ``{"clean": true}``. A start that finds ``clean: false``
@@ -35,14 +35,19 @@ class RunRecord:
         self.events_lost_in_crash = 0
         self._last: dict[str, Any] | None = None
 
-    async def check_previous(self) -> None:
-        """Read how the previous run ended (report a crash), then mark this one as running."""
+    async def check_previous(self, recovered: bool = False) -> None:
+        """Read how the previous run ended (report a crash; ``recovered``: the journal replayed it), then
+        mark this one as running."""
         try:
             previous = await self.sink.get_state(self.store, RUN_KEY)
         except (SidecarError, ValueError) as error:
             log.warning("state store %s: how the previous run ended is not known: %s", self.store, error)
             previous = None
-        if isinstance(previous, dict) and previous.get("clean") is False:
+        if isinstance(previous, dict) and previous.get("clean") is False and recovered:
+            self.crashes_detected += 1
+            log.warning("the previous run (started %s) ended without stopping: what it held was recovered from "
+                        "the journal", _when(previous.get("started")))
+        elif isinstance(previous, dict) and previous.get("clean") is False:
             held = previous.get("holding") or {}
             self.crashes_detected += 1
             self.events_lost_in_crash += int(held.get("events", 0) or 0)

@@ -112,6 +112,8 @@ class WindowSender:
         self.windows_resent = 0
         self.windows_lost = 0  # parked windows given up (over max_parked_bytes), or undelivered at exit
         self.failing: str | None = None  # the last failure, until a call succeeds again
+        self.sending: tuple[Window, list[Any]] | None = None  # the window being delivered now
+        self.on_sent: Callable[[], None] = lambda: None  # after each window (the journal's checkpoint)
         self.retry_interval = PARKED_RETRY_SECONDS
 
     # -- the loops ------------------------------------------------------------------------------
@@ -120,13 +122,16 @@ class WindowSender:
         """Deliver closed windows in order, for as long as the service runs."""
         while True:
             window, rows = await self.outbox.get()
+            self.sending = (window, rows)
             try:
                 await self.send_window(window, rows)
             except Exception as error:  # noqa: BLE001 - the sender must outlive any one window
                 self.windows_lost += 1
                 self.errors(f"parking window {window.id}", error, f"{len(rows)} rows LOST")
             finally:
+                self.sending = None
                 self.outbox.task_done()
+            self.on_sent()
 
     async def run_parked_retries(self, interval: float = PARKED_RETRY_SECONDS) -> None:
         self.retry_interval = interval
@@ -285,6 +290,23 @@ class WindowSender:
                  "reason": "not sent before the joiner stopped", "parked_at": self.clock(), "attempts": 0}
                 for index in range(len(self.config.targets))
             ]
+        return records
+
+    def pending(self) -> list[dict[str, Any]]:
+        """What is not delivered yet, as :meth:`undelivered` gives it, but leaving everything in place (for
+        a checkpoint): parked windows, the one being sent, and the outbox (read, not taken)."""
+        records = [
+            {"start": p.window.start, "end": p.window.end, "part": p.window.part, "target": self._target_index(p.target),
+             "rows": p.rows, "reason": p.reason, "parked_at": p.parked_at, "attempts": p.attempts,
+             "chunks": [list(chunk) for chunk in p.chunks], "done": sorted(p.done)}
+            for p in self.parked.values()
+        ]
+        waiting = ([self.sending] if self.sending else []) + list(self.outbox._queue)  # asyncio.Queue keeps a deque
+        records += [
+            {"start": window.start, "end": window.end, "part": window.part, "target": index, "rows": rows,
+             "reason": "not delivered at the checkpoint", "parked_at": self.clock(), "attempts": 0}
+            for window, rows in waiting for index in range(len(self.config.targets))
+        ]
         return records
 
     def take_over(self, records: list[Any]) -> int:
