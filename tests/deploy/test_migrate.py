@@ -75,10 +75,10 @@ def test_the_example_carries_over_to_what_deploy_holds(migrated_power_usage, bas
     for app_id, deployment in migrated.items():
         ours = deployed[app_id]
         mine, theirs = container(deployment), container(ours)
-        # MESSAGE_DELAY: deploy/ writes the default (1s) out; JOINER_STATE_STORE, PROC_STATE_STORE: deploy/
-        # adds the handover of open windows and the durable record of billed calls, which the original does
-        # not have (nor their state store components)
-        skip = {"JOINER_CONFIG", "MESSAGE_DELAY", "JOINER_STATE_STORE", "PROC_STATE_STORE"}
+        # MESSAGE_DELAY: deploy/ writes the default (1s) out; JOINER_STATE_STORE, JOINER_JOURNAL,
+        # PROC_STATE_STORE: deploy/ adds the handover of open windows, the journal and the durable record of
+        # billed calls, which the original does not have (nor their state store components)
+        skip = {"JOINER_CONFIG", "MESSAGE_DELAY", "JOINER_STATE_STORE", "JOINER_JOURNAL", "PROC_STATE_STORE"}
         assert {k: v for k, v in env(mine).items() if k not in skip} == {k: v for k, v in env(theirs).items() if k not in skip}, app_id
         for key in ("ports", "readinessProbe", "livenessProbe", "resources", "securityContext"):
             assert mine[key] == theirs[key], f"{app_id}: {key}"
