@@ -161,6 +161,17 @@ class Stack:
         """Stop one app (SIGTERM, its shutdown runs), its sidecar left running: an outage of that app."""
         self.apps[app_id].app.stop(timeout=30)
 
+    def kill_sidecar(self, app_id: str) -> None:
+        """SIGKILL one app's daprd (the app left running): its sidecar crashed."""
+        self.apps[app_id].sidecar.kill()
+
+    def start_sidecar(self, app_id: str) -> None:
+        """Start a killed daprd again, same ports; returns once it reports healthy."""
+        running = self.apps[app_id]
+        running.sidecar.start()
+        wait_until(lambda: _healthy(running.http_port), 90, f"daprd[{app_id}] restarted", interval=0.2,
+                   alive=lambda: running.app.death() or running.sidecar.death())
+
     def kill_app(self, app_id: str) -> None:
         """SIGKILL one app (no shutdown runs: a crash, an OOM kill), its sidecar left running."""
         self.apps[app_id].app.kill()
