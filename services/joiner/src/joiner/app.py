@@ -35,7 +35,7 @@ from joiner.metrics import StatsCollector, exposition, registry_of
 from joiner.processor import LateEvent, Processor, build_engine
 from joiner.journal import CHECKPOINT_KEY, RUNS_KEY, Journal, read_parts, save_parts
 from joiner.runrecord import RunRecord
-from joiner.sender import PARKED_RETRY_SECONDS, ROWS_PER_CALL, WindowSender
+from joiner.sender import MAX_PARKED_BYTES, PARKED_RETRY_SECONDS, ROWS_PER_CALL, WindowSender
 from streaming_runtime.cloudevents import bulk_entries, delivery_of, is_bulk, read_body
 from streaming_runtime.errors import MalformedEvent, PayloadTooLarge
 from streaming_runtime.logs import ErrorReport, LogBudget, printable
@@ -59,6 +59,8 @@ class JoinerSettings(ServiceSettings):
     # one call to a target at most: billable-proc's MAX_BODY_BYTES (the same default, DEFAULT_MAX_BODY_BYTES)
     max_call_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, validation_alias="MAX_CALL_BYTES", gt=0)
     parked_retry_seconds: float = Field(PARKED_RETRY_SECONDS, validation_alias="PARKED_RETRY_SECONDS", gt=0)
+    # parked windows' rows kept at most (JSON bytes); past it the oldest is given up, counted and logged
+    max_parked_bytes: int = Field(MAX_PARKED_BYTES, validation_alias="MAX_PARKED_BYTES", gt=0)
 
 
 class Joiner:
@@ -527,6 +529,7 @@ def create_app(
             target = sidecar
         joiner = Joiner(config, engine, target, clock, settings.max_body_bytes,
                         max_bulk_body_bytes=settings.max_bulk_body_bytes, max_call_bytes=settings.max_call_bytes)
+        joiner.sender.max_parked_bytes = settings.max_parked_bytes
         state["joiner"] = app.state.joiner = joiner
         state["metrics"] = registry_of(StatsCollector(joiner.stats_dict, engine.streams, joiner.processor.describe()))
         log.info(
