@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from devstack.stack import Stack, data_received
+from tests.e2e.support import run_file_of
 from tests.e2e.test_power_usage_pipeline import EXPECTED_ROWS
 
 pytestmark = pytest.mark.e2e
@@ -40,13 +41,7 @@ def example_messages() -> dict[str, list]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> Iterator[Stack]:
     run_dir = tmp_path_factory.mktemp("handover")
-    spec = yaml.safe_load((ROOT / "dapr.yaml").read_text())
-    spec["common"] = {key: str(ROOT / value) for key, value in spec["common"].items()}
-    spec["apps"] = [app for app in spec["apps"] if app["appID"] in ("billable-proc", JOINER)]
-    for app in spec["apps"]:
-        app["appDirPath"] = str(ROOT / app["appDirPath"])
-    run_file = run_dir / "dapr.yaml"
-    run_file.write_text(yaml.safe_dump(spec))
+    run_file = run_file_of(("billable-proc", JOINER), run_dir)
     overrides = {JOINER: {"JOINER_STATE_STORE": "joiner-state", "JOINER_WINDOW_SIZE": f"{WINDOW:g}s"}}
     with Stack(run_file, run_dir / "run", overrides, quiet=True) as running:
         yield running

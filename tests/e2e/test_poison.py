@@ -36,9 +36,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
 from devstack.stack import Stack, data_received
+from tests.e2e.support import death_of, poll, run_file_of
 from tests.e2e.test_power_usage_pipeline import EXPECTED_ROWS
 
 pytestmark = pytest.mark.e2e
@@ -66,39 +66,9 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
 def bare_stack(tmp_path_factory) -> Iterator[Stack]:
     """billable-proc and the joiner only (a test that kills a sidecar has a stack to itself)."""
     run_dir = tmp_path_factory.mktemp("poison-bare")
-    spec = yaml.safe_load((ROOT / "dapr.yaml").read_text())
-    spec["common"] = {key: str(ROOT / value) for key, value in spec["common"].items()}
-    spec["apps"] = [app for app in spec["apps"] if app["appID"] in ("billable-proc", JOINER)]
-    for app in spec["apps"]:
-        app["appDirPath"] = str(ROOT / app["appDirPath"])
-    (run_dir / "dapr.yaml").write_text(yaml.safe_dump(spec))
-    with Stack(run_dir / "dapr.yaml", run_dir / "run", {JOINER: {"JOINER_WINDOW_SIZE": "2s"}}, quiet=True) as running:
+    with Stack(run_file_of(("billable-proc", JOINER), run_dir), run_dir / "run", {JOINER: {"JOINER_WINDOW_SIZE": "2s"}},
+               quiet=True) as running:
         yield running
-
-
-# -- helpers ---------------------------------------------------------------------------------------
-
-
-def poll(condition, timeout: float, what: str, stack: Stack):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := condition():
-            return result
-        for running in stack.apps.values():
-            if death := death_of(running):
-                pytest.fail(death)
-        time.sleep(0.2)
-    pytest.fail(f"{what} within {timeout:.0f}s")
-
-
-def death_of(running) -> str | None:
-    """How an app or its sidecar ended (a sidecar's Go panic line first), None while both run."""
-    if death := running.app.death():
-        return death
-    if death := running.sidecar.death():
-        log = running.sidecar.log_path.read_text(errors="replace").splitlines()
-        return "\n".join([line for line in log if line.startswith("panic:")][:1] + [death])
-    return None
 
 
 def start_of_a_window(stack: Stack) -> float:

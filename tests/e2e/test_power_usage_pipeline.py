@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 import uuid
 
 import httpx
@@ -12,6 +11,7 @@ import pytest
 
 from devstack.daprd import pinned_version
 from devstack.stack import Stack, data_received
+from tests.e2e.support import poll
 
 pytestmark = pytest.mark.e2e
 
@@ -21,18 +21,6 @@ EXPECTED_ROWS = {
     (243, "dc:kddi:cn:hnk2:11", 1119),
     (243, "dc:kddi:cn:hnk2:11", 1201),
 }
-
-
-def poll(condition, timeout: float, what: str, stack: Stack):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := condition():
-            return result
-        for running in stack.apps.values():
-            if death := (running.app.death() or running.sidecar.death()):
-                pytest.fail(death)
-        time.sleep(0.2)
-    pytest.fail(f"{what} within {timeout:.0f}s")
 
 
 def received_rows(stack: Stack) -> list[tuple]:

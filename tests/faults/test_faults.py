@@ -21,9 +21,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
 from devstack.stack import Stack, data_received
+from tests.e2e.support import poll, run_file_of
 
 pytestmark = pytest.mark.e2e
 
@@ -43,13 +43,7 @@ def fault_table() -> list[str]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> Iterator[Stack]:
     run_dir = tmp_path_factory.mktemp("faults")
-    spec = yaml.safe_load((ROOT / "dapr.yaml").read_text())
-    spec["common"] = {key: str(ROOT / value) for key, value in spec["common"].items()}
-    spec["apps"] = [app for app in spec["apps"] if app["appID"] in ("billable-proc", JOINER)]
-    for app in spec["apps"]:
-        app["appDirPath"] = str(ROOT / app["appDirPath"])
-    run_file = run_dir / "dapr.yaml"
-    run_file.write_text(yaml.safe_dump(spec))
+    run_file = run_file_of(("billable-proc", JOINER), run_dir)
     overrides = {JOINER: {"JOINER_WINDOW_SIZE": "2s", "JOINER_JOIN_MODE": "table", "PARKED_RETRY_SECONDS": "2",
                           "JOINER_JOURNAL": "true"}}
     with Stack(run_file, run_dir / "run", overrides, quiet=True) as running:
@@ -60,19 +54,6 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
 
 
 # -- helpers ----------------------------------------------------------------------------------------
-
-
-def poll(condition, timeout: float, what: str, stack: Stack, sidecar_down: str | None = None):
-    """``condition`` within ``timeout``; fails at once if a sidecar dies (but ``sidecar_down``'s, killed)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := condition():
-            return result
-        for app_id, running in stack.apps.items():
-            if app_id != sidecar_down and running.app.death() is None and (death := running.sidecar.death()):
-                pytest.fail(death)
-        time.sleep(0.2)
-    pytest.fail(f"{what} within {timeout:.0f}s")
 
 
 def stats(stack: Stack) -> dict:
@@ -163,7 +144,8 @@ def test_billable_proc_down_for_longer_than_the_retries(stack: Stack):
     stack.stop_app("billable-proc")
     try:
         publish_bulk(stack, "rabbit-stream", "poweruse", [reading(n) for n in numbers])
-        poll(lambda: stats(stack)["deliveries_failed"] > failed_before, 60, "a window parked", stack)
+        poll(lambda: stats(stack)["deliveries_failed"] > failed_before, 60, "a window parked", stack,
+             down=["billable-proc"])
         assert stack.apps[JOINER].get("/readyz").status_code == 503
     finally:
         stack.start_app("billable-proc")
@@ -184,7 +166,8 @@ def test_billable_proc_restarted_in_the_middle_of_a_retry(stack: Stack):
     stack.stop_app("billable-proc")
     try:
         publish_bulk(stack, "rabbit-stream", "poweruse", [reading(n) for n in numbers])
-        poll(lambda: stack.apps[JOINER].get("/readyz").status_code == 503, 30, "a delivery attempt failed", stack)
+        poll(lambda: stack.apps[JOINER].get("/readyz").status_code == 503, 30, "a delivery attempt failed", stack,
+             down=["billable-proc"])
     finally:
         stack.start_app("billable-proc")
     settle_and_check(stack, "billable-proc restarted in the middle of a retry", numbers, len(numbers))
@@ -222,8 +205,7 @@ def test_the_joiners_daprd_down_for_longer_than_the_retries(stack: Stack):
     poll(lambda: stats(stack)["accepted"].get("poweruse", 0) > 0, 20, "readings accepted", stack)
     stack.kill_sidecar(JOINER)
     try:
-        poll(lambda: stats(stack)["deliveries_failed"] > failed_before, 60, "a window parked", stack,
-             sidecar_down=JOINER)
+        poll(lambda: stats(stack)["deliveries_failed"] > failed_before, 60, "a window parked", stack, down=[JOINER])
     finally:
         stack.start_sidecar(JOINER)
     publish_bulk(stack, "rabbit-stream", "poweruse", [reading(n) for n in numbers[150:]])
