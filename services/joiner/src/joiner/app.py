@@ -33,7 +33,7 @@ from joiner.deadletters import DeadLetters
 from joiner.engine.join import JoinEngine
 from joiner.metrics import StatsCollector, exposition, registry_of
 from joiner.processor import LateEvent, Processor, build_engine
-from joiner.journal import CHECKPOINT_KEY, RUNS_KEY, Journal, read_parts, save_parts
+from joiner.journal import CHECKPOINT_KEY, PART_BYTES, RUNS_KEY, Journal, read_parts, save_parts
 from joiner.runrecord import RunRecord
 from joiner.sender import MAX_PARKED_BYTES, PARKED_RETRY_SECONDS, ROWS_PER_CALL, WindowSender
 from streaming_runtime.cloudevents import bulk_entries, delivery_of, is_bulk, read_body
@@ -46,7 +46,7 @@ from streaming_runtime.sidecar import Sidecar, SidecarError, dumps
 log = logging.getLogger("joiner")
 
 HANDOVER_KEY = "open-windows"  # in the state store (Dapr prefixes keys with the app id); parts: open-windows.<n>
-HANDOVER_PART_BYTES = 3 * 1024 * 1024  # each part under daprd's default request limit (4 MiB, --max-body-size)
+HANDOVER_PART_BYTES = PART_BYTES  # each part under daprd's default request limit (4 MiB, --max-body-size)
 # a bulk delivery holds up to maxMessagesCount events (100 in components/): its body may be that many
 # times an event's limit, else one large delivery would send every entry in it to the dead letters
 BULK_BODY_BYTES = 16 * 1024 * 1024
@@ -308,7 +308,7 @@ class Joiner:
                 snapshot = self.processor.snapshot()
                 snapshot["undelivered"] = self.sender.pending()
                 snapshot["journal"] = {"run": journal.run, "seq": covered}
-                await save_parts(self.sink, store, CHECKPOINT_KEY, snapshot)
+                await save_parts(self.sink, store, CHECKPOINT_KEY, dumps(snapshot))
             except Exception as error:  # noqa: BLE001 - the journal stays until the next checkpoint
                 self.errors("saving a checkpoint", error)
             else:
@@ -397,13 +397,8 @@ class Joiner:
             self.errors("saving the open windows", error)
             self.sender.take_over(undelivered)  # back to the park: counted as lost at exit
             return False
-        size = self.handover_part_bytes
-        chunks = [text[start : start + size] for start in range(0, len(text), size)]
         try:
-            for n, chunk in enumerate(chunks):
-                await self.sink.save_state_bytes(store, f"{HANDOVER_KEY}.{n}", chunk)
-            # last: a handover exists once all its parts do
-            await self.sink.save_state(store, HANDOVER_KEY, {"parts": len(chunks), "bytes": len(text)})
+            parts = await save_parts(self.sink, store, HANDOVER_KEY, text, self.handover_part_bytes)
         except SidecarError as error:
             log.error("state store %s: open windows not handed over, closing them now: %s", store, error)
             self.sender.take_over(undelivered)
@@ -412,7 +407,7 @@ class Joiner:
         events = sum(len(events) for window in snapshot["windows"] for events in window["events"].values())
         log.info("state store %s: handed over %d open window(s), %d events, %d undelivered window(s) "
                  "(%d bytes in %d part(s))", store, len(snapshot["windows"]), events, len(undelivered), len(text),
-                 len(chunks))
+                 parts)
         return True
 
     async def stop(self) -> None:

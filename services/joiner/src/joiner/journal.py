@@ -28,7 +28,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from streaming_runtime.sidecar import SidecarError, dumps
+from streaming_runtime.sidecar import SidecarError
 
 log = logging.getLogger("joiner")
 RUNS_KEY = "journal.runs"
@@ -122,14 +122,14 @@ class Journal:
             log.warning("state store %s: journal segments of run %s not removed yet: %s", self.store, run, error)
 
 
-async def save_parts(sink: Any, store: str, key: str, document: Any) -> int:
-    """``document`` as JSON in parts under ``key.<n>``, the manifest ``key`` last; its size in bytes."""
-    text = dumps(document)
-    chunks = [text[start : start + PART_BYTES] for start in range(0, len(text), PART_BYTES)] or [b""]
+async def save_parts(sink: Any, store: str, key: str, text: bytes, part_bytes: int = PART_BYTES) -> int:
+    """JSON ``text`` in parts under ``key.<n>``, the manifest ``key`` last (a document exists once all its
+    parts do); how many parts. The handover and the checkpoint are saved so."""
+    chunks = [text[start : start + part_bytes] for start in range(0, len(text), part_bytes)] or [b""]
     for n, chunk in enumerate(chunks):
         await sink.save_state_bytes(store, f"{key}.{n}", chunk)
     await sink.save_state(store, key, {"parts": len(chunks), "bytes": len(text)})
-    return len(text)
+    return len(chunks)
 
 
 async def read_parts(sink: Any, store: str, key: str) -> Any | None:

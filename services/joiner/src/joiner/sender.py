@@ -276,12 +276,7 @@ class WindowSender:
 
     def undelivered(self) -> list[dict[str, Any]]:
         """What has not been delivered (parked windows, then the outbox), as JSON, for a handover."""
-        records = [
-            {"start": p.window.start, "end": p.window.end, "part": p.window.part, "target": self._target_index(p.target),
-             "rows": p.rows, "reason": p.reason, "parked_at": p.parked_at, "attempts": p.attempts,
-             "chunks": [list(chunk) for chunk in p.chunks], "done": sorted(p.done)}
-            for p in self.parked.values()
-        ]
+        records = [self._record(parked) for parked in self.parked.values()]
         while not self.outbox.empty():  # the service stops: nothing takes them any more
             window, rows = self.outbox.get_nowait()
             self.outbox.task_done()
@@ -295,12 +290,7 @@ class WindowSender:
     def pending(self) -> list[dict[str, Any]]:
         """What is not delivered yet, as :meth:`undelivered` gives it, but leaving everything in place (for
         a checkpoint): parked windows, the one being sent, and the outbox (read, not taken)."""
-        records = [
-            {"start": p.window.start, "end": p.window.end, "part": p.window.part, "target": self._target_index(p.target),
-             "rows": p.rows, "reason": p.reason, "parked_at": p.parked_at, "attempts": p.attempts,
-             "chunks": [list(chunk) for chunk in p.chunks], "done": sorted(p.done)}
-            for p in self.parked.values()
-        ]
+        records = [self._record(parked) for parked in self.parked.values()]
         waiting = ([self.sending] if self.sending else []) + list(self.outbox._queue)  # asyncio.Queue keeps a deque
         records += [
             {"start": window.start, "end": window.end, "part": window.part, "target": index, "rows": rows,
@@ -325,6 +315,11 @@ class WindowSender:
                        float(record.get("parked_at") or self.clock()), chunks, set(record.get("done") or ()))
             taken += 1
         return taken
+
+    def _record(self, p: Parked) -> dict[str, Any]:
+        return {"start": p.window.start, "end": p.window.end, "part": p.window.part,
+                "target": self._target_index(p.target), "rows": p.rows, "reason": p.reason, "parked_at": p.parked_at,
+                "attempts": p.attempts, "chunks": [list(chunk) for chunk in p.chunks], "done": sorted(p.done)}
 
     def _target_index(self, target: InvokeTarget | PublishTarget) -> int:
         return self.config.targets.index(target)
