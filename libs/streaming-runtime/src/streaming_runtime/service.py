@@ -3,10 +3,12 @@ value ends the process with one line naming it (exit 2) instead of a trace."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import sys
 from collections.abc import Awaitable, Callable
+from types import FrameType
 from typing import TypeVar
 
 import uvicorn
@@ -18,6 +20,8 @@ from streaming_runtime.settings import ServiceSettings, load_settings
 
 SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
 EXIT_CONFIG = 2
+DRAIN_SECONDS = 25.0
+log = logging.getLogger(__name__)
 
 
 def serve(name: str, settings_cls: type[SettingsT], build_app: Callable[[SettingsT], FastAPI]) -> None:
@@ -30,7 +34,45 @@ def serve(name: str, settings_cls: type[SettingsT], build_app: Callable[[Setting
         print(f"{name}: configuration error: {error}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
     logging.getLogger(name).info("listening on %s:%d", settings.app_host, settings.app_port)
-    uvicorn.run(app, host=settings.app_host, port=settings.app_port, log_config=None, access_log=False)
+    config = uvicorn.Config(app, host=settings.app_host, port=settings.app_port, log_config=None, access_log=False)
+    DrainingServer(config, lambda: getattr(app.state, "drain", None)).run()
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn that, at the first SIGTERM or SIGINT, runs the app's drain (``app.state.drain``, an async
+    callable the app sets once started) while it still listens, then stops as uvicorn does.
+
+    Plain uvicorn stops listening before the app's shutdown runs. On Kubernetes daprd gets SIGTERM at the
+    same moment; with ``dapr.io/block-shutdown-duration`` it stays up until that duration passes or the
+    app's health check fails, whichever is first. Draining while still listening keeps the health check
+    green, so the sidecar is there for the drain's last deliveries and saves, and goes as soon as the app
+    is gone. A second signal, or a drain longer than ``drain_seconds``, stops at once."""
+
+    def __init__(self, config: uvicorn.Config, drain_of: Callable[[], Callable[[], Awaitable[None]] | None],
+                 drain_seconds: float = DRAIN_SECONDS) -> None:
+        super().__init__(config)
+        self.drain_of = drain_of
+        self.drain_seconds = drain_seconds
+        self.draining = False
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        drain = self.drain_of() if self.started else None
+        if self.draining or drain is None:
+            super().handle_exit(sig, frame)
+            return
+        self.draining = True
+        # a signal handler may interrupt the loop anywhere: hand the drain to the loop, thread-safely
+        asyncio.get_event_loop().call_soon_threadsafe(lambda: asyncio.ensure_future(self._drain_then_exit(drain, sig)))
+
+    async def _drain_then_exit(self, drain: Callable[[], Awaitable[None]], sig: int) -> None:
+        log.info("signal %d: draining before stopping (at most %gs)", sig, self.drain_seconds)
+        try:
+            await asyncio.wait_for(drain(), timeout=self.drain_seconds)
+        except asyncio.TimeoutError:
+            log.error("drain not done after %gs: stopping anyway", self.drain_seconds)
+        except Exception as error:  # noqa: BLE001 - the server must stop whatever the drain did
+            log.error("drain failed, stopping anyway: %s", error)
+        super().handle_exit(sig, None)
 
 
 async def read_limited(request: Request, max_bytes: int) -> bytes:

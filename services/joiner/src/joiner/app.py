@@ -21,7 +21,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -104,6 +104,7 @@ class Joiner:
         self.handover_part_bytes = HANDOVER_PART_BYTES
         self.run_record = RunRecord(sink, config.state_store, self._holding) if config.state_store else None
         self.took_handover = False
+        self.stopping = False
         self.replaying = False
         self.journal = Journal(sink, config.state_store) if config.journal and config.state_store else None
         self.journal_ready = asyncio.Event()  # live deliveries wait for the recovery (journal.start) first
@@ -222,7 +223,12 @@ class Joiner:
     # -- the journal (state.journal): see joiner.journal -------------------------------------------
 
     async def receive(self, source: StreamSource, body: bytes) -> dict[str, Any]:
-        """Answer for one delivery; with the journal, only once its body is journaled (RETRY if it cannot be)."""
+        """Answer for one delivery; with the journal, only once its body is journaled (RETRY if it cannot be).
+        While stopping, RETRY: the open windows are being delivered or handed over, and the broker gives the
+        delivery to the next joiner."""
+        if self.stopping:
+            self.drop_log.warning("stopping", "delivery to %s answered RETRY: stopping", source.route)
+            return {"status": "RETRY"}
         if self.journal is None:
             return self.ingest(source, body)
         await self.journal_ready.wait()
@@ -487,6 +493,19 @@ class Joiner:
         }
 
 
+def _once(work: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    """``work`` run at the first call; every call awaits that one run."""
+    run: asyncio.Future[None] | None = None
+
+    async def once() -> None:
+        nonlocal run
+        if run is None:
+            run = asyncio.ensure_future(work())
+        await asyncio.shield(run)
+
+    return once
+
+
 async def _after(event: asyncio.Event, work: Any) -> None:
     await event.wait()
     await work
@@ -544,13 +563,22 @@ def create_app(
         take_over = asyncio.create_task(joiner.take_over()) if config.state_store else None
         if joiner.run_record is not None:
             tasks.append(asyncio.create_task(_after(joiner.taken_over, joiner.run_record.run())))
+
+        async def finish() -> None:
+            """Take no more deliveries, stop the timers, deliver or hand over what is open."""
+            joiner.stopping = True
+            tasks[0].cancel()
+            tasks[3].cancel()
+            if take_over is not None:
+                take_over.cancel()
+                await asyncio.gather(take_over, return_exceptions=True)
+            await joiner.stop()
+
+        # run by the server at the first signal while it still listens (streaming_runtime.DrainingServer),
+        # or here at the end of the lifespan when nothing signalled (tests, an embedding server)
+        app.state.drain = finish_once = _once(finish)
         yield
-        tasks[0].cancel()
-        tasks[3].cancel()
-        if take_over is not None:
-            take_over.cancel()
-            await asyncio.gather(take_over, return_exceptions=True)
-        await joiner.stop()
+        await finish_once()
         for task in tasks[1:]:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
