@@ -35,8 +35,8 @@ def test_base_holds_the_pipeline_and_no_secret(base):
         kinds.setdefault(resource["kind"], set()).add(resource["metadata"]["name"])
     assert kinds.pop("ConfigMap") and len(by_kind(base, "ConfigMap")) == 1
     assert kinds == {
-        "Deployment": {*APPS, "redis"},
-        "StatefulSet": {"rabbitmq"},
+        "Deployment": set(APPS),
+        "StatefulSet": {"rabbitmq", "redis"},
         "Service": {"redis", "rabbitmq", "rabbitmq-headless"},
         "Component": {"redis-stream", "rabbit-stream", "joiner-state", "billing-state"},
         "Subscription": {"tenants", "poweruse"},
@@ -207,3 +207,33 @@ def test_the_brokers_keep_what_they_acknowledge(base):
     [redis] = [w for w in base if w["kind"] in ("Deployment", "StatefulSet") and w["metadata"]["name"] == "redis"]
     args = container(redis)["args"]
     assert args[args.index("--appendonly") + 1] == "yes"
+    for name in ("redis", "rabbitmq"):
+        [broker] = [w for w in base if w["kind"] == "StatefulSet" and w["metadata"]["name"] == name]
+        [claim] = broker["spec"]["volumeClaimTemplates"]  # a deleted pod keeps its data
+        mounts = {m["name"] for m in container(broker)["volumeMounts"]}
+        assert claim["metadata"]["name"] in mounts, name
+
+
+def test_every_app_keeps_its_sidecar_until_it_has_finished(base):
+    """Both containers of a pod get SIGTERM together: daprd blocks its shutdown until the app's health
+    check fails (the app is done) or the block's time is up, and that time fits the grace period."""
+    from streaming_runtime.service import DRAIN_SECONDS
+
+    for app_id, deployment in dapr_apps(base).items():
+        notes = annotations(deployment)
+        assert notes["dapr.io/enable-app-health-check"] == "true", app_id
+        block = notes["dapr.io/block-shutdown-duration"]
+        assert block.endswith("s"), app_id
+        grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        assert DRAIN_SECONDS < int(block[:-1]) < grace, app_id
+        # how soon daprd notices the app is gone once it stops listening
+        assert int(notes["dapr.io/app-health-probe-interval"]) * int(notes["dapr.io/app-health-threshold"]) <= 5
+
+
+def test_the_local_overlay_runs_the_locally_built_images(dev_deploy):
+    from tests.deploy.support import kustomize_build
+
+    local = kustomize_build(dev_deploy / "overlays" / "local")
+    images = {container(w)["image"] for w in workloads(local)}
+    assert images == {f"localhost/power-usage/{service}:local" for service in SERVICES} | {
+        "localhost/power-usage/redis:bookworm", "localhost/power-usage/rabbitmq:bookworm"}

@@ -20,9 +20,15 @@ def test_dev_overlay_renders_to_valid_kubernetes_and_dapr_resources(dev):
     assert validate(dev) == []
 
 
+def test_local_overlay_renders_to_valid_kubernetes_and_dapr_resources(dev_deploy):
+    from tests.deploy.support import kustomize_build
+
+    assert validate(kustomize_build(dev_deploy / "overlays" / "local")) == []
+
+
 def test_every_overlay_is_checked():
     overlays = sorted(p.name for p in (DEPLOY / "overlays").iterdir() if (p / "kustomization.yaml").exists())
-    assert overlays == ["dev"], "a new overlay needs its rendering validated here as well"
+    assert overlays == ["dev", "local"], "a new overlay needs its rendering validated here as well"
 
 
 @pytest.mark.parametrize("path", yaml_files(ROOT / "components"), ids=lambda p: p.name)

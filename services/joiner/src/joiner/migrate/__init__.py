@@ -479,6 +479,7 @@ class _Converter:
             "capabilities": {"drop": ["ALL"]},
         }
         pod: dict[str, Any] = {
+            "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
             "enableServiceLinks": False,
             "securityContext": {
                 "runAsNonRoot": True,
@@ -569,6 +570,9 @@ def _resource(api_version: str, kind: str, name: str, source: dict) -> dict:
     return {"apiVersion": api_version, "kind": kind, "metadata": metadata}
 
 
+TERMINATION_GRACE_SECONDS = 45  # dapr.io/block-shutdown-duration (30s) plus daprd's own graceful 5s
+
+
 def _dapr_annotations(app_id: str, port: int, health_check: bool = True) -> dict[str, str]:
     annotations = {
         "dapr.io/enabled": "true",
@@ -580,6 +584,11 @@ def _dapr_annotations(app_id: str, port: int, health_check: bool = True) -> dict
     if health_check:
         annotations["dapr.io/enable-app-health-check"] = "true"
         annotations["dapr.io/app-health-check-path"] = "/healthz"
+        # both containers get SIGTERM together: daprd stays until the app's health check fails (the app has
+        # drained and gone) or 30s have passed, instead of leaving under the app's last calls
+        annotations["dapr.io/block-shutdown-duration"] = "30s"
+        annotations["dapr.io/app-health-probe-interval"] = "1"
+        annotations["dapr.io/app-health-threshold"] = "2"
     return annotations | {
         "dapr.io/sidecar-cpu-request": "50m",
         "dapr.io/sidecar-memory-request": "64Mi",
