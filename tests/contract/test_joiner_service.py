@@ -363,14 +363,47 @@ async def test_windows_of_a_run_not_taken_over_are_not_overwritten(caplog):
     assert "the previous run's windows were not taken over; closing these now" in caplog.text
 
 
-async def test_windows_of_another_joiner_are_left_in_the_store(caplog):
+async def test_windows_of_another_joiner_are_set_aside_and_this_joiner_hands_over_its_own(caplog):
     sidecar, clock = RecordingSidecar(), ManualClock()
     foreign = {"version": 1, "join": "window", "streams": ["a", "b"], "window_seconds": 20, "windows": []}
     save_handover(sidecar, foreign)
-    async with serve(app_on(sidecar, clock, WITH_STATE)):
-        await wait_for(lambda: "not taken over" in caplog.text, what="the refusal logged")
-    assert json.loads(sidecar.state[("joiner-state", "open-windows.0")]) == foreign
-    assert "open windows of another joiner (or damaged) left there, not taken over: it joins ['a', 'b']" in caplog.text
+    app = app_on(sidecar, clock, WITH_STATE)
+    async with serve(app) as client:
+        await wait_for(lambda: app.state.joiner.may_hand_over, what="the start's take-over done")
+        await post(client, "/tenants", {"tenant_id": "t1", "customer_id": 7})
+        stats = (await client.get("/stats")).json()
+    [aside] = [key for _, key in sidecar.state if key.startswith("open-windows.set-aside.") and key.count(".") == 2]
+    assert json.loads(sidecar.state[("joiner-state", f"{aside}.0")]) == foreign  # kept, for whoever can use it
+    assert f"not taken over: set aside at {aside}" in caplog.text and "it joins ['a', 'b']" in caplog.text
+    assert stats["handovers_set_aside"] == 1
+    # its own stop handed over again (left in place, the foreign one would have made it close its window)
+    mine = json.loads(sidecar.state[("joiner-state", "open-windows.0")])
+    assert mine["streams"] == ["tenants", "poweruse"] and sidecar.invocations == []
+
+
+@pytest.mark.parametrize(("before", "after"), [("window", "table"), ("table", "window")])
+async def test_a_changed_join_carries_the_open_windows_over_into_the_new_one(before, after):
+    """A rollout that changes the join (here its mode) must neither strand the open windows nor bill twice."""
+    sidecar, clock = RecordingSidecar(), ManualClock(1_000_001.0)
+    first = app_on(sidecar, clock, WITH_STATE + f"join: {before}\n")
+    async with serve(first) as client:
+        await wait_for(lambda: first.state.joiner.may_hand_over, what="the start's take-over done")
+        await post(client, "/tenants", {"tenant_id": "t1", "customer_id": 7})
+        await post(client, "/poweruse", {"tenant_id": "t1", "power_use": 1.5, "kwh_use": 10})
+    assert sidecar.invocations == [] and HANDOVER in sidecar.state
+
+    clock.advance(3)
+    second = app_on(sidecar, clock, WITH_STATE + f"join: {after}\n")
+    async with serve(second) as client:
+        await wait_for(lambda: HANDOVER not in sidecar.state, what="the handover taken and removed")
+        await post(client, "/poweruse", {"tenant_id": "t1", "power_use": 1.2, "kwh_use": 11})
+        clock.advance(20)
+        second.state.joiner.close_due()
+        await wait_for(lambda: sidecar.invocations, what="invocation")
+        stats = (await client.get("/stats")).json()
+    rows = [row["tenant_kwh_usage"] for _, _, window, _ in sidecar.invocations for row in window]
+    assert sorted(rows) == [10, 11]
+    assert stats["restored"] == 2 and stats["handovers_set_aside"] == 0
 
 
 class SlowStateSidecar(RecordingSidecar):

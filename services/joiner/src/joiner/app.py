@@ -105,6 +105,7 @@ class Joiner:
         self.run_record = RunRecord(sink, config.state_store, self._holding) if config.state_store else None
         self.took_handover = False
         self.stopping = False
+        self.handovers_set_aside = 0
         self.replaying = False
         self.journal = Journal(sink, config.state_store) if config.journal and config.state_store else None
         self.journal_ready = asyncio.Event()  # live deliveries wait for the recovery (journal.start) first
@@ -368,8 +369,7 @@ class Joiner:
             count = self.processor.restore(snapshot)
             undelivered = self.sender.take_over(snapshot.get("undelivered") or [])
         except ValueError as error:
-            log.error("state store %s: open windows of another joiner (or damaged) left there, not taken over: %s",
-                      store, error)
+            await self._set_aside(store, parts, chunks, error)
             return
         self.may_hand_over = True
         self.took_handover = True
@@ -382,6 +382,26 @@ class Joiner:
         except SidecarError as error:
             log.warning("state store %s: taken-over windows not removed (a later start would take them again): %s",
                         store, error)
+
+    async def _set_aside(self, store: str, parts: int, chunks: list[bytes | None], why: Exception) -> None:
+        """A handover this joiner cannot continue (another joiner's streams, or damaged): moved to a key of its
+        own, kept for whoever can use it, counted and logged, so that this joiner's own stop hands over again
+        (left in place, it would make every later stop close its windows early)."""
+        aside = f"{HANDOVER_KEY}.set-aside.{int(self.processor.clock() * 1000)}"
+        self.handovers_set_aside += 1
+        try:
+            for n, chunk in enumerate(chunks):
+                if chunk is not None:
+                    await self.sink.save_state_bytes(store, f"{aside}.{n}", chunk)
+            await self.sink.save_state(store, aside, {"parts": parts, "why": str(why)})
+            await self.sink.delete_state(store, HANDOVER_KEY)
+        except SidecarError as error:
+            log.error("state store %s: open windows this joiner cannot continue (%s) left at %s, not set aside (%s): "
+                      "its stops close their windows early until they are removed", store, why, HANDOVER_KEY, error)
+            return
+        self.may_hand_over = True
+        log.error("state store %s: open windows this joiner cannot continue (%s), not taken over: set aside at %s "
+                  "(%d part(s)) for whoever can; this joiner hands over its own", store, why, aside, parts)
 
     async def hand_over(self) -> bool:
         """At stop: save the open windows in the state store instead of closing them early, with the
@@ -482,6 +502,7 @@ class Joiner:
             "dead_lettered": self.dead_letters.published,
             "journal_failures": self.journal.failures if self.journal else 0,
             "journal_replayed": self.journal.replayed if self.journal else 0,
+            "handovers_set_aside": self.handovers_set_aside,
             "crashes_detected": self.run_record.crashes_detected if self.run_record else 0,
             "events_lost_in_crash": self.run_record.events_lost_in_crash if self.run_record else 0,
             "dead_letters_lost": self.dead_letters.lost,

@@ -42,6 +42,8 @@ COUNTERS = {
     "table_deletes": "table keys removed (join: table)",
     "table_misses": "events that found no table row at their time when their window closed (join: table)",
     "restored": "events of open windows taken over from the previous run (state.store)",
+    "handovers_set_aside": "handovers of open windows this joiner cannot continue (other streams, or damaged): "
+    "moved aside in the state store, not taken over",
     "crashes_detected": "starts after a run that ended without stopping (state.store: the run record)",
     "events_lost_in_crash": "events the crashed run held at its last beat (an estimate), lost",
 }

@@ -172,7 +172,7 @@ class Processor:
         extras = [
             f"join: {self.config.join_mode}",
             time_mode,
-            f"dedup {self.config.dedup_ttl:g}s" if self.dedup else "no dedup",
+            f"dedup {self.config.dedup_ttl:g}s" if self.dedup is not None else "no dedup",
             "aggregate" if self.aggregate_spec else "rows as selected",
         ]
         return f"{self.engine.describe()}; " + "; ".join(extras)
@@ -324,7 +324,7 @@ class Processor:
             "join": self.config.join_mode,
             "watermark": _finite(self.watermark.highest) if self.event_time_mode else None,
             "closed_through": _finite(self.windows.closed_through),
-            "dedup": [[key, recorded] for key, recorded in self.dedup.entries()] if self.dedup else [],
+            "dedup": [[key, recorded] for key, recorded in self.dedup.entries()] if self.dedup is not None else [],
             "streams": list(self.streams),
             "window_seconds": self.config.window_seconds,
             "windows": [
@@ -352,16 +352,10 @@ class Processor:
         the next tick. ValueError when the snapshot is not one of this joiner's."""
         if not isinstance(snapshot, dict) or snapshot.get("version") != HANDOVER_VERSION:
             raise ValueError(f"not a handover snapshot of version {HANDOVER_VERSION}")
-        if (
-            snapshot.get("streams") != list(self.streams)
-            or snapshot.get("window_seconds") != self.config.window_seconds
-            or snapshot.get("join") != self.config.join_mode
-        ):
-            raise ValueError(
-                f"it joins {snapshot.get('streams')} over {snapshot.get('window_seconds')}s windows "
-                f"(join: {snapshot.get('join')}), this joiner {list(self.streams)} over "
-                f"{self.config.window_seconds:g}s (join: {self.config.join_mode})"
-            )
+        if snapshot.get("streams") != list(self.streams):
+            raise ValueError(f"it joins {snapshot.get('streams')}, this joiner {list(self.streams)}")
+        if snapshot.get("window_seconds") != self.config.window_seconds or snapshot.get("join") != self.config.join_mode:
+            return self._carry_over(snapshot)
         count = 0
         if self.table is not None:
             for key, versions in snapshot.get("table") or []:
@@ -391,6 +385,44 @@ class Processor:
         if self.event_time_mode and snapshot.get("watermark") is not None:
             self.watermark.observe(float(snapshot["watermark"]))
             self._close_through(self.watermark.value)  # what the watermark had passed closes now
+        self.stats.restored += count
+        return count
+
+    def _carry_over(self, snapshot: dict[str, Any]) -> int:
+        """A snapshot of the same streams under another window size or join mode: the configuration changed
+        across the restart. Its windows were open, so none of their events has made a row yet: each is
+        offered again, now, to this configuration (in event time it falls in the window of its own time),
+        the table's latest versions too; then the dedup memory comes over. Nothing of it was billed, so
+        nothing is billed twice, and nothing is dropped but what this configuration's own rules drop."""
+        count = 0
+
+        def offer(index: int, data: Any, event_id: Any) -> None:
+            nonlocal count
+            try:
+                self.offer(index, data, event_id if isinstance(event_id, str) else None)
+                count += 1
+            except MalformedEvent as error:
+                self.stats.dropped[self.streams[index]] += 1
+                log.warning("handed-over event dropped stream=%s id=%s reason=%s", self.streams[index], event_id, error)
+
+        for key, versions in snapshot.get("table") or []:
+            if self.table is not None:
+                self.table.merge(key_from_json(key), [(float(when), record) for when, record in versions])
+                count += len(versions)
+            elif versions:
+                offer(0, max(versions, key=lambda version: float(version[0]))[1], None)  # its latest version
+        for entry in snapshot.get("windows") or []:
+            for index, name in enumerate(self.streams):
+                for held in entry.get("events", {}).get(name, []):
+                    offer(index, held[0], held[1])
+        if self.dedup is not None:  # after the offers, or it would take the carried events for redeliveries
+            self.dedup.merge([(_as_key(key), float(recorded)) for key, recorded in snapshot.get("dedup") or []])
+        if self.event_time_mode and snapshot.get("watermark") is not None:
+            self.watermark.observe(float(snapshot["watermark"]))
+            self._close_through(self.watermark.value)
+        log.info("carried over %d event(s) of %d open window(s) saved under another configuration (%gs windows, "
+                 "join: %s) into this one (%gs, join: %s)", count, len(snapshot.get("windows") or []),
+                 snapshot.get("window_seconds"), snapshot.get("join"), self.config.window_seconds, self.config.join_mode)
         self.stats.restored += count
         return count
 
