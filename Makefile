@@ -11,7 +11,7 @@ TAG ?= dev
 CONTAINER_ENGINE ?= docker
 SERVICES := joiner message-gen message-proc
 
-.PHONY: bench help setup setup-python setup-e2e setup-deploy run test test-unit test-contract test-docs test-fuzz test-e2e test-faults test-deploy images lint-docker clean
+.PHONY: bench help setup setup-python setup-e2e setup-deploy setup-k8s run test test-local test-k8s k8s-up k8s-load k8s-down test-unit test-contract test-docs test-fuzz test-e2e test-faults test-deploy images lint-docker clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -36,8 +36,10 @@ setup-deploy: setup-python ## + the pinned kustomize and the Dapr CRDs of the pi
 run: setup-e2e ## the whole pipeline; prints billable-proc's "Data received" lines until Ctrl-C
 	@$(PY) -m devstack run $(if $(WINDOW),--window $(WINDOW))
 
-test: setup ## every test: unit, contract, docs, fuzz, deploy, end-to-end and faults (real daprd, Redis, RabbitMQ)
-	@$(PY) -m pytest $(PYTEST_ARGS)
+test: test-local test-k8s ## every test: the tiers of test-local, then the Kubernetes tier
+
+test-local: setup ## unit, contract, docs, fuzz, deploy, end-to-end and faults (real daprd, Redis, RabbitMQ)
+	@$(PY) -m pytest --ignore=tests/k8s $(PYTEST_ARGS)
 
 test-unit: setup-python ## unit tests only (Python environment only)
 	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
@@ -56,6 +58,27 @@ test-e2e: setup-e2e ## end-to-end tests only (real daprd, Redis, RabbitMQ, Dapr 
 
 test-faults: setup-e2e ## faults on the real runtime, checked by numbered readings: 0 lost, 0 billed twice
 	@$(PY) -m pytest tests/faults $(PYTEST_ARGS)
+
+test-k8s: setup-k8s ## the pipeline on a real one-node Kubernetes cluster with Dapr (root; builds it the first time)
+	@$(PY) -m pytest tests/k8s $(PYTEST_ARGS)
+
+setup-k8s: setup-deploy ## + what the local cluster is made of (Kubernetes, CoreDNS, Helm, Dapr's control plane, images)
+	@bash scripts/cluster/install-kubernetes.sh
+	@bash scripts/cluster/install-coredns.sh
+	@bash scripts/cluster/install-helm.sh
+	@bash scripts/cluster/install-dapr-control-plane.sh
+	@bash scripts/cluster/images.sh
+
+k8s-up: setup-k8s ## start the local cluster with Dapr and deploy the local overlay (scripts/cluster/kubectl to look)
+	@bash scripts/cluster/up.sh
+	@sh deploy/overlays/dev/generate-secrets.sh
+	@$(HOME)/.cache/power-usage/bin/kustomize build deploy/overlays/local | scripts/cluster/kubectl apply -f -
+
+k8s-load: ## rebuild the images that changed and load them into the running local cluster
+	@bash scripts/cluster/load-images.sh
+
+k8s-down: ## stop the local cluster and remove everything it made
+	@bash scripts/cluster/down.sh
 
 test-deploy: setup-deploy ## Dockerfiles, Kubernetes manifests and the migration of the original manifests
 	@$(PY) -m pytest tests/deploy $(PYTEST_ARGS)

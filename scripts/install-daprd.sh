@@ -3,9 +3,7 @@
 #
 # 1. Already installed at the pinned version: nothing to do.
 # 2. Official release archive, when it can be downloaded.
-# 3. Otherwise build it from the Go module proxy. dapr/dapr's go.mod has replace
-#    directives, so `go install ...@tag` refuses it; a throw-away wrapper module that
-#    carries dapr's own go.mod/go.sum (and so its replaces) builds cmd/daprd instead.
+# 3. Otherwise build it from the Go module proxy (scripts/dapr-module.sh says how).
 #    `allcomponents` matches the official build and includes the sqlite name resolver.
 set -euo pipefail
 
@@ -35,26 +33,17 @@ fi
 
 command -v go >/dev/null || { say "the official release is unreachable and Go is not installed: cannot obtain daprd"; exit 1; }
 say "official release unreachable; building daprd $version from the Go module proxy (about 5 min on 2 cores)"
-module="github.com/dapr/dapr"
-go mod download -json "$module@v$version" >"$work/module.json"
-src="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["Dir"])' "$work/module.json")"
-commit="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("Origin",{}).get("Hash",""))' "$work/module.json")"
-
-mkdir -p "$work/wrapper"
-sed 's#^module .*#module daprd-build#' "$src/go.mod" >"$work/wrapper/go.mod"
-cp "$src/go.sum" "$work/wrapper/go.sum"
+. "$here/scripts/dapr-module.sh"
+dapr_wrapper_module "$version" "$work/wrapper"
 cd "$work/wrapper"
-go mod edit -require="$module@v$version"
-go mod download "$module" # records dapr's own checksum in go.sum
 
 tags=allcomponents
-pkg="$module/cmd/daprd"
+pkg="$DAPR_MODULE/cmd/daprd"
 say "step 1/2: downloading Go modules"
 total="$(GOFLAGS=-mod=mod go list -tags "$tags" -deps "$pkg" | wc -l)"
 say "step 2/2: compiling $total packages (progress every 100)"
-ldflags="-s -w -X $module/pkg/buildinfo.version=$version -X $module/pkg/buildinfo.gitversion=v$version -X $module/pkg/buildinfo.gitcommit=$commit"
-CGO_ENABLED=0 GOFLAGS=-mod=mod go build -v -trimpath -tags "$tags" -ldflags "$ldflags" -o "$work/daprd" "$pkg" 2>&1 |
-  awk -v total="$total" '/^# |\.go:[0-9]+:|^go: |cannot find/ {print; next} {n++; if (n % 100 == 0) printf "[install-daprd] compiled %d/%d packages\n", n, total > "/dev/stderr"}'
+CGO_ENABLED=0 GOFLAGS=-mod=mod go build -v -trimpath -tags "$tags" -ldflags "$(dapr_ldflags "$version")" -o "$work/daprd" "$pkg" 2>&1 |
+  progress_filter install-daprd "$total"
 [ -x "$work/daprd" ] || { say "build failed"; exit 1; }
 install -m 0755 "$work/daprd" "$daprd"
 say "installed daprd $("$daprd" --version) at $daprd"

@@ -1,0 +1,14 @@
+# Shared by the cluster scripts: pins, cache paths, progress lines, Go builds with a package count.
+# shellcheck shell=bash
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# shellcheck source=versions.env
+. "$repo/scripts/cluster/versions.env"
+DAPR_VERSION="${DAPR_RUNTIME_VERSION:-$(cat "$repo/dapr.version")}"
+. "$repo/scripts/go-build.sh"
+CLUSTER_CACHE="${CLUSTER_CACHE:-$HOME/.cache/power-usage/cluster}"
+
+say() { printf '[%s] %s\n' "${SCRIPT_NAME:-cluster}" "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+# stamp_ok DIR VERSION: the build in DIR is complete and of VERSION.
+stamp_ok() { [ -f "$1/.built" ] && [ "$(cat "$1/.built")" = "$2" ]; }
