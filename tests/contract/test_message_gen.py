@@ -82,3 +82,36 @@ async def test_each_message_has_its_own_cloudevent_id_and_a_retry_keeps_it():
     assert prefix.startswith("tenants-") and [event_id.rsplit("-", 1)[1] for event_id in sidecar.event_ids] == [
         "1", "2", "3", "4", "5"]
     assert sidecar.attempted_ids[0] == sidecar.attempted_ids[1] == sidecar.event_ids[:2]  # refused, then again
+
+
+class GatedSidecar(RecordingSidecar):
+    """Its publish calls wait at a gate: one is in flight while the test looks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import asyncio
+
+        self.gate = asyncio.Event()
+        self.waiting = 0
+
+    async def publish(self, pubsub, topic, data, event_id=None):
+        self.waiting += 1
+        await self.gate.wait()
+        await super().publish(pubsub, topic, data, event_id)
+
+
+async def test_a_drain_lets_the_publish_in_flight_complete_and_starts_no_other():
+    import asyncio
+
+    sidecar = GatedSidecar()
+    app = create_app(settings(MESSAGE_COUNT=0), publisher=sidecar)
+    async with serve(app) as client:
+        await wait_for(lambda: sidecar.waiting == 1, what="a publish in flight")
+        drain = asyncio.ensure_future(app.state.drain())
+        await asyncio.sleep(0)
+        assert not drain.done()  # it waits for the publish, not cancels it
+        sidecar.gate.set()
+        await drain
+        answer = (await client.get("/stats")).json()
+    assert sidecar.waiting == 1 and len(sidecar.publications) == 1
+    assert answer == {"published": 1, "failed": 0, "finished": False}

@@ -18,6 +18,7 @@ from streaming_runtime.expressions import compile_expression
 from streaming_runtime.sidecar import Publisher, Sidecar, SidecarError
 
 log = logging.getLogger("message-gen")
+DRAIN_SECONDS = 10.0  # the publish in flight: at most its own timeout, well inside the server's drain
 
 
 @dataclass
@@ -28,9 +29,11 @@ class GeneratorStats:
 
 
 async def generate(
-    source: MessageSource, publisher: Publisher, settings: GeneratorSettings, stats: GeneratorStats
+    source: MessageSource, publisher: Publisher, settings: GeneratorSettings, stats: GeneratorStats,
+    stop: asyncio.Event | None = None,
 ) -> None:
-    """Publish until MESSAGE_COUNT messages went out (0: forever), one every MESSAGE_DELAY.
+    """Publish until MESSAGE_COUNT messages went out (0: forever), one every MESSAGE_DELAY, or until
+    ``stop`` is set: then the publish in flight completes and no other starts.
 
     A message the sidecar refuses is tried again on the next tick, so none is skipped. Each message's
     CloudEvent id is ``<app id or topic>-<run>-<number>``: a retry of a publish whose answer was lost
@@ -38,7 +41,8 @@ async def generate(
     """
     prefix = f"{settings.app_id or settings.stream_topic}-{int(time.time() * 1000)}"
     message_id = 1
-    while settings.message_count == 0 or message_id <= settings.message_count:
+    stop = stop or asyncio.Event()
+    while (settings.message_count == 0 or message_id <= settings.message_count) and not stop.is_set():
         remaining = settings.message_count - message_id + 1 if settings.message_count else settings.message_batch
         size = min(settings.message_batch, remaining)
         try:
@@ -54,8 +58,9 @@ async def generate(
         except (EvaluationError, SidecarError) as error:
             stats.failed += 1
             log.warning("messages from %d not published (will retry): %s", message_id, error)
-        await asyncio.sleep(settings.message_delay)
-    stats.finished = True
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=settings.message_delay)
+    stats.finished = not stop.is_set()
     log.info("published %d messages to %s/%s", stats.published, settings.cluster_stream, settings.stream_topic)
 
 
@@ -79,8 +84,18 @@ def create_app(settings: GeneratorSettings, publisher: Publisher | None = None) 
         if sink is None:
             sidecar = Sidecar(settings)
             sink = sidecar
-        task = asyncio.create_task(_run(source, sink, sidecar, settings, stats))
+        stop = asyncio.Event()
+        task = asyncio.create_task(_run(source, sink, sidecar, settings, stats, stop))
+
+        async def drain() -> None:
+            """At the first signal (streaming_runtime.DrainingServer): the publish in flight completes while
+            the sidecar, which blocks its own shutdown until this app is gone, still takes it."""
+            stop.set()
+            await asyncio.wait([task], timeout=DRAIN_SECONDS)
+
+        app.state.drain = drain
         yield
+        stop.set()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -101,9 +116,9 @@ def create_app(settings: GeneratorSettings, publisher: Publisher | None = None) 
     return app
 
 
-async def _run(source, publisher, sidecar, settings, stats) -> None:
+async def _run(source, publisher, sidecar, settings, stats, stop: asyncio.Event) -> None:
     if sidecar is not None:
-        while True:
+        while not stop.is_set():
             try:
                 await sidecar.wait_ready()
                 break
@@ -117,4 +132,4 @@ async def _run(source, publisher, sidecar, settings, stats) -> None:
         settings.message_delay,
         f"{settings.message_count} messages" if settings.message_count else "forever",
     )
-    await generate(source, publisher, settings, stats)
+    await generate(source, publisher, settings, stats, stop)
