@@ -8,7 +8,7 @@ SCRIPT_NAME=k8s-down
 . "$(dirname "$0")/env.sh"
 [ "$(id -u)" = 0 ] || die "the local cluster needs root"
 
-cgroups() { find /sys/fs/cgroup/*/power-usage-k8s -depth -type d 2>/dev/null; }
+cgroups() { find /sys/fs/cgroup/*/"$CLUSTER_NETNS" -depth -type d 2>/dev/null; }
 # every process of the run: the recorded ones, those left in the pods' cgroups, containerd's shims
 # and whatever still runs in the namespace
 procs() {

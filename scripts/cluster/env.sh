@@ -2,6 +2,7 @@
 # shellcheck shell=bash
 CLUSTER_NETNS="${CLUSTER_NETNS:-power-usage-k8s}"       # the network namespace holding the whole cluster
 CLUSTER_STATE="${CLUSTER_STATE:-/var/lib/power-usage-k8s}" # every file, mount and socket of a run
+# (the pods' cgroups go under /sys/fs/cgroup/*/$CLUSTER_NETNS: two clusters of other names can coexist)
 NODE_NAME=power-usage-node
 NODE_IP=10.201.0.10          # on the namespace's loopback: the namespace has no other way out
 POD_CIDR=10.244.0.0/24

@@ -211,7 +211,7 @@ say "6/8 the node: kubelet, kube-proxy, the cluster DNS"
 printf 'nameserver %s\nsearch %s\n' "$NODE_IP" "$CLUSTER_DOMAIN" >"$CLUSTER_STATE/resolv.conf"
 # the pods' cgroups go under one parent of ours in every hierarchy, which down.sh removes
 for h in /sys/fs/cgroup/*/; do
-  [ -w "$h" ] && [ ! -L "${h%/}" ] && mkdir -p "$h/power-usage-k8s" 2>/dev/null || true
+  [ -w "$h" ] && [ ! -L "${h%/}" ] && mkdir -p "$h/$CLUSTER_NETNS" 2>/dev/null || true
 done
 cat >"$CLUSTER_STATE/kubelet/config.yaml" <<YAML
 apiVersion: kubelet.config.k8s.io/v1beta1
@@ -230,7 +230,7 @@ containerRuntimeEndpoint: unix://$CONTAINERD_SOCK
 # these machines run cgroup v1 and no systemd
 cgroupDriver: cgroupfs
 failCgroupV1: false
-cgroupRoot: /power-usage-k8s
+cgroupRoot: /$CLUSTER_NETNS
 clusterDNS: [$NODE_IP]
 clusterDomain: $CLUSTER_DOMAIN
 resolvConf: $CLUSTER_STATE/resolv.conf
