@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import uuid
 
@@ -110,3 +111,24 @@ def test_the_private_redis_keeps_an_append_only_file(stack: Stack):
         capture_output=True, text=True, timeout=10,
     ).stdout.split()
     assert out == ["appendonly", "yes"]
+
+
+def _listeners() -> list[tuple[str, set[int]]]:
+    """(local address, owning pids) of every listening TCP socket on the host, from the socket table."""
+    table = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    found = []
+    for line in table.splitlines():
+        fields = line.split()
+        pids = {int(pid) for pid in re.findall(r"pid=(\d+)", line)}
+        found.append((fields[3], pids))
+    return found
+
+
+def test_no_app_or_sidecar_of_the_stack_listens_beyond_loopback(stack: Stack):
+    ours = {p.pid for running in stack.apps.values() for p in (running.app, running.sidecar)}
+    listening = [(address, pids & ours) for address, pids in _listeners() if pids & ours]
+    # each app listens on its port, each sidecar on its HTTP, gRPC, internal gRPC and metrics ports
+    assert len(listening) >= 5 * len(stack.apps), listening
+    outside = [(address, pids) for address, pids in listening
+               if not address.startswith(("127.0.0.1:", "[::1]:", "[::ffff:127.0.0.1]:"))]
+    assert outside == []

@@ -131,7 +131,10 @@ class Stack:
             [
                 str(daprd), "--app-id", spec.app_id, "--app-port", str(app_port), "--app-protocol", "http",
                 "--app-channel-address", "127.0.0.1",
-                "--dapr-listen-addresses", "127.0.0.1",
+                # every listener of the sidecar on loopback: the API, the internal (sidecar to sidecar, plaintext
+                # without a control plane) gRPC port and metrics, which otherwise take every interface
+                "--dapr-listen-addresses", "127.0.0.1", "--dapr-internal-grpc-listen-address", "127.0.0.1",
+                "--metrics-listen-address", "127.0.0.1",
                 "--dapr-http-port", str(http_port), "--dapr-grpc-port", str(grpc_port),
                 "--dapr-internal-grpc-port", str(internal_port), "--metrics-port", str(metrics_port),
                 "--resources-path", str(self.resources), "--config", str(config),
