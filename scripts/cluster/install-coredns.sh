@@ -7,11 +7,7 @@ SCRIPT_NAME=install-coredns
 
 version="$COREDNS_VERSION"
 dest="$CLUSTER_CACHE/coredns/$version"
-if stamp_ok "$dest" "$version"; then
-  say "CoreDNS $version already built in $dest"
-  exit 0
-fi
-command -v go >/dev/null || die "Go is needed to build CoreDNS $version"
+build_needed "$dest" "$version" "CoreDNS"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 

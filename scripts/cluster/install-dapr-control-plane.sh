@@ -10,12 +10,8 @@ SCRIPT_NAME=install-dapr-control-plane
 
 version="$DAPR_VERSION"
 dest="$CLUSTER_CACHE/dapr/$version"
-if stamp_ok "$dest" "$version"; then
-  say "Dapr control plane $version already built in $dest"
-  exit 0
-fi
+build_needed "$dest" "$version" "Dapr's control plane"
 bash "$repo/scripts/install-daprd.sh"
-command -v go >/dev/null || die "Go is needed to build Dapr's control plane $version"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 

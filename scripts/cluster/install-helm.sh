@@ -7,11 +7,7 @@ SCRIPT_NAME=install-helm
 
 version="$HELM_VERSION"
 dest="$CLUSTER_CACHE/helm/$version"
-if stamp_ok "$dest" "$version"; then
-  say "Helm $version already built in $dest"
-  exit 0
-fi
-command -v go >/dev/null || die "Go is needed to build Helm $version"
+build_needed "$dest" "$version" "Helm"
 say "building helm.sh/helm/v3 v$version (about 2 min on 2 cores, once per version)"
 mkdir -p "$dest/bin"
 GOBIN="$dest/bin" CGO_ENABLED=0 go install -trimpath \

@@ -14,11 +14,7 @@ SCRIPT_NAME=install-kubernetes
 
 version="$KUBERNETES_VERSION"
 dest="$CLUSTER_CACHE/kubernetes/$version"
-if stamp_ok "$dest" "$version"; then
-  say "Kubernetes $version already built in $dest"
-  exit 0
-fi
-command -v go >/dev/null || die "Go is needed to build Kubernetes $version"
+build_needed "$dest" "$version" "Kubernetes"
 command -v gcc >/dev/null || die "gcc is needed to build the pause binary"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT

@@ -12,3 +12,13 @@ die() { say "error: $*"; exit 1; }
 
 # stamp_ok DIR VERSION: the build in DIR is complete and of VERSION.
 stamp_ok() { [ -f "$1/.built" ] && [ "$(cat "$1/.built")" = "$2" ]; }
+
+# build_needed DIR VERSION WHAT: exit 0 (nothing to do) when DIR holds WHAT built at VERSION; else make
+# sure Go is there to build it
+build_needed() {
+  if stamp_ok "$1" "$2"; then
+    say "$3 $2 already built in $1"
+    exit 0
+  fi
+  command -v go >/dev/null || die "Go is needed to build $3 $2"
+}

@@ -303,6 +303,19 @@ def save_handover(sidecar: RecordingSidecar, snapshot: dict) -> None:
 
 
 
+async def next_run_takes_over_and_closes(sidecar: RecordingSidecar, clock: ManualClock, yaml_text: str) -> dict:
+    """A next run on the same store: it takes the handover, gets one more reading (kwh 11), closes the
+    window; its /stats."""
+    second = app_on(sidecar, clock, yaml_text)
+    async with serve(second) as client:
+        await wait_for(lambda: HANDOVER not in sidecar.state, what="the handover taken and removed")
+        await post(client, "/poweruse", {"tenant_id": "t1", "power_use": 1.2, "kwh_use": 11})
+        clock.advance(20)
+        second.state.joiner.close_due()
+        await wait_for(lambda: sidecar.invocations, what="invocation")
+        return (await client.get("/stats")).json()
+
+
 async def test_a_restart_hands_the_open_window_over_to_the_next_run():
     sidecar, clock = RecordingSidecar(), ManualClock(1_000_001.0)
     first = app_on(sidecar, clock, WITH_STATE)
@@ -314,14 +327,7 @@ async def test_a_restart_hands_the_open_window_over_to_the_next_run():
     assert HANDOVER in sidecar.state
 
     clock.advance(3)  # the next run starts within the same window
-    second = app_on(sidecar, clock, WITH_STATE)
-    async with serve(second) as client:
-        await wait_for(lambda: HANDOVER not in sidecar.state, what="the handover taken and removed")
-        await post(client, "/poweruse", {"tenant_id": "t1", "power_use": 1.2, "kwh_use": 11})
-        clock.advance(20)
-        second.state.joiner.close_due()
-        await wait_for(lambda: sidecar.invocations, what="invocation")
-        stats = (await client.get("/stats")).json()
+    stats = await next_run_takes_over_and_closes(sidecar, clock, WITH_STATE)
     rows = sidecar.invocations[0][2]
     assert sorted(row["tenant_kwh_usage"] for row in rows) == [10, 11]  # the tenant of the first run joins both
     assert stats["restored"] == 2 and len(sidecar.invocations) == 1
@@ -393,14 +399,7 @@ async def test_a_changed_join_carries_the_open_windows_over_into_the_new_one(bef
     assert sidecar.invocations == [] and HANDOVER in sidecar.state
 
     clock.advance(3)
-    second = app_on(sidecar, clock, WITH_STATE + f"join: {after}\n")
-    async with serve(second) as client:
-        await wait_for(lambda: HANDOVER not in sidecar.state, what="the handover taken and removed")
-        await post(client, "/poweruse", {"tenant_id": "t1", "power_use": 1.2, "kwh_use": 11})
-        clock.advance(20)
-        second.state.joiner.close_due()
-        await wait_for(lambda: sidecar.invocations, what="invocation")
-        stats = (await client.get("/stats")).json()
+    stats = await next_run_takes_over_and_closes(sidecar, clock, WITH_STATE + f"join: {after}\n")
     rows = [row["tenant_kwh_usage"] for _, _, window, _ in sidecar.invocations for row in window]
     assert sorted(rows) == [10, 11]
     assert stats["restored"] == 2 and stats["handovers_set_aside"] == 0
