@@ -54,6 +54,7 @@ class DrainingServer(uvicorn.Server):
         self.drain_of = drain_of
         self.drain_seconds = drain_seconds
         self.draining = False
+        self._drain_task: asyncio.Task[None] | None = None  # held here: the loop keeps only a weak reference
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         drain = self.drain_of() if self.started else None
@@ -62,7 +63,10 @@ class DrainingServer(uvicorn.Server):
             return
         self.draining = True
         # a signal handler may interrupt the loop anywhere: hand the drain to the loop, thread-safely
-        asyncio.get_event_loop().call_soon_threadsafe(lambda: asyncio.ensure_future(self._drain_then_exit(drain, sig)))
+        asyncio.get_event_loop().call_soon_threadsafe(self._start_drain, drain, sig)
+
+    def _start_drain(self, drain: Callable[[], Awaitable[None]], sig: int) -> None:
+        self._drain_task = asyncio.ensure_future(self._drain_then_exit(drain, sig))
 
     async def _drain_then_exit(self, drain: Callable[[], Awaitable[None]], sig: int) -> None:
         log.info("signal %d: draining before stopping (at most %gs)", sig, self.drain_seconds)
