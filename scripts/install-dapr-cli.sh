@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Obtain the pinned Dapr CLI (`dapr`, for `dapr run -f .`) and install it beside daprd in ~/.dapr/bin.
 #
-# 1. Already installed at the pinned version: nothing to do.
-# 2. Official release archive, when it can be downloaded.
+# 1. Installed by this script at the pinned version, bytes unchanged (scripts/install-record.sh):
+#    nothing to do.
+# 2. Official release archive, when it can be downloaded, checked against Dapr's published sha256.
 # 3. Otherwise build it from the Go module proxy: a throw-away wrapper module with the CLI's own
 #    go.mod and go.sum builds github.com/dapr/cli (`go install ...@tag` needs the module's version
 #    list, which the proxy reachable here refuses). The CLI links dapr/dapr 1.16.2, which wants
@@ -15,10 +16,11 @@ version="${DAPR_CLI_VERSION:-$(cat "$here/dapr-cli.version")}"
 dest_dir="${DAPR_BIN_DIR:-$HOME/.dapr/bin}"
 cli="$dest_dir/dapr"
 say() { printf '[install-dapr-cli] %s\n' "$*" >&2; }
+. "$here/scripts/install-record.sh"
 
 installed() { "$cli" --version 2>/dev/null | sed -n 's/^CLI version: *\([^ ]*\).*/\1/p'; }
-if [ -x "$cli" ] && [ "$(installed)" = "$version" ]; then
-  say "dapr CLI $version already at $cli"
+if trusted "$cli" "$version"; then
+  say "dapr CLI $version already at $cli (checksum matches its install record)"
   exit 0
 fi
 mkdir -p "$dest_dir"
@@ -28,10 +30,10 @@ trap 'rm -rf "$work"' EXIT
 os="$(go env GOOS 2>/dev/null || uname -s | tr '[:upper:]' '[:lower:]')"
 arch="$(go env GOARCH 2>/dev/null || echo amd64)"
 release="https://github.com/dapr/cli/releases/download/v${version}/dapr_${os}_${arch}.tar.gz"
-if curl -fsSL --connect-timeout 5 --max-time 300 -o "$work/dapr.tgz" "$release" 2>/dev/null; then
+if download_verified "$release" "$work/dapr.tgz"; then
   tar -xzf "$work/dapr.tgz" -C "$work" dapr
-  install -m 0755 "$work/dapr" "$cli"
-  say "installed official release dapr CLI $version at $cli"
+  install_recorded "$work/dapr" "$cli" "$version" release
+  say "installed official release dapr CLI $version at $cli (sha256 checked)"
   exit 0
 fi
 
@@ -51,5 +53,5 @@ go mod edit -replace=github.com/dapr/components-contrib=github.com/dapr/componen
 ldflags="-s -w -X main.version=$version -X main.apiVersion=1.0"
 CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "$ldflags" -o "$work/dapr" "$module"
 [ -x "$work/dapr" ] || { say "build failed"; exit 1; }
-install -m 0755 "$work/dapr" "$cli"
+install_recorded "$work/dapr" "$cli" "$version" "build from the Go module proxy"
 say "installed dapr CLI $(installed) at $cli"
