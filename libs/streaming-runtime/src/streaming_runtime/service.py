@@ -4,7 +4,6 @@ value ends the process with one line naming it (exit 2) instead of a trace."""
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import sys
 from collections.abc import Awaitable, Callable
@@ -12,7 +11,7 @@ from types import FrameType
 from typing import TypeVar
 
 import uvicorn
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 
 from streaming_runtime.errors import ConfigError, PayloadTooLarge
 from streaming_runtime.logs import configure_logging
@@ -92,21 +91,3 @@ async def read_limited(request: Request, max_bytes: int) -> bytes:
             raise PayloadTooLarge(f"payload of more than {max_bytes} bytes exceeds the limit of {max_bytes} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def api_token_guard(settings: ServiceSettings) -> Callable[[Request], Awaitable[None]]:
-    """A dependency that checks ``dapr-api-token`` when ``APP_API_TOKEN`` is set.
-
-    daprd sends that header on every call to the app; the SDK does not check it, so we do. It is a
-    coroutine function because FastAPI runs a plain function dependency in a worker thread: a thread
-    hop per delivery, which cost more than the whole join (see bench/pipeline.py)."""
-    expected = settings.app_api_token
-
-    async def check(request: Request) -> None:
-        if expected is None:
-            return
-        given = request.headers.get("dapr-api-token", "")
-        if not hmac.compare_digest(given.encode(), expected.encode()):
-            raise HTTPException(status_code=401, detail="missing or wrong dapr-api-token")
-
-    return check

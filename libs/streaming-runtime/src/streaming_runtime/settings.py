@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from pydantic import ValidationError
+from pydantic import ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streaming_runtime.errors import ConfigError
@@ -34,6 +34,14 @@ class ServiceSettings(BaseSettings):
     app_api_token: str | None = None
     log_level: str = "INFO"
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+
+    @field_validator("dapr_api_token", "app_api_token")
+    @classmethod
+    def _token_not_empty(cls, value: str | None, info) -> str | None:
+        # daprd takes an empty token for none: a check switched off by a typo must not start
+        if value is not None and not value.strip():
+            raise ValueError(f"{info.field_name.upper()} is set but empty: give it a value, or unset it")
+        return value
 
     @property
     def dapr_http_endpoint(self) -> str:

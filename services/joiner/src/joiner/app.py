@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from pydantic import Field
 from fastapi.responses import JSONResponse, Response
 
@@ -39,7 +39,8 @@ from joiner.sender import MAX_PARKED_BYTES, PARKED_RETRY_SECONDS, ROWS_PER_CALL,
 from streaming_runtime.cloudevents import bulk_entries, delivery_of, is_bulk, read_body
 from streaming_runtime.errors import MalformedEvent, PayloadTooLarge
 from streaming_runtime.logs import ErrorReport, LogBudget, printable
-from streaming_runtime.service import api_token_guard, read_limited
+from streaming_runtime.service import read_limited
+from streaming_runtime.tokens import require_app_token
 from streaming_runtime.settings import DEFAULT_MAX_BODY_BYTES, ServiceSettings
 from streaming_runtime.sidecar import Sidecar, SidecarError, dumps
 
@@ -552,7 +553,6 @@ def create_app(
     config = config or load_config(os.environ)
     engine = build_engine(config)
     Processor.check_config(config, engine)
-    guard = api_token_guard(settings)
     state: dict[str, Joiner] = {}
 
     @contextlib.asynccontextmanager
@@ -607,10 +607,10 @@ def create_app(
             await sidecar.aclose()
 
     app = FastAPI(title="joiner", lifespan=lifespan)
+    require_app_token(app, settings.app_api_token)
 
     def add_stream_route(source: StreamSource) -> None:
         async def receive(request: Request) -> JSONResponse:
-            await guard(request)
             joiner = state["joiner"]
             try:
                 body = await read_limited(request, joiner.max_bulk_body_bytes)
@@ -622,7 +622,7 @@ def create_app(
             return JSONResponse(await joiner.receive(source, body))
 
         # a plain Starlette route: FastAPI's dependency solving cost more per delivery than the join itself
-        # (bench/pipeline.py); the token check is the same guard, awaited first
+        # (bench/pipeline.py)
         app.router.add_route(source.route, receive, methods=["POST"], name=f"receive_{source.name}")
 
     for source in config.sources:
@@ -641,13 +641,13 @@ def create_app(
             return JSONResponse({"status": "unready", "problems": problems}, status_code=503)
         return JSONResponse({"status": "ready"})
 
-    @app.get("/deadletters", dependencies=[Depends(guard)])
+    @app.get("/deadletters")
     async def dead_letters() -> dict:
         """The parked windows: what each holds, for which target, and why it did not go."""
         sender = state["joiner"].sender
         return {"windows": [parked.summary() for parked in sender.parked.values()], "bytes": sender.parked_bytes}
 
-    @app.post("/deadletters/resend", dependencies=[Depends(guard)])
+    @app.post("/deadletters/resend")
     async def resend() -> dict:
         """Re-send every parked window now (billable-proc takes a window it got already for a retry)."""
         return await state["joiner"].sender.resend()

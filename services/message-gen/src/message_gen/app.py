@@ -16,6 +16,7 @@ from message_gen.source import MessageSource
 from streaming_runtime.errors import ConfigError, EvaluationError
 from streaming_runtime.expressions import compile_expression
 from streaming_runtime.sidecar import Publisher, Sidecar, SidecarError
+from streaming_runtime.tokens import require_app_token
 
 log = logging.getLogger("message-gen")
 DRAIN_SECONDS = 10.0  # the publish in flight: at most its own timeout, well inside the server's drain
@@ -103,6 +104,7 @@ def create_app(settings: GeneratorSettings, publisher: Publisher | None = None) 
             await sidecar.aclose()
 
     app = FastAPI(title="message-gen", lifespan=lifespan)
+    require_app_token(app, settings.app_api_token)
     app.state.stats = stats
 
     @app.get("/healthz")

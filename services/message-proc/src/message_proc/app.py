@@ -20,14 +20,15 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from streaming_runtime.cloudevents import read_body
 from streaming_runtime.errors import MalformedEvent, PayloadTooLarge
 from streaming_runtime.logs import ErrorReport, printable
-from streaming_runtime.service import api_token_guard, read_limited
+from streaming_runtime.service import read_limited
+from streaming_runtime.tokens import require_app_token
 from streaming_runtime.settings import ServiceSettings
 from streaming_runtime.sidecar import Sidecar, SidecarError
 from streaming_runtime.values import value_problem
@@ -64,16 +65,16 @@ def create_app(settings: ProcessorSettings, store: Any | None = None) -> FastAPI
             await sidecar.aclose()
 
     app = FastAPI(title="message-proc", lifespan=lifespan)
+    require_app_token(app, settings.app_api_token)
     received = {"calls": 0, "rejected": 0, "rows": 0, "duplicates": 0, "conflicts": 0, "unexpected_errors": 0,
                 "unavailable": 0}
     billed = BilledCalls(store if settings.state_store else None, settings.state_store)
     # (window id, window end, seconds since epoch when received): how late windows arrive (bench/)
     windows: deque[dict] = deque(maxlen=1000)
-    guard = api_token_guard(settings)
     route = "/" + settings.service_route.strip("/")
     errors = ErrorReport(log)
 
-    @app.post(route, dependencies=[Depends(guard)])
+    @app.post(route)
     async def receive(request: Request) -> JSONResponse:
         try:
             return await _receive(request)
