@@ -2,16 +2,52 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 import yaml
-
 from devstack.stack import RunningApp, Stack
 
 ROOT = Path(__file__).resolve().parents[2]
+# who may publish on each pub/sub (its topic scopes): a test publishes as that app, through its sidecar
+PUBLISHERS = {"redis-stream": "tenants-gen", "rabbit-stream": "poweruse-gen"}
+
+
+def publisher_stack(run_dir: Path, app_ids: Iterable[str], overrides: dict[str, dict[str, str]]) -> Stack:
+    """A Stack of ``app_ids`` from dapr.yaml plus the generators' sidecars without the generators: the test
+    publishes what it needs through them, with their identities, as the topic scopes require."""
+    run_file = run_file_of((*app_ids, *PUBLISHERS.values()), run_dir)
+    return Stack(run_file, run_dir / "run", overrides, quiet=True, sidecars_only=tuple(PUBLISHERS.values()))
+
+
+def no_redis_refusals(stack: Stack) -> None:
+    """Redis refused none of the components' commands (its users are of least privilege: redis-users.acl)."""
+    refusals = redis_command(stack, "ACL", "LOG")
+    assert refusals.strip() == "", f"Redis refused commands of a component:\n{refusals[:2000]}"
+
+
+def publish_url(stack: Stack, pubsub: str, topic: str, bulk: bool = False) -> tuple[str, dict[str, str]]:
+    """The publish endpoint of the sidecar allowed to publish on ``pubsub``, and the headers it needs."""
+    sidecar = stack.apps[PUBLISHERS[pubsub]]
+    path = f"/v1.0-alpha1/publish/bulk/{pubsub}/{topic}" if bulk else f"/v1.0/publish/{pubsub}/{topic}"
+    return sidecar.sidecar_url + path, sidecar.dapr_headers
+
+
+def redis_command(stack: Stack, *args: str) -> str:
+    """``redis-cli`` against the stack's Redis (its password passed in the environment, not the command line)."""
+    assert stack.redis is not None
+    env = {**os.environ, "REDISCLI_AUTH": stack.redis.admin_password} if stack.redis.admin_password else None
+    return subprocess.run(["redis-cli", "-h", stack.redis.host, "-p", str(stack.redis.port), "--raw", *args],
+                          capture_output=True, text=True, timeout=10, env=env).stdout
+
+
+def redis_stream(stack: Stack, key: str) -> list[str]:
+    """The JSON documents of a Redis stream's entries (the field values that are JSON objects)."""
+    return [line for line in redis_command(stack, "XRANGE", key, "-", "+").splitlines() if line.startswith("{")]
 
 
 def run_file_of(app_ids: Iterable[str], run_dir: Path) -> Path:

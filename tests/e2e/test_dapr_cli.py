@@ -3,12 +3,14 @@
 The pinned CLI (``dapr-cli.version``, installed by ``make setup``) runs a copy of ``dapr.yaml`` that
 differs only where one machine running several suites needs it to: free ports, a directory per app
 (where the CLI writes its logs), a private name-resolution database, a 2 s window and faster generators.
-The brokers are private ones; their addresses are exported to the CLI, as docs/operations.md tells users to.
+The brokers are private ones; their addresses, a sentry on localhost:50001 (where the CLI points daprd when
+the Configuration has mTLS on) and the tokens are exported to the CLI, as docs/operations.md tells users to.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -19,11 +21,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from devstack.brokers import start_rabbitmq, start_redis
 from devstack.daprd import ensure_dapr_cli, ensure_daprd, pinned_version
 from devstack.processes import die_with_parent, free_port
-from devstack.stack import data_received
+from devstack.sentry import start_sentry
+from devstack.stack import SECRET_PREFIX, data_received
+
 from tests.e2e.test_power_usage_pipeline import EXPECTED_ROWS
 
 pytestmark = pytest.mark.e2e
@@ -115,13 +118,16 @@ def cli_run(tmp_path_factory) -> Iterator[CliRun]:
     try:
         brokers.append(start_redis(brokers_dir))
         brokers.append(start_rabbitmq(brokers_dir))
-        redis, rabbitmq = brokers
+        brokers.append(start_sentry(brokers_dir, port=50001))  # the CLI's fixed address; taken: the test fails
+        redis, rabbitmq, sentry = brokers
         env = {
             **os.environ,
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",  # `python` is the venv's
-            "REDIS_HOST": redis.url,
-            "RABBITMQ_URL": rabbitmq.url,
+            **{SECRET_PREFIX + name: value for broker in (redis, rabbitmq) for name, value in broker.secrets.items()},
             "DAPR_HOST_IP": "127.0.0.1",
+            "DAPR_TRUST_ANCHORS": sentry.trust_anchors(),
+            "DAPR_API_TOKEN": secrets.token_urlsafe(32),
+            "APP_API_TOKEN": secrets.token_urlsafe(32),
         }
         output = run_dir / "dapr-run.log"
         with open(output, "wb") as log:

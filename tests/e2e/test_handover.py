@@ -1,9 +1,9 @@
 """A joiner restarted in the middle of a window continues it: its open window goes through a real Dapr
 state store (state.redis) to the next run, so tenants from before the restart join readings after it.
 
-A stack of its own: billable-proc and the joiner with JOINER_STATE_STORE=joiner-state, no generators.
-The test publishes the example's tenants and readings itself, through the joiner's sidecar (whose pub/sub
-scopes allow it), so that it knows which side of the restart each event is on.
+A stack of its own: billable-proc and the joiner with JOINER_STATE_STORE=joiner-state, no generators but
+their sidecars. The test publishes the example's tenants and readings itself, through those sidecars (as
+the topic scopes allow), so that it knows which side of the restart each event is on.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-
 from devstack.stack import Stack, data_received
-from tests.e2e.support import run_file_of
+
+from tests.e2e.support import no_redis_refusals, publish_url, publisher_stack
 from tests.e2e.test_power_usage_pipeline import EXPECTED_ROWS
 
 pytestmark = pytest.mark.e2e
@@ -41,10 +41,10 @@ def example_messages() -> dict[str, list]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> Iterator[Stack]:
     run_dir = tmp_path_factory.mktemp("handover")
-    run_file = run_file_of(("billable-proc", JOINER), run_dir)
     overrides = {JOINER: {"JOINER_STATE_STORE": "joiner-state", "JOINER_WINDOW_SIZE": f"{WINDOW:g}s"}}
-    with Stack(run_file, run_dir / "run", overrides, quiet=True) as running:
+    with publisher_stack(run_dir, ("billable-proc", JOINER), overrides) as running:
         yield running
+        no_redis_refusals(running)
 
 
 def poll(condition, timeout: float, what: str):
@@ -57,9 +57,9 @@ def poll(condition, timeout: float, what: str):
 
 
 def publish(stack: Stack, pubsub: str, topic: str, events: list) -> None:
-    sidecar = stack.apps[JOINER].http_port
+    url, headers = publish_url(stack, pubsub, topic)
     for event in events:
-        answer = httpx.post(f"http://127.0.0.1:{sidecar}/v1.0/publish/{pubsub}/{topic}", json=event, timeout=10)
+        answer = httpx.post(url, json=event, headers=headers, timeout=10)
         assert answer.status_code == 204, answer.text
 
 
@@ -95,13 +95,13 @@ def test_tenants_before_a_restart_join_readings_after_it(stack: Stack):
 def test_a_restarted_billable_proc_still_recognises_a_call_it_billed(stack: Stack):
     """billable-proc keeps its record of billed calls in the billing-state store (real state.redis): after a
     restart, a retry of a call it billed before is answered as a duplicate and not billed again."""
-    proc = stack.apps["billable-proc"]
-    url = f"http://127.0.0.1:{proc.http_port}/v1.0/invoke/billable-proc/method/billables"  # as the joiner calls it
+    proc, joiner = stack.apps["billable-proc"], stack.apps[JOINER]
+    path = "/v1.0/invoke/billable-proc/method/billables"  # through the joiner's sidecar, as the joiner calls it
     headers = {"window-id": f"e2e-{time.time_ns()}", "window-chunk": "1/1", "content-type": "application/json"}
     body = b'[{"customer_id": 4250, "tenant_id": "e2e-restart", "tenant_kwh_usage": 1}]'
-    first = httpx.post(url, content=body, headers=headers, timeout=10)
+    first = joiner.call_sidecar("POST", path, content=body, headers=headers)
     stack.restart_app("billable-proc")
-    again = httpx.post(url, content=body, headers=headers, timeout=10)
+    again = joiner.call_sidecar("POST", path, content=body, headers=headers)
     assert first.status_code == again.status_code == 200
     assert again.json() == {"status": "ok", "duplicate": True}
     billed = [row for batch in data_received(proc.log_text()) for row in batch if row["tenant_id"] == "e2e-restart"]

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
 import time
 import uuid
 from collections import Counter
@@ -36,9 +35,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from devstack.stack import Stack, data_received
-from tests.e2e.support import death_of, poll, run_file_of
+
+from tests.e2e.support import death_of, poll, publisher_stack, redis_command
 from tests.e2e.test_power_usage_pipeline import EXPECTED_ROWS
 
 pytestmark = pytest.mark.e2e
@@ -64,10 +63,10 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
 
 @pytest.fixture
 def bare_stack(tmp_path_factory) -> Iterator[Stack]:
-    """billable-proc and the joiner only (a test that kills a sidecar has a stack to itself)."""
+    """billable-proc and the joiner, the generators' sidecars alone (a test that kills a sidecar has a
+    stack to itself)."""
     run_dir = tmp_path_factory.mktemp("poison-bare")
-    with Stack(run_file_of(("billable-proc", JOINER), run_dir), run_dir / "run", {JOINER: {"JOINER_WINDOW_SIZE": "2s"}},
-               quiet=True) as running:
+    with publisher_stack(run_dir, ("billable-proc", JOINER), {JOINER: {"JOINER_WINDOW_SIZE": "2s"}}) as running:
         yield running
 
 
@@ -81,8 +80,9 @@ class Publisher:
     """POST /v1.0/publish/<pubsub>/<topic> on a sidecar, the body as given (bytes: no re-encoding here)."""
 
     def __init__(self, stack: Stack, app_id: str, pubsub: str, topic: str) -> None:
-        self.url = f"http://127.0.0.1:{stack.apps[app_id].http_port}/v1.0/publish/{pubsub}/{topic}"
-        self.client = httpx.Client(timeout=10)
+        sidecar = stack.apps[app_id]
+        self.url = f"{sidecar.sidecar_url}/v1.0/publish/{pubsub}/{topic}"
+        self.client = httpx.Client(timeout=10, headers=sidecar.dapr_headers)
 
     def __call__(self, body: bytes | dict, content_type: str = JSON, expect: int = 204) -> httpx.Response:
         content = json.dumps(body).encode() if isinstance(body, dict) else body
@@ -107,14 +107,6 @@ def batches(stack: Stack) -> list[list[tuple]]:
         [(row["customer_id"], row["tenant_id"], row["tenant_kwh_usage"]) for row in batch]
         for batch in data_received(stack.apps["billable-proc"].log_text())
     ]
-
-
-def redis_stream(stack: Stack, key: str) -> list[str]:
-    out = subprocess.run(
-        ["redis-cli", "-h", stack.redis.host, "-p", str(stack.redis.port), "--raw", "XRANGE", key, "-", "+"],
-        capture_output=True, text=True, timeout=10,
-    ).stdout
-    return out.splitlines()
 
 
 def b64(text: str) -> str:
@@ -266,7 +258,7 @@ def test_poison_published_through_dapr_costs_nothing_else(stack: Stack):
 
 
 def redis_stream_lines_with(stack: Stack, key: str, marker: str) -> list[str]:
-    return [line for line in redis_stream(stack, key) if marker in line]
+    return [line for line in redis_command(stack, "XRANGE", key, "-", "+").splitlines() if marker in line]
 
 
 # -- JSON nested as deep as daprd passes ----------------------------------------------------------
@@ -310,7 +302,7 @@ def test_a_reading_daprd_cannot_read_beside_one_the_joiner_drops_costs_nothing_e
     stack = bare_stack  # no generators: the joiner's counts are the test's alone
     tag = f"poison-e2e-crash-{uuid.uuid4().hex[:12]}"
     sidecar = stack.apps[JOINER].sidecar
-    poweruse = Publisher(stack, JOINER, "rabbit-stream", "poweruse")  # the joiner's sidecar may publish there
+    poweruse = Publisher(stack, "poweruse-gen", "rabbit-stream", "poweruse")
     try:
         for _ in range(3):  # back to back: each pair shares a bulk delivery (maxAwaitDurationMs: 40)
             poweruse(f'{{"panel_id": 9, "tenant_id": "{tag}", "power_use": 1.5, "kwh_use": 1e400}}'.encode())
@@ -318,7 +310,7 @@ def test_a_reading_daprd_cannot_read_beside_one_the_joiner_drops_costs_nothing_e
         poll(lambda: dropped(stack, "poweruse") >= 3, 20, "the joiner did not drop the 3 readings without kwh_use", stack)
         poweruse({"panel_id": 9, "tenant_id": tag, "power_use": 1.5, "kwh_use": 7001})
     except httpx.TransportError as error:  # the sidecar we publish through went away
-        pytest.fail(death_of(stack.apps[JOINER]) or f"publishing failed: {error!r}")
+        pytest.fail(death_of(stack.apps[JOINER]) or death_of(stack.apps["poweruse-gen"]) or f"publishing failed: {error!r}")
     finally:
         poweruse.close()
     poll(lambda: stats(stack)["accepted"].get("poweruse", 0) >= 1, 20, "the good reading after them was not accepted", stack)

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import uuid
+from pathlib import Path
 
-import httpx
 import pytest
-
 from devstack.daprd import pinned_version
 from devstack.stack import Stack, data_received
-from tests.e2e.support import poll
+
+from tests.e2e.support import poll, redis_command, redis_stream
 
 pytestmark = pytest.mark.e2e
 
@@ -31,7 +32,7 @@ def received_rows(stack: Stack) -> list[tuple]:
 
 def test_sidecars_run_the_pinned_daprd(stack: Stack):
     for running in stack.apps.values():
-        metadata = httpx.get(f"http://127.0.0.1:{running.http_port}/v1.0/metadata", timeout=5).json()
+        metadata = running.call_sidecar("GET", "/v1.0/metadata").json()
         assert metadata["runtimeVersion"] == pinned_version(), running.spec.app_id
 
 
@@ -52,14 +53,6 @@ def test_joiner_took_its_input_from_both_brokers(stack: Stack):
     assert stats["windows_closed"] > 0 and stats["rows_emitted"] > 0
 
 
-def redis_stream(stack: Stack, key: str) -> list[str]:
-    out = subprocess.run(
-        ["redis-cli", "-h", stack.redis.host, "-p", str(stack.redis.port), "--raw", "XRANGE", key, "-", "+"],
-        capture_output=True, text=True, timeout=10,
-    ).stdout
-    return [line for line in out.splitlines() if line.startswith("{")]
-
-
 def test_rows_published_to_a_topic_carry_the_window_as_cloudevent_extensions(stack: Stack):
     events = poll(lambda: redis_stream(stack, "billables"), 60, "no window published to redis-stream/billables", stack)
     event = json.loads(events[0])
@@ -73,10 +66,10 @@ def test_rows_published_to_a_topic_carry_the_window_as_cloudevent_extensions(sta
 def test_malformed_events_go_to_the_dead_letter_topic_and_the_rows_keep_coming(stack: Stack):
     tenants_gen = stack.apps["tenants-gen"]
     probe = f"dead-letter-probe-{uuid.uuid4()}"
-    sidecar = f"http://127.0.0.1:{tenants_gen.http_port}/v1.0/publish/redis-stream/tenants"
+    path = "/v1.0/publish/redis-stream/tenants"
     # a tenant without customer_id (used by select), and a body that is not JSON
-    assert httpx.post(sidecar, json={"tenant_id": probe}, timeout=5).status_code == 204
-    assert httpx.post(sidecar, content=f"not json {probe}", headers={"content-type": "text/plain"}, timeout=5).status_code == 204
+    assert tenants_gen.call_sidecar("POST", path, json={"tenant_id": probe}).status_code == 204
+    assert tenants_gen.call_sidecar("POST", path, content=f"not json {probe}", headers={"content-type": "text/plain"}).status_code == 204
 
     def dead_letters() -> list[str]:
         return [line for line in redis_stream(stack, "tenants-deadletter") if probe in line]
@@ -106,11 +99,7 @@ def test_each_generated_message_carries_the_cloudevent_id_its_generator_gave_it(
 
 def test_the_private_redis_keeps_an_append_only_file(stack: Stack):
     """What Redis acknowledged (stream entries, the joiner's handover) survives its kill -9, as in deploy/."""
-    out = subprocess.run(
-        ["redis-cli", "-h", stack.redis.host, "-p", str(stack.redis.port), "--raw", "CONFIG", "GET", "appendonly"],
-        capture_output=True, text=True, timeout=10,
-    ).stdout.split()
-    assert out == ["appendonly", "yes"]
+    assert redis_command(stack, "CONFIG", "GET", "appendonly").split() == ["appendonly", "yes"]
 
 
 def _listeners() -> list[tuple[str, set[int]]]:
@@ -124,11 +113,31 @@ def _listeners() -> list[tuple[str, set[int]]]:
     return found
 
 
-def test_no_app_or_sidecar_of_the_stack_listens_beyond_loopback(stack: Stack):
-    ours = {p.pid for running in stack.apps.values() for p in (running.app, running.sidecar)}
+def _process_groups(leaders: set[int]) -> set[int]:
+    """Every live process in the groups of ``leaders`` (the stack starts each child as a group: beam under
+    rabbitmq-server's script, uvicorn under python)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getpgid(int(entry.name)) in leaders:
+                    found.add(int(entry.name))
+            except ProcessLookupError:
+                pass
+    return found
+
+
+def test_nothing_of_the_stack_listens_beyond_loopback(stack: Stack):
+    """Apps, sidecars, brokers (RabbitMQ's epmd and distribution ports too) and sentry, read from the socket
+    table. The one exception is sentry's health port: sentry 1.18 ignores --healthz-listen-address (it
+    answers "ok" and nothing else)."""
+    assert stack.sentry is not None and stack.redis is not None and stack.rabbitmq is not None
+    processes = [p for running in stack.apps.values() for p in (running.app, running.sidecar)]
+    processes += [stack.sentry.process, stack.redis.process, stack.rabbitmq.process]
+    ours = _process_groups({p.pid for p in processes if p is not None and p.pid is not None})
     listening = [(address, pids & ours) for address, pids in _listeners() if pids & ours]
     # each app listens on its port, each sidecar on its HTTP, gRPC, internal gRPC and metrics ports
-    assert len(listening) >= 5 * len(stack.apps), listening
+    assert len(listening) >= 5 * len(stack.apps) + 4, listening
     outside = [(address, pids) for address, pids in listening
                if not address.startswith(("127.0.0.1:", "[::1]:", "[::ffff:127.0.0.1]:"))]
-    assert outside == []
+    assert [address.rpartition(":")[2] for address, _ in outside] == [str(stack.sentry.healthz_port)], outside

@@ -4,8 +4,7 @@ rows billable-proc logged are compared with them: 0 lost and 0 billed twice, or 
 
 One stack of its own: billable-proc and the joiner (``join: table``, 2 s windows, dedup as shipped, the
 open windows handed over through joiner-state, ``state.journal`` on, parked windows re-sent every 2 s), no
-generators. The test
-publishes through the joiner's sidecar (its pub/sub scopes allow it). The faults run one after the other,
+generators, but their sidecars: the test publishes through them, as the topic scopes allow. The faults run one after the other,
 each on its own range of numbers; the table of published / expected / billed / lost / duplicated per fault
 is printed at the end of the run.
 
@@ -21,9 +20,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from devstack.stack import Stack, data_received
-from tests.e2e.support import poll, run_file_of
+
+from tests.e2e.support import no_redis_refusals, poll, publish_url, publisher_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -43,14 +42,14 @@ def fault_table() -> list[str]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> Iterator[Stack]:
     run_dir = tmp_path_factory.mktemp("faults")
-    run_file = run_file_of(("billable-proc", JOINER), run_dir)
     overrides = {JOINER: {"JOINER_WINDOW_SIZE": "2s", "JOINER_JOIN_MODE": "table", "PARKED_RETRY_SECONDS": "2",
                           "JOINER_JOURNAL": "true"}}
-    with Stack(run_file, run_dir / "run", overrides, quiet=True) as running:
+    with publisher_stack(run_dir, ("billable-proc", JOINER), overrides) as running:
         publish(running, "redis-stream", "tenants",
                 [({"tenant_id": f"fault-t{n}", "customer_id": 5000 + n}, None) for n in range(TENANTS)])
         poll(lambda: stats(running)["table_keys"] >= TENANTS, 30, "the tenants in the joiner's table", running)
         yield running
+        no_redis_refusals(running)
 
 
 # -- helpers ----------------------------------------------------------------------------------------
@@ -61,9 +60,9 @@ def stats(stack: Stack) -> dict:
 
 
 def publish(stack: Stack, pubsub: str, topic: str, events: list[tuple[dict, str | None]]) -> None:
-    """Through the joiner's sidecar, one call per event; ``(data, cloudevent id or None)``."""
-    base = f"http://127.0.0.1:{stack.apps[JOINER].http_port}/v1.0/publish/{pubsub}/{topic}"
-    with httpx.Client(timeout=10) as client:
+    """Through the publisher's sidecar, one call per event; ``(data, cloudevent id or None)``."""
+    base, headers = publish_url(stack, pubsub, topic)
+    with httpx.Client(timeout=10, headers=headers) as client:
         for data, event_id in events:
             params = {"metadata.cloudevent.id": event_id} if event_id else None
             answer = client.post(base, json=data, params=params)
@@ -71,8 +70,8 @@ def publish(stack: Stack, pubsub: str, topic: str, events: list[tuple[dict, str 
 
 
 def publish_bulk(stack: Stack, pubsub: str, topic: str, events: list[dict]) -> None:
-    url = f"http://127.0.0.1:{stack.apps[JOINER].http_port}/v1.0-alpha1/publish/bulk/{pubsub}/{topic}"
-    with httpx.Client(timeout=30) as client:
+    url, headers = publish_url(stack, pubsub, topic, bulk=True)
+    with httpx.Client(timeout=30, headers=headers) as client:
         for start in range(0, len(events), 100):
             entries = [{"entryId": str(n), "event": event, "contentType": "application/json"}
                        for n, event in enumerate(events[start : start + 100])]
@@ -214,9 +213,9 @@ def test_the_joiners_daprd_down_for_longer_than_the_retries(stack: Stack):
 
 def publish_bulk_until_taken(stack: Stack, events: list[dict], timeout: float = 90) -> None:
     """As a publisher does while its broker is down: a batch the sidecar refuses is sent again."""
-    url = f"http://127.0.0.1:{stack.apps[JOINER].http_port}/v1.0-alpha1/publish/bulk/rabbit-stream/poweruse"
+    url, headers = publish_url(stack, "rabbit-stream", "poweruse", bulk=True)
     deadline = time.monotonic() + timeout
-    with httpx.Client(timeout=30) as client:
+    with httpx.Client(timeout=30, headers=headers) as client:
         for start in range(0, len(events), 100):
             entries = [{"entryId": str(n), "event": event, "contentType": "application/json"}
                        for n, event in enumerate(events[start : start + 100])]

@@ -22,11 +22,16 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--run-dir", type=Path, default=ROOT / ".devstack" / "last-run")
     run.add_argument("--window", help="override the joiner's window (e.g. 5s)")
     commands.add_parser(
-        "install", help="install what is missing: daprd and the dapr CLI (pinned), redis-server, rabbitmq-server"
+        "install", help="install what is missing: daprd, sentry and the dapr CLI (pinned), redis-server, rabbitmq-server"
+    )
+    commands.add_parser(
+        "sentry", help="for `dapr run -f .`: sentry on localhost:50001 until Ctrl-C, and the exports the run needs"
     )
     args = parser.parse_args(argv)
     if args.command == "install":
         return install()
+    if args.command == "sentry":
+        return sentry_for_the_cli()
 
     # Ctrl-C and SIGTERM both end the loop below; the Stack's exit stops every process
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -34,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with Stack(args.run_file, args.run_dir, overrides) as stack:
             proc = stack.apps["billable-proc"]
-            say(f"all up; logs in {args.run_dir / 'logs'}; billable rows follow (Ctrl-C stops everything)")
+            say(f"all up; logs in {args.run_dir / 'logs'}, the run's API tokens in {args.run_dir / 'tokens.env'}; "
+                "billable rows follow (Ctrl-C stops everything)")
             readiness = ReadinessWatch(stack.apps["join-tenants-poweruse"])
             follow(proc.app.log_path, "Data received", lambda: proc.app.death() or proc.sidecar.death(), readiness)
     except KeyboardInterrupt:
@@ -46,13 +52,46 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def sentry_for_the_cli() -> int:
+    """`dapr run` gives every sidecar ``--sentry-address localhost:50001`` when the Configuration has mTLS on:
+    run sentry there, its keys and the name-resolution database in ``.dapr/`` (0700) of the project."""
+    import secrets
+
+    from devstack.sentry import start_sentry
+
+    private = ROOT / ".dapr"
+    private.mkdir(mode=0o700, exist_ok=True)
+    private.chmod(0o700)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        sentry = start_sentry(private, port=50001)
+    except StackError as error:
+        say(f"error: {error} (is port 50001 taken?)")
+        return 1
+    try:
+        anchors = sentry.credentials / "ca.crt"
+        say(f"sentry on {sentry.address}; in the shell that runs `dapr run -f .`:")
+        print(f'export DAPR_TRUST_ANCHORS="$(cat {anchors})"')
+        print(f"export DAPR_API_TOKEN={secrets.token_urlsafe(32)} APP_API_TOKEN={secrets.token_urlsafe(32)}", flush=True)
+        while (death := sentry.process.death()) is None:
+            time.sleep(0.5)
+        say(f"error: {death}")
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        sentry.stop()
+
+
 def install() -> int:
     from devstack.brokers import RABBITMQ_SERVER, ensure_debian_package
-    from devstack.daprd import ensure_dapr_cli, ensure_daprd
+    from devstack.daprd import ensure_dapr_cli, ensure_daprd, ensure_sentry
 
     try:
         path, version = ensure_daprd()
         say(f"daprd {version} at {path}")
+        path, version = ensure_sentry()
+        say(f"sentry {version} at {path}")
         path, version = ensure_dapr_cli()
         say(f"dapr CLI {version} at {path}")
         say(f"redis-server at {ensure_debian_package('redis-server', 'redis-server')}")

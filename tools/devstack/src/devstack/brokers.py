@@ -7,15 +7,17 @@ when running as root with apt-get available; otherwise the error says what to in
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from devstack.processes import Process, StackError, free_port, port_open, wait_until
 
 RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+REDIS_USERS = Path(__file__).resolve().parents[4] / "deploy" / "base" / "brokers" / "redis-users.acl"
 
 
 def ensure_debian_package(binary: str, package: str) -> str:
@@ -44,6 +46,9 @@ class Broker:
     host: str
     port: int
     url: str
+    # what the components read through the local-env secret store (POWER_USAGE_<name>)
+    secrets: dict[str, str] = field(default_factory=dict)
+    admin_password: str = ""  # Redis' default user (redis-cli in tests and by hand)
 
     def stop(self) -> None:
         if self.process is not None:
@@ -65,12 +70,17 @@ class Broker:
 
 
 def configured_redis() -> Broker | None:
-    """``REDIS_HOST=host:port`` in the environment: use that server instead of a private one."""
+    """``REDIS_HOST=host:port`` (and ``REDIS_PASSWORD``, of its default user) in the environment: use that
+    server instead of a private one."""
     address = os.environ.get("REDIS_HOST")
     if not address:
         return None
     host, _, port = address.rpartition(":")
-    return Broker(None, host or "127.0.0.1", int(port or 6379), address)
+    password = os.environ.get("REDIS_PASSWORD", "")
+    secrets_ = {"REDIS_HOST": address}
+    for user in ("PUBSUB", "STATE"):
+        secrets_ |= {f"REDIS_{user}_USERNAME": "", f"REDIS_{user}_PASSWORD": password}
+    return Broker(None, host or "127.0.0.1", int(port or 6379), address, secrets_, password)
 
 
 def configured_rabbitmq() -> Broker | None:
@@ -79,27 +89,50 @@ def configured_rabbitmq() -> Broker | None:
     if not url:
         return None
     parsed = urlsplit(url)
-    return Broker(None, parsed.hostname or "127.0.0.1", parsed.port or 5672, url)
+    return Broker(None, parsed.hostname or "127.0.0.1", parsed.port or 5672, url, {"RABBITMQ_URL": url})
+
+
+def private_file(path: Path, text: str) -> Path:
+    """``text`` in a file only the owner can read, created so (never readable by others, even briefly)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    path.unlink(missing_ok=True)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+        file.write(text)
+    return path
+
+
+def redis_users(passwords: dict[str, str], template: Path = REDIS_USERS) -> str:
+    """The ACL file of Redis' users (deploy/base/brokers/redis-users.acl), each ``{user}`` given its password."""
+    lines = [line for line in template.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    return "\n".join(lines).format(**passwords) + "\n"
 
 
 def start_redis(run_dir: Path) -> Broker:
+    """A private redis-server on loopback, with its users of least privilege (the pub/sub's, the state
+    stores') and passwords generated for this run. The settings are in files only the owner can read: a
+    password on the command line is visible to every user in ``ps``."""
     binary = ensure_debian_package("redis-server", "redis-server")
     port = free_port()
+    passwords = {user: secrets.token_urlsafe(24) for user in ("default", "pubsub", "state")}
     data = run_dir / "redis"
-    data.mkdir(parents=True, exist_ok=True)
-    process = Process(
-        "redis",
+    users = private_file(data / "users.acl", redis_users(passwords))
+    config = private_file(data / "redis.conf", "\n".join([
+        f"port {port}", "bind 127.0.0.1", "protected-mode yes", f"aclfile {users}",
         # appendonly: what Redis acknowledged survives a kill -9 (streams, the joiner's handover), as in deploy/
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
-         "--appendfsync", "everysec", "--dir", str(data), "--protected-mode", "yes"],
-        run_dir / "logs" / "redis.log",
-    ).start()
+        'save ""', "appendonly yes", "appendfsync everysec", f"dir {data}",
+    ]) + "\n")
+    process = Process("redis", [binary, str(config)], run_dir / "logs" / "redis.log").start()
     try:
         wait_until(lambda: port_open(port), 20, "redis-server", alive=process.death)
     except StackError:
         process.stop()
         raise
-    return Broker(process, "127.0.0.1", port, f"127.0.0.1:{port}")
+    address = f"127.0.0.1:{port}"
+    secrets_ = {"REDIS_HOST": address}
+    for user in ("pubsub", "state"):
+        secrets_ |= {f"REDIS_{user.upper()}_USERNAME": user, f"REDIS_{user.upper()}_PASSWORD": passwords[user]}
+    return Broker(process, "127.0.0.1", port, address, secrets_, passwords["default"])
 
 
 def start_rabbitmq(run_dir: Path) -> Broker:
@@ -108,7 +141,12 @@ def start_rabbitmq(run_dir: Path) -> Broker:
     home = run_dir / "rabbitmq"
     home.mkdir(parents=True, exist_ok=True)
     (home / "enabled_plugins").write_text("[].\n")
-    (home / "rabbitmq.conf").write_text(f"loopback_users.guest = true\nlisteners.tcp.1 = 127.0.0.1:{port}\n")
+    # a user and password generated for this run, in place of guest/guest; not an administrator
+    user, password = f"power-usage-{secrets.token_hex(4)}", secrets.token_urlsafe(24)
+    private_file(home / "rabbitmq.conf", "\n".join([
+        f"listeners.tcp.1 = 127.0.0.1:{port}", f"default_user = {user}", f"default_pass = {password}",
+        "default_user_tags.administrator = false", "loopback_users.guest = true",
+    ]) + "\n")
     env = {
         **os.environ,
         "HOME": str(home),  # the Erlang cookie lives here
@@ -118,6 +156,8 @@ def start_rabbitmq(run_dir: Path) -> Broker:
         "RABBITMQ_DIST_PORT": str(dist_port),
         "ERL_EPMD_PORT": str(epmd_port),
         "ERL_EPMD_ADDRESS": "127.0.0.1",
+        # the node's distribution port takes every interface unless told otherwise
+        "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
         "RABBITMQ_MNESIA_BASE": str(home / "mnesia"),
         "RABBITMQ_LOG_BASE": str(home / "log"),
         "RABBITMQ_CONFIG_FILE": str(home / "rabbitmq"),
@@ -131,7 +171,8 @@ def start_rabbitmq(run_dir: Path) -> Broker:
     except StackError:
         _stop_rabbitmq(process, epmd_port)
         raise
-    broker = Broker(process, "127.0.0.1", port, f"amqp://guest:guest@127.0.0.1:{port}")
+    url = f"amqp://{user}:{password}@127.0.0.1:{port}"
+    broker = Broker(process, "127.0.0.1", port, url, {"RABBITMQ_URL": url})
     broker.stop = lambda: _stop_rabbitmq(process, epmd_port)  # type: ignore[method-assign]
     return broker
 

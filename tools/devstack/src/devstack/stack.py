@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import sys
 from dataclasses import dataclass
@@ -12,10 +13,21 @@ from pathlib import Path
 import httpx
 import yaml
 
-from devstack.brokers import Broker, configured_rabbitmq, configured_redis, start_rabbitmq, start_redis
+from devstack.brokers import (
+    Broker,
+    configured_rabbitmq,
+    configured_redis,
+    private_file,
+    start_rabbitmq,
+    start_redis,
+)
 from devstack.daprd import ensure_daprd
 from devstack.processes import Process, free_port, wait_until
 from devstack.runfile import AppSpec, RunFile, read_run_file
+from devstack.sentry import Sentry, start_sentry
+
+# the local secret store (components/local-env.yaml) reads only variables with this prefix
+SECRET_PREFIX = "POWER_USAGE_"
 
 
 def say(message: str) -> None:
@@ -28,11 +40,33 @@ class RunningApp:
     app_port: int
     http_port: int
     grpc_port: int
-    app: Process
+    app: Process  # never started for a sidecar alone (a publisher's identity for a test)
     sidecar: Process
+    app_token: str
+    dapr_token: str
+
+    @property
+    def app_headers(self) -> dict[str, str]:
+        """What the app's sidecar sends it: the app API token."""
+        return {"dapr-api-token": self.app_token}
+
+    @property
+    def dapr_headers(self) -> dict[str, str]:
+        """What the app sends its sidecar: the Dapr API token."""
+        return {"dapr-api-token": self.dapr_token}
+
+    @property
+    def sidecar_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
 
     def get(self, path: str) -> httpx.Response:
-        return httpx.get(f"http://127.0.0.1:{self.app_port}{path}", timeout=5)
+        """GET on the app itself, as its sidecar would call it (with the app token)."""
+        return httpx.get(f"http://127.0.0.1:{self.app_port}{path}", headers=self.app_headers, timeout=5)
+
+    def call_sidecar(self, method: str, path: str, **kwargs) -> httpx.Response:
+        """A call to this app's sidecar, as the app makes it (with the Dapr API token)."""
+        headers = {**self.dapr_headers, **kwargs.pop("headers", {})}
+        return httpx.request(method, f"{self.sidecar_url}{path}", headers=headers, timeout=kwargs.pop("timeout", 10), **kwargs)
 
     def log_text(self) -> str:
         return self.app.log_path.read_text(errors="replace") if self.app.log_path.exists() else ""
@@ -43,16 +77,26 @@ class RunningApp:
 
 
 class Stack:
-    """Context manager; ``env_overrides`` maps app id -> extra env (e.g. a short window for tests)."""
+    """Context manager; ``env_overrides`` maps app id -> extra env (e.g. a short window for tests);
+    ``sidecars_only``: apps of the run file whose sidecar runs without the app (a test publishes through it,
+    with that app's identity and topic scopes).
+
+    Secure as shipped: a sentry for mTLS (the Configuration's accessControl checks callers), a Dapr API
+    token and an app API token generated for the run (or taken from ``DAPR_API_TOKEN``/``APP_API_TOKEN``),
+    brokers with generated credentials, every listener on 127.0.0.1, the run's files private (0700)."""
 
     def __init__(self, run_file: Path, run_dir: Path, env_overrides: dict[str, dict[str, str]] | None = None,
-                 quiet: bool = False, resources: Path | None = None) -> None:
+                 quiet: bool = False, resources: Path | None = None, sidecars_only: tuple[str, ...] = ()) -> None:
         self.run_file: RunFile = read_run_file(run_file)
         self.resources = resources or self.run_file.resources_path  # another folder of Dapr resources
         self.run_dir = run_dir.resolve()
         self.env_overrides = env_overrides or {}
         self.quiet = quiet
+        self.sidecars_only = set(sidecars_only)
         self.apps: dict[str, RunningApp] = {}
+        self.sentry: Sentry | None = None
+        self.dapr_token = os.environ.get("DAPR_API_TOKEN") or secrets.token_urlsafe(32)
+        self.app_token = os.environ.get("APP_API_TOKEN") or secrets.token_urlsafe(32)
         self.brokers: list[Broker] = []
         self.redis: Broker | None = None
         self.rabbitmq: Broker | None = None
@@ -85,14 +129,20 @@ class Stack:
         self.rabbitmq = configured_rabbitmq() or start_rabbitmq(self.run_dir)
         self.brokers.append(self.rabbitmq)
         self._say(f"rabbitmq on {self.rabbitmq.host}:{self.rabbitmq.port}{'' if self.rabbitmq.process else ' (RABBITMQ_URL)'}")
+        # for a person who wants to call a route or a sidecar by hand: `source <run dir>/tokens.env`
+        private_file(self.run_dir / "tokens.env", f"DAPR_API_TOKEN={self.dapr_token}\nAPP_API_TOKEN={self.app_token}\n")
+        self.sentry = start_sentry(self.run_dir)
+        self._say(f"sentry on {self.sentry.address} (mTLS between sidecars)")
         config = self._render_config()
         # as `dapr run` does, sidecars get the environment it runs in (dapr.yaml's env is the apps'):
         # the brokers' addresses are what a user exports before `dapr run -f .`
         sidecar_env = {
             **os.environ,
             "DAPR_HOST_IP": "127.0.0.1",  # no non-loopback address needed
-            "REDIS_HOST": self.redis.url,
-            "RABBITMQ_URL": self.rabbitmq.url,
+            **{SECRET_PREFIX + name: value for broker in self.brokers for name, value in broker.secrets.items()},
+            "DAPR_TRUST_ANCHORS": self.sentry.trust_anchors(),
+            "DAPR_API_TOKEN": self.dapr_token,
+            "APP_API_TOKEN": self.app_token,
         }
         # dapr.yaml lists receivers before senders, so nothing is published before it can be delivered
         for spec in self.run_file.apps:
@@ -109,6 +159,8 @@ class Stack:
         return path
 
     def _start_app(self, spec: AppSpec, daprd: Path, config: Path, sidecar_env: dict[str, str]) -> RunningApp:
+        assert self.sentry is not None
+        alone = spec.app_id in self.sidecars_only
         app_port, http_port, grpc_port = free_port(), free_port(), free_port()
         internal_port, metrics_port = free_port(), free_port()
         command = [sys.executable if part == "python" else part for part in spec.command]
@@ -121,16 +173,22 @@ class Stack:
             "APP_PORT": str(app_port),
             "DAPR_HTTP_PORT": str(http_port),
             "DAPR_GRPC_PORT": str(grpc_port),
+            "DAPR_API_TOKEN": self.dapr_token,
+            "APP_API_TOKEN": self.app_token,
             "PYTHONUNBUFFERED": "1",
         }
         logs = self.run_dir / "logs"
-        app = Process(spec.app_id, command, logs / f"{spec.app_id}.log", env=app_env, cwd=spec.app_dir).start()
+        app = Process(spec.app_id, command, logs / f"{spec.app_id}.log", env=app_env, cwd=spec.app_dir)
+        if not alone:
+            app.start()
         self._app_launch[spec.app_id] = (command, app_env)
+        app_flags = [] if alone else ["--app-port", str(app_port), "--app-protocol", "http"]
         sidecar = Process(
             f"daprd[{spec.app_id}]",
             [
-                str(daprd), "--app-id", spec.app_id, "--app-port", str(app_port), "--app-protocol", "http",
+                str(daprd), "--app-id", spec.app_id, *app_flags,
                 "--app-channel-address", "127.0.0.1",
+                "--enable-mtls", "--sentry-address", self.sentry.address,
                 # every listener of the sidecar on loopback: the API, the internal (sidecar to sidecar, plaintext
                 # without a control plane) gRPC port and metrics, which otherwise take every interface
                 "--dapr-listen-addresses", "127.0.0.1", "--dapr-internal-grpc-listen-address", "127.0.0.1",
@@ -144,14 +202,14 @@ class Stack:
             env=sidecar_env,
             cwd=self.run_dir,
         ).start()
-        running = RunningApp(spec, app_port, http_port, grpc_port, app, sidecar)
+        running = RunningApp(spec, app_port, http_port, grpc_port, app, sidecar, self.app_token, self.dapr_token)
         self.apps[spec.app_id] = running
 
         def dead() -> str | None:
             return app.death() or sidecar.death()
 
         wait_until(lambda: _healthy(http_port), 90, f"{spec.app_id} and its sidecar", interval=0.2, alive=dead)
-        self._say(f"{spec.app_id}: app on :{app_port}, daprd http :{http_port} grpc :{grpc_port}")
+        self._say(f"{spec.app_id}: {'no app' if alone else f'app on :{app_port}'}, daprd http :{http_port} grpc :{grpc_port}")
         return running
 
     def restart_app(self, app_id: str) -> None:
@@ -194,6 +252,9 @@ class Stack:
     def stop(self) -> None:
         for running in reversed(list(self.apps.values())):
             running.stop()
+        if self.sentry is not None:
+            self.sentry.stop()
+            self.sentry = None
         for broker in reversed(self.brokers):
             broker.stop()
         self.apps.clear()
@@ -213,9 +274,10 @@ def clear_previous_run(run_dir: Path) -> None:
     would be read as this run's, and `make run` would print its billable rows again. Only the stack's
     own files go; anything else in the directory stays."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    for leftover in ("logs", "redis", "rabbitmq"):
+    os.chmod(run_dir, 0o700)  # the name-resolution database, sentry's keys and the brokers' passwords are here
+    for leftover in ("logs", "redis", "rabbitmq", "sentry"):
         shutil.rmtree(run_dir / leftover, ignore_errors=True)
-    for leftover in ("nr.db", "config.yaml"):
+    for leftover in ("nr.db", "config.yaml", "tokens.env"):
         (run_dir / leftover).unlink(missing_ok=True)
 
 
