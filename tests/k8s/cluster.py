@@ -43,6 +43,31 @@ class Cluster:
         """Python in an app's own container (its sidecar answers on localhost there)."""
         return self.kubectl("exec", f"deploy/{app}", "-c", app, "--", "python", "-c", code, timeout=timeout)
 
+    def http_from(self, app: str, method: str, url: str, body: str = "", token: bool = True) -> tuple[int, str]:
+        """An HTTP call made from inside ``app``'s container (to its sidecar on localhost, or to a pod's IP),
+        with the pod's Dapr API token unless ``token`` is False: (status, body)."""
+        out = self.kubectl("exec", f"deploy/{app}", "-c", app, "--", "python", "-c", HTTP_CALL, method, url, body,
+                           "token" if token else "none")
+        answer = json.loads(out.strip().splitlines()[-1])
+        return answer["status"], answer["body"]
+
+
+# run by python in an app's container: one HTTP call, printed as {"status": ..., "body": ...}; the Dapr API
+# token of the pod is sent when the call says so (it is in the container's environment)
+HTTP_CALL = """
+import json, os, sys, urllib.request, urllib.error
+method, url, body, with_token = sys.argv[1], sys.argv[2], sys.argv[3].encode(), sys.argv[4] == "token"
+headers = {"content-type": "application/json"}
+if with_token:
+    headers["dapr-api-token"] = os.environ["DAPR_API_TOKEN"]
+request = urllib.request.Request(url, body or None, headers, method=method)
+try:
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        print(json.dumps({"status": answer.status, "body": answer.read().decode(errors="replace")}))
+except urllib.error.HTTPError as error:
+    print(json.dumps({"status": error.code, "body": error.read().decode(errors="replace")}))
+"""
+
 
 def poll(condition: Callable[[], T], timeout: float, what: str, explain: Callable[[], str] = lambda: "") -> T:
     """``condition()`` once truthy, polled every half second; fails after ``timeout`` saying what was awaited."""

@@ -36,7 +36,8 @@ first, count, gap, tenant = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3
 url = "http://127.0.0.1:%s/v1.0/publish/rabbit-stream/poweruse" % os.environ.get("DAPR_HTTP_PORT", "3500")
 for n in range(first, first + count):
     body = json.dumps({"panel_id": 7, "tenant_id": tenant, "power_use": 2.0, "kwh_use": n}).encode()
-    request = urllib.request.Request(url, body, {"content-type": "application/json"})
+    request = urllib.request.Request(url, body, {"content-type": "application/json",
+                                                 "dapr-api-token": os.environ["DAPR_API_TOKEN"]})
     try:
         with urllib.request.urlopen(request, timeout=5) as answer:
             if answer.status == 204:

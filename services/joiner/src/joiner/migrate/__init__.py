@@ -41,6 +41,9 @@ ORIGINAL_IMAGES = {  # the original example's images and this project's service 
 }
 APP_PORT = 8080
 CONFIG_NAME = "streaming-runtime"
+# the Secrets (key `token`) the sidecars and the apps require of each other, as in deploy/base
+API_TOKEN_SECRET, APP_TOKEN_SECRET = "dapr-api-token", "app-api-token"
+TRUST_DOMAIN = "public"  # the apps' (Dapr's default): what accessControl policies name
 JOINER_CONFIG_DIR = "/etc/joiner"
 JOINER_MEMORY_LIMIT, JOINER_WINDOW_BYTES = "512Mi", "96Mi"  # as deploy/base/apps/join-tenants-poweruse.yaml
 
@@ -155,6 +158,7 @@ class _Converter:
         self.apps: list[dict] = []  # Deployments with dapr.io/enabled
         self.others: list[dict] = []
         self.component_names: set[str] = set()
+        self.topics: dict[str, dict[str, tuple[set[str], set[str]]]] = {}
 
     # ---- reading
     def run(self, documents: list[Any]) -> Migration:
@@ -162,6 +166,7 @@ class _Converter:
             self.sort(index, document)
         readers = self.readers_of_streams()
         publishers = self.publishers_of_components(readers)
+        self.topics = self.topics_of_components(readers)
         components = [c for c in (self.component(cs, publishers) for cs in self.cluster_streams.values()) if c]
         self.component_names = {c["metadata"]["name"] for c in components}
         subscriptions = [self.subscription(s, readers) for s in self.streams.values()]
@@ -171,6 +176,12 @@ class _Converter:
         deployments += [self.processor(p) for p in self.processors]
         deployments += [self.app(d) for d in self.apps]
         self.check_references(deployments)
+        if deployments:
+            self.note(
+                f"the apps and their sidecars require API tokens of each other: create the Secrets first: "
+                f"kubectl create secret generic {API_TOKEN_SECRET} --from-literal=token=\"$(openssl rand -hex 32)\" && "
+                f"kubectl create secret generic {APP_TOKEN_SECRET} --from-literal=token=\"$(openssl rand -hex 32)\""
+            )
         self.out.resources = (
             self.configurations(deployments)
             + components
@@ -253,6 +264,34 @@ class _Converter:
                     add(str(target["stream"]).partition("/")[0], joiner["metadata"]["name"])
         return users
 
+    def topics_of_components(self, readers: dict[str, list[str]]) -> dict[str, dict[str, tuple[set[str], set[str]]]]:
+        """ClusterStream name -> app id -> (topics it publishes, topics it subscribes): the generators'
+        STREAM_TOPIC, the Joiners' streams (and their dead letters, which the reader's sidecar publishes) and
+        the Joiners' target streams. What the Components' topic scopes allow, and nothing more."""
+        uses: dict[str, dict[str, tuple[set[str], set[str]]]] = {}
+
+        def use(component: str, app_id: str) -> tuple[set[str], set[str]]:
+            return uses.setdefault(component, {}).setdefault(app_id, (set(), set()))
+
+        for app in self.apps:
+            for container in _containers(app):
+                values = {v.get("name"): v.get("value") for v in container.get("env") or [] if "value" in v}
+                if values.get("CLUSTER_STREAM") and values.get("STREAM_TOPIC"):
+                    use(str(values["CLUSTER_STREAM"]), _app_id(app))[0].add(str(values["STREAM_TOPIC"]))
+        for name, stream in self.streams.items():
+            spec = stream.get("spec") or {}
+            topic = str(spec.get("topic") or name)
+            for app_id in readers.get(name, []):
+                published, subscribed = use(str(spec.get("clusterStream")), app_id)
+                subscribed.add(topic)
+                published.add(f"{topic}-deadletter")
+        for joiner in self.joiners:
+            for target in ((joiner.get("spec") or {}).get("stream") or {}).get("to") or []:
+                if isinstance(target, dict) and "stream" in target:
+                    component, _, topic = str(target["stream"]).partition("/")
+                    use(component, joiner["metadata"]["name"])[0].add(topic)
+        return uses
+
     # ---- Dapr resources
     def component(self, cluster_stream: dict, users: dict[str, list[str]]) -> dict | None:
         name = cluster_stream["metadata"]["name"]
@@ -290,6 +329,7 @@ class _Converter:
                 f"{label}: the password is not written; the Component reads it from the Secret {secret}. "
                 f"Create it first: kubectl create secret generic {secret}{_namespace_flag(cluster_stream)} {literals}"
             )
+        metadata += _topic_scopes(self.topics.get(name, {}))
         component = _resource("dapr.io/v1alpha1", "Component", name, cluster_stream)
         component["spec"] = {"type": kind["type"], "version": "v1", "metadata": metadata}
         if users.get(name):
@@ -324,10 +364,29 @@ class _Converter:
                 configuration["metadata"]["namespace"] = namespace
             configuration["spec"] = {
                 "metric": {"enabled": True},
+                "accessControl": self.access_control(namespace or "default"),
                 "secrets": {"scopes": [{"storeName": "kubernetes", "defaultAccess": "deny"}]},
             }
             out.append(configuration)
         return out
+
+    def access_control(self, namespace: str) -> dict:
+        """Deny by default; each Joiner may POST to the routes of its component targets (``app/route``),
+        nothing else is invoked in the pipeline."""
+        operations: dict[str, set[str]] = {}
+        for joiner in self.joiners:
+            if (_namespace(joiner) or "default") != namespace:
+                continue
+            for target in ((joiner.get("spec") or {}).get("stream") or {}).get("to") or []:
+                if isinstance(target, dict) and "component" in target:
+                    route = str(target["component"]).partition("/")[2]
+                    operations.setdefault(joiner["metadata"]["name"], set()).add("/" + route.lstrip("/"))
+        policies = [
+            {"appId": app_id, "defaultAction": "deny", "trustDomain": TRUST_DOMAIN, "namespace": namespace,
+             "operations": [{"name": route, "httpVerb": ["POST"], "action": "allow"} for route in sorted(routes)]}
+            for app_id, routes in sorted(operations.items())
+        ]
+        return {"defaultAction": "deny", "trustDomain": TRUST_DOMAIN, "policies": policies}
 
     def resiliencies(self, components: list[dict]) -> list[dict]:
         by_namespace: dict[str, list[str]] = {}
@@ -455,8 +514,8 @@ class _Converter:
         name = deployment_name or app_id
         if image_note:
             self.note(f"{source['kind']}/{source['metadata']['name']}: image {image_note} replaced by {image} (this project's service, same variables)")
-        variables = [{"name": "APP_HOST", "value": "0.0.0.0"}, {"name": "APP_PORT", "value": str(port)}]
-        variables += [v for v in env if v.get("name") not in {"APP_HOST", "APP_PORT"}]
+        variables = [{"name": "APP_HOST", "value": "0.0.0.0"}, *_token_env(), {"name": "APP_PORT", "value": str(port)}]
+        variables += [v for v in env if v.get("name") not in {"APP_HOST", "APP_PORT", *TOKEN_VARIABLES}]
         container: dict[str, Any] = {
             "name": container_name or name,
             "image": image,
@@ -481,6 +540,7 @@ class _Converter:
         pod: dict[str, Any] = {
             "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
             "enableServiceLinks": False,
+            "automountServiceAccountToken": False,  # the app never calls the Kubernetes API
             "securityContext": {
                 "runAsNonRoot": True,
                 "runAsUser": 10001,
@@ -508,7 +568,8 @@ class _Converter:
     def foreign_deployment(self, source: dict, name: str, container: dict, port: int, env: list[dict], replicas: Any) -> dict:
         container = copy.deepcopy(container)
         container.setdefault("name", name)
-        container["env"] = env + [v for v in container.get("env") or [] if v.get("name") != "PROC_SERVICE_ROUTE"]
+        kept = [v for v in container.get("env") or [] if v.get("name") not in {"PROC_SERVICE_ROUTE", *TOKEN_VARIABLES}]
+        container["env"] = env + _token_env() + kept
         deployment = _resource("apps/v1", "Deployment", name, source)
         deployment["metadata"]["labels"] = deployment["metadata"].get("labels", {}) | {"app": name}
         deployment["spec"] = {
@@ -580,6 +641,10 @@ def _dapr_annotations(app_id: str, port: int, health_check: bool = True) -> dict
         "dapr.io/app-port": str(port),
         "dapr.io/app-protocol": "http",
         "dapr.io/config": CONFIG_NAME,
+        "dapr.io/api-token-secret": API_TOKEN_SECRET,
+        "dapr.io/app-token-secret": APP_TOKEN_SECRET,
+        # the operator resolves secretKeyRefs; the sidecar's own store would need the service-account token
+        "dapr.io/disable-builtin-k8s-secret-store": "true",
     }
     if health_check:
         annotations["dapr.io/enable-app-health-check"] = "true"
@@ -595,6 +660,34 @@ def _dapr_annotations(app_id: str, port: int, health_check: bool = True) -> dict
         "dapr.io/sidecar-cpu-limit": "500m",
         "dapr.io/sidecar-memory-limit": "256Mi",
     }
+
+
+TOKEN_VARIABLES = ("DAPR_API_TOKEN", "APP_API_TOKEN")
+
+
+def _token_env() -> list[dict]:
+    """The app's copy of the tokens its sidecar holds (the injector gives them to daprd only)."""
+    return [
+        {"name": variable, "valueFrom": {"secretKeyRef": {"name": secret, "key": "token"}}}
+        for variable, secret in zip(TOKEN_VARIABLES, (API_TOKEN_SECRET, APP_TOKEN_SECRET))
+    ]
+
+
+def _topic_scopes(uses: dict[str, tuple[set[str], set[str]]]) -> list[dict]:
+    """A pub/sub Component's topic scopes: each app publishes and subscribes only its own topics; every app
+    is named (one left out would be allowed every allowed topic)."""
+    if not uses:
+        return []
+
+    def scopes(index: int) -> str:
+        return ";".join(f"{app_id}={','.join(sorted(topics[index]))}" for app_id, topics in sorted(uses.items()))
+
+    allowed = sorted({topic for topics in uses.values() for side in topics for topic in side})
+    return [
+        {"name": "allowedTopics", "value": ",".join(allowed)},
+        {"name": "publishingScopes", "value": scopes(0)},
+        {"name": "subscriptionScopes", "value": scopes(1)},
+    ]
 
 
 def _namespace(resource: dict) -> str | None:
