@@ -20,11 +20,16 @@ install_recorded() {
 }
 
 # download_verified URL FILE: download URL to FILE and check it against URL.sha256 (Dapr's release
-# assets each have one); false when either download fails, fatal when the checksum does not match.
+# assets each have one); false when either download fails (the caller builds instead), fatal when the
+# checksum does not match.
 download_verified() {
-  local url="$1" file="$2" expected actual
+  local url="$1" file="$2" published expected actual
   curl -fsSL --connect-timeout 5 --max-time 300 -o "$file" "$url" 2>/dev/null || return 1
-  expected="$(curl -fsSL --connect-timeout 5 --max-time 60 "$url.sha256" 2>/dev/null | awk '{print $1; exit}')" || return 1
+  if ! published="$(curl -fsSL --connect-timeout 5 --max-time 60 "$url.sha256" 2>/dev/null)"; then
+    printf '%s: no published sha256 to check it against; not using it\n' "$url" >&2
+    return 1
+  fi
+  expected="$(printf '%s\n' "$published" | awk '{print $1; exit}')"
   actual="$(sha256sum "$file" | cut -d' ' -f1)"
   if [ -z "$expected" ] || [ "$expected" != "$actual" ]; then
     printf '%s: sha256 %s does not match the published %s; not installing it\n' "$url" "$actual" "${expected:-(none)}" >&2

@@ -171,6 +171,22 @@ def test_dapr_run_f_bills_exactly_the_billable_rows(cli_run: CliRun):
         assert f'Started Dapr with app id "{app_id}"' in cli_run.text()
 
 
+def test_the_sidecars_apis_listen_on_loopback_only(cli_run: CliRun):
+    """apiListenAddresses in dapr.yaml: the sidecars' HTTP and gRPC APIs on 127.0.0.1 (the CLI has no setting
+    for the internal gRPC and metrics addresses, docs/operations.md)."""
+    spec = yaml.safe_load((cli_run.run_dir / "dapr.yaml").read_text())
+    ports = {app[key] for app in spec["apps"] for key in ("daprHTTPPort", "daprGRPCPort")}
+    deadline = time.monotonic() + 60
+    while True:
+        table = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True, check=True).stdout
+        listening = [line.split()[3] for line in table.splitlines() if int(line.split()[3].rpartition(":")[2]) in ports]
+        if {int(address.rpartition(":")[2]) for address in listening} == ports or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert {int(address.rpartition(":")[2]) for address in listening} == ports, listening
+    assert all(address.startswith("127.0.0.1:") for address in listening), listening
+
+
 def test_ctrl_c_stops_every_app_and_sidecar(cli_run: CliRun):
     assert processes_of(cli_run.run_dir), "the run's processes should be up before it is stopped"
     assert stop(cli_run) == 0, cli_run.text()[-2000:]
