@@ -4,6 +4,7 @@ UV := python3 -m uv
 export UV_PYTHON_DOWNLOADS := never
 PY := .venv/bin/python
 PYTEST_ARGS ?=
+PY_TREES := services libs tools tests bench
 
 # images: `make images REGISTRY=registry.example.com/power-usage TAG=0.1.0` (any engine with docker's CLI)
 REGISTRY ?= power-usage
@@ -11,7 +12,7 @@ TAG ?= dev
 CONTAINER_ENGINE ?= docker
 SERVICES := joiner message-gen message-proc
 
-.PHONY: bench help setup setup-python setup-e2e setup-deploy setup-k8s run test test-local test-k8s k8s-up k8s-load k8s-down test-unit test-contract test-docs test-fuzz test-e2e test-faults test-deploy images lint-docker clean
+.PHONY: bench help lint format typecheck setup setup-python setup-e2e setup-deploy setup-k8s run test test-local test-k8s k8s-up k8s-load k8s-down test-unit test-contract test-docs test-fuzz test-e2e test-faults test-deploy images lint-docker clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -36,7 +37,18 @@ setup-deploy: setup-python ## + the pinned kustomize and the Dapr CRDs of the pi
 run: setup-e2e ## the whole pipeline; prints billable-proc's "Data received" lines until Ctrl-C
 	@$(PY) -m devstack run $(if $(WINDOW),--window $(WINDOW))
 
-test: test-local test-k8s ## every test: the tiers of test-local, then the Kubernetes tier
+test: lint typecheck test-local test-k8s ## every test: lint and types, the tiers of test-local, then the Kubernetes tier
+
+lint: setup-python ## ruff: lint rules and formatting (pyproject.toml [tool.ruff]); `make format` fixes what it can
+	@$(PY) -m ruff check $(PY_TREES)
+	@$(PY) -m ruff format --check $(PY_TREES)
+
+format: setup-python ## ruff: apply the formatting and the safe fixes
+	@$(PY) -m ruff format $(PY_TREES)
+	@$(PY) -m ruff check --fix $(PY_TREES)
+
+typecheck: setup-python ## mypy over the libraries, services and tools (pyproject.toml [tool.mypy])
+	@$(PY) -m mypy
 
 test-local: setup ## unit, contract, docs, fuzz, deploy, end-to-end and faults (real daprd, Redis, RabbitMQ)
 	@$(PY) -m pytest --ignore=tests/k8s $(PYTEST_ARGS)

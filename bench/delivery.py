@@ -57,19 +57,35 @@ class NoSink:
 
 
 def cloudevent(n: int) -> dict:
-    return {"specversion": "1.0", "id": f"r{n}", "source": "poweruse-gen", "type": "com.dapr.event.sent",
-            "datacontenttype": "application/json", "topic": "poweruse", "pubsubname": "rabbit-stream", "data": READING}
+    return {
+        "specversion": "1.0",
+        "id": f"r{n}",
+        "source": "poweruse-gen",
+        "type": "com.dapr.event.sent",
+        "datacontenttype": "application/json",
+        "topic": "poweruse",
+        "pubsubname": "rabbit-stream",
+        "data": READING,
+    }
 
 
 def bodies() -> dict[str, bytes]:
-    bulk = {"id": "b", "topic": "poweruse", "pubsubname": "rabbit-stream", "type": "com.dapr.event.sent.bulk",
-            "entries": [{"entryId": str(n), "event": cloudevent(n), "contentType": "application/cloudevents+json"}
-                        for n in range(100)]}
+    bulk = {
+        "id": "b",
+        "topic": "poweruse",
+        "pubsubname": "rabbit-stream",
+        "type": "com.dapr.event.sent.bulk",
+        "entries": [
+            {"entryId": str(n), "event": cloudevent(n), "contentType": "application/cloudevents+json"}
+            for n in range(100)
+        ],
+    }
     return {"single": json.dumps(cloudevent(0)).encode(), "bulk of 100": json.dumps(bulk).encode()}
 
 
 def add_baseline_route(app: Any) -> None:
     """The handler as it was: an APIRoute with the guard as a plain-function dependency."""
+
     def guard(request: Request) -> None:  # what a sync dependency costs: FastAPI runs it in a thread
         request.headers.get("dapr-api-token")
 
@@ -82,10 +98,20 @@ def add_baseline_route(app: Any) -> None:
 
 
 async def call(app: Any, path: str, body: bytes, sent: list) -> None:
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
-             "headers": [(b"content-type", b"application/cloudevents+json"), (b"content-length", str(len(body)).encode())],
-             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 8080)}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/cloudevents+json"), (b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 8080),
+    }
 
     async def receive() -> dict:
         return {"type": "http.request", "body": body, "more_body": False}
@@ -107,7 +133,9 @@ async def main() -> int:
     lifespan_in: asyncio.Queue = asyncio.Queue()
     lifespan_out: asyncio.Queue = asyncio.Queue()
     await lifespan_in.put({"type": "lifespan.startup"})
-    lifespan = asyncio.create_task(app({"type": "lifespan", "asgi": {"version": "3.0"}}, lifespan_in.get, lifespan_out.put))
+    lifespan = asyncio.create_task(
+        app({"type": "lifespan", "asgi": {"version": "3.0"}}, lifespan_in.get, lifespan_out.put)
+    )
     await lifespan_out.get()
 
     print(f"Python {sys.version.split()[0]}; µs per delivery, median of {args.rounds} rounds taking turns\n")
@@ -126,7 +154,9 @@ async def main() -> int:
                 answers[path] |= {bytes(b) for b in sent}
         joiner, baseline = statistics.median(times["/poweruse"]), statistics.median(times["/baseline"])
         same = answers["/poweruse"] == answers["/baseline"] and len(answers["/poweruse"]) == 1
-        print(f"{name:>12} | {joiner:>9.1f} | {baseline:>9.1f} | {baseline / joiner:>15.2f} | {'same' if same else 'DIFFER'}")
+        print(
+            f"{name:>12} | {joiner:>9.1f} | {baseline:>9.1f} | {baseline / joiner:>15.2f} | {'same' if same else 'DIFFER'}"
+        )
     await lifespan_in.put({"type": "lifespan.shutdown"})
     await lifespan
     return 0

@@ -25,6 +25,7 @@ and checks that (b) and (c) produce the same rows. A second table does the same 
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import random
@@ -189,9 +190,9 @@ def main() -> int:
         connection = duckdb.connect()
         measured = timed(
             {
-                "engine": lambda: run_engine(engine, tenants, readings, interleaved),
-                "python": lambda: run_engine(python, tenants, readings, interleaved),
-                "duckdb": lambda: run_duckdb(connection, tenants, readings),
+                "engine": functools.partial(run_engine, engine, tenants, readings, interleaved),
+                "python": functools.partial(run_engine, python, tenants, readings, interleaved),
+                "duckdb": functools.partial(run_duckdb, connection, tenants, readings),
             },
             args.repeat,
         )

@@ -70,8 +70,10 @@ def children(pid: int) -> list[int]:
 
 
 def processes(stack: Stack) -> dict[str, int | None]:
-    named = {"redis": stack.redis.process.pid if stack.redis.process else None,
-             "rabbitmq": stack.rabbitmq.process.pid if stack.rabbitmq.process else None}
+    named = {
+        "redis": stack.redis.process.pid if stack.redis.process else None,
+        "rabbitmq": stack.rabbitmq.process.pid if stack.rabbitmq.process else None,
+    }
     for app_id, running in stack.apps.items():
         named[app_id] = running.app.pid
         named[f"daprd {app_id}"] = running.sidecar.pid
@@ -104,7 +106,9 @@ def run_once(bulk: bool, readings: int, window: str, work: Path) -> dict:
             time.sleep(0.05)
         cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
         # wait (bounded) until the window holding the last readings has reached billable-proc
-        last_window_end = time.time() // float(window.rstrip("s")) * float(window.rstrip("s")) + float(window.rstrip("s"))
+        last_window_end = time.time() // float(window.rstrip("s")) * float(window.rstrip("s")) + float(
+            window.rstrip("s")
+        )
         end = time.monotonic() + 3 * float(window.rstrip("s")) + 10
         while time.monotonic() < end:
             received = proc.get("/stats").json()["windows"]

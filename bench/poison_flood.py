@@ -40,9 +40,18 @@ ID = b"@ID@"  # where each request's CloudEvent id goes
 
 def cloudevent(data_text: str, **attributes) -> bytes:
     """A CloudEvent as daprd delivers it, ``data_text`` written into it as it is (raw JSON text)."""
-    envelope = {"specversion": "1.0", "id": ID.decode(), "source": "bench", "type": "com.dapr.event.sent",
-                "datacontenttype": "application/json", "topic": "poweruse", "pubsubname": "rabbit-stream",
-                "time": "2026-01-01T00:00:00Z", **attributes, "data": None}
+    envelope = {
+        "specversion": "1.0",
+        "id": ID.decode(),
+        "source": "bench",
+        "type": "com.dapr.event.sent",
+        "datacontenttype": "application/json",
+        "topic": "poweruse",
+        "pubsubname": "rabbit-stream",
+        "time": "2026-01-01T00:00:00Z",
+        **attributes,
+        "data": None,
+    }
     text = json.dumps(envelope)
     assert text.endswith('"data": null}')
     return (text[: -len("null}")] + data_text + "}").encode()
@@ -74,20 +83,23 @@ class Joiner:
     def __init__(self, work: Path) -> None:
         self.port = free_port()
         env = {key: value for key, value in os.environ.items() if not key.startswith(("JOINER_", "DAPR_"))}
-        env.update({
-            "JOINER_CONFIG": str(ROOT / "services" / "joiner" / "joiner.yaml"),
-            "JOINER_WINDOW_SIZE": "2s",
-            "JOINER_STREAM_TO_COMPONENT": "billable-proc/billables",
-            "JOINER_STREAM_TO_STREAM": "redis-stream/billables",
-            "APP_ID": "join-tenants-poweruse",
-            "APP_PORT": str(self.port),
-            "DAPR_HTTP_PORT": str(free_port()),  # nothing listens there: no call is made
-            "DAPR_GRPC_PORT": str(free_port()),
-            "PYTHONUNBUFFERED": "1",
-        })
+        env.update(
+            {
+                "JOINER_CONFIG": str(ROOT / "services" / "joiner" / "joiner.yaml"),
+                "JOINER_WINDOW_SIZE": "2s",
+                "JOINER_STREAM_TO_COMPONENT": "billable-proc/billables",
+                "JOINER_STREAM_TO_STREAM": "redis-stream/billables",
+                "APP_ID": "join-tenants-poweruse",
+                "APP_PORT": str(self.port),
+                "DAPR_HTTP_PORT": str(free_port()),  # nothing listens there: no call is made
+                "DAPR_GRPC_PORT": str(free_port()),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         self.log = work / "joiner.log"
-        self.process = Process("joiner", [sys.executable, "-m", "joiner"], self.log, env=env,
-                               cwd=ROOT / "services" / "joiner").start()
+        self.process = Process(
+            "joiner", [sys.executable, "-m", "joiner"], self.log, env=env, cwd=ROOT / "services" / "joiner"
+        ).start()
         wait_until(self._answers, 30, "the joiner", alive=self.process.death)
         self.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
 
@@ -98,8 +110,9 @@ class Joiner:
             return False
 
     def post(self, body: bytes) -> bytes:
-        self.connection.request("POST", "/poweruse", body=body,
-                                headers={"content-type": "application/cloudevents+json"})
+        self.connection.request(
+            "POST", "/poweruse", body=body, headers={"content-type": "application/cloudevents+json"}
+        )
         answer = self.connection.getresponse()
         content = answer.read()
         if answer.status != 200:
@@ -197,38 +210,55 @@ def run(joiner: Joiner, requests: int) -> int:
     good.run([("good", GOOD)], requests)
     stats = joiner.stats()
 
-    print(f"Python {sys.version.split()[0]}; joiner pid {joiner.process.pid} (python -m joiner, no sidecar), "
-          f"POST /poweruse one at a time on one connection\n")
-    print(f"joiner at start: RSS {started_rss / 1024:.1f} MiB, log {started_log:,} bytes; "
-          f"after {WARM_UP} good readings (warm-up): RSS {warm.marks[-1][1] / 1024:.1f} MiB, log {warm.marks[-1][2]:,} bytes\n")
-    print(f"{'phase':>16} | {'requests':>8} | {'RSS before → half → after (MiB)':>31} | {'log bytes before → after':>26} | "
-          f"{'µs/req':>7} | {'req/s':>6} | {'log B/req':>9}")
+    print(
+        f"Python {sys.version.split()[0]}; joiner pid {joiner.process.pid} (python -m joiner, no sidecar), "
+        f"POST /poweruse one at a time on one connection\n"
+    )
+    print(
+        f"joiner at start: RSS {started_rss / 1024:.1f} MiB, log {started_log:,} bytes; "
+        f"after {WARM_UP} good readings (warm-up): RSS {warm.marks[-1][1] / 1024:.1f} MiB, log {warm.marks[-1][2]:,} bytes\n"
+    )
+    print(
+        f"{'phase':>16} | {'requests':>8} | {'RSS before → half → after (MiB)':>31} | {'log bytes before → after':>26} | "
+        f"{'µs/req':>7} | {'req/s':>6} | {'log B/req':>9}"
+    )
     for phase, label in ((poison, "poison (5 kinds)"), (good, "good (baseline)")):
         (_, rss0, log0), (_, rss1, _), (_, rss2, log2) = phase.marks
-        print(f"{label:>16} | {phase.count:>8,} | {rss0 / 1024:>8.1f} → {rss1 / 1024:>6.1f} → {rss2 / 1024:>7.1f} | "
-              f"{log0:>11,} → {log2:>11,} | {phase.us_per_request:>7.0f} | {1e6 / phase.us_per_request:>6.0f} | "
-              f"{phase.log_per_request:>9.1f}")
+        print(
+            f"{label:>16} | {phase.count:>8,} | {rss0 / 1024:>8.1f} → {rss1 / 1024:>6.1f} → {rss2 / 1024:>7.1f} | "
+            f"{log0:>11,} → {log2:>11,} | {phase.us_per_request:>7.0f} | {1e6 / phase.us_per_request:>6.0f} | "
+            f"{phase.log_per_request:>9.1f}"
+        )
     print("\nper kind of poison:")
     for kind in POISON:
         count = poison.kind_count[kind]
-        print(f"{kind:>20}: {count:>6,} requests, {poison.kind_seconds[kind] / count * 1e6:>6.0f} µs/req, "
-              f"{poison.kind_log[kind] / count:>6.1f} log bytes/req, body {len(POISON[kind]):,} bytes")
+        print(
+            f"{kind:>20}: {count:>6,} requests, {poison.kind_seconds[kind] / count * 1e6:>6.0f} µs/req, "
+            f"{poison.kind_log[kind] / count:>6.1f} log bytes/req, body {len(POISON[kind]):,} bytes"
+        )
         line = poison.kind_line[kind].partition("reason=")[2] or poison.kind_line[kind] or "(nothing logged)"
         print(f"{'':>22}reason logged: {line[:110]}{'…' if len(line) > 110 else ''}")
     log_ratio = poison.log_per_request / good.log_per_request if good.log_per_request else float("inf")
-    print(f"\nratio poison/good: time per request {poison.us_per_request / good.us_per_request:.2f}, "
-          f"log bytes per request {log_ratio:.0f}"
-          f" ({poison.log_per_request:.1f} vs {good.log_per_request:.2f}: good readings log only the window lines)")
+    print(
+        f"\nratio poison/good: time per request {poison.us_per_request / good.us_per_request:.2f}, "
+        f"log bytes per request {log_ratio:.0f}"
+        f" ({poison.log_per_request:.1f} vs {good.log_per_request:.2f}: good readings log only the window lines)"
+    )
 
     dropped = stats["dropped"].get("poweruse", 0)
     accepted = stats["accepted"].get("poweruse", 0)
-    answers_ok = (dict(poison.answers) == {b'{"status":"DROP"}': requests}
-                  and dict(good.answers) == {b'{"status":"SUCCESS"}': requests})
-    print(f"\n/stats: dropped {stats['dropped']} (expected {requests:,}: {'yes' if dropped == requests else 'NO'}), "
-          f"accepted {stats['accepted']} (expected {WARM_UP + requests:,} good readings: "
-          f"{'yes' if accepted == WARM_UP + requests else 'NO'}), unexpected_errors {stats['unexpected_errors']}")
-    print(f"answers: poison {dict((k.decode(), v) for k, v in poison.answers.items())}, "
-          f"good {dict((k.decode(), v) for k, v in good.answers.items())}")
+    answers_ok = dict(poison.answers) == {b'{"status":"DROP"}': requests} and dict(good.answers) == {
+        b'{"status":"SUCCESS"}': requests
+    }
+    print(
+        f"\n/stats: dropped {stats['dropped']} (expected {requests:,}: {'yes' if dropped == requests else 'NO'}), "
+        f"accepted {stats['accepted']} (expected {WARM_UP + requests:,} good readings: "
+        f"{'yes' if accepted == WARM_UP + requests else 'NO'}), unexpected_errors {stats['unexpected_errors']}"
+    )
+    print(
+        f"answers: poison { {k.decode(): v for k, v in poison.answers.items()} }, "
+        f"good { {k.decode(): v for k, v in good.answers.items()} }"
+    )
     ok = dropped == requests and accepted == WARM_UP + requests and stats["unexpected_errors"] == 0 and answers_ok
     print("result:", "OK" if ok else "UNEXPECTED COUNTS")
     return 0 if ok else 1

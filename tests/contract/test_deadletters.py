@@ -52,8 +52,10 @@ async def test_an_undeliverable_window_is_parked_shown_and_re_sent_once_the_targ
     assert billed(sidecar) == [ROW]
     assert stats["deliveries_failed"] == 1 and stats["windows_resent"] == 1 and stats["windows_parked"] == 0
     assert stats["windows_lost"] == 0 and stats["rows_emitted"] == 1
-    assert any(f"window {parked['window_id']}: 1 rows for billable-proc/billables parked" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        f"window {parked['window_id']}: 1 rows for billable-proc/billables parked" in r.getMessage()
+        for r in caplog.records
+    )
 
 
 async def test_the_retry_loop_re_sends_parked_windows_on_its_own():
@@ -81,8 +83,10 @@ async def test_a_stop_without_a_state_store_counts_and_logs_what_was_never_deliv
         await one_window(client, app, clock)
         await wait_for(lambda: sender.parked, what="the window parked")
     assert sender.windows_lost == 1 and billed(sidecar) == []
-    assert any("stopping with 1 undelivered window(s) (1 rows) and no state.store to hand them over: LOST"
-               in r.getMessage() for r in caplog.records)
+    assert any(
+        "stopping with 1 undelivered window(s) (1 rows) and no state.store to hand them over: LOST" in r.getMessage()
+        for r in caplog.records
+    )
 
 
 async def test_parked_windows_are_handed_over_to_the_next_run_and_delivered_there():
@@ -114,8 +118,11 @@ async def test_parked_rows_are_bounded_in_bytes_and_the_oldest_window_is_given_u
         kept = [parked.window.id for parked in sender.parked.values()]
         lost = sender.windows_lost
     assert lost == 1 and len(kept) == 2
-    assert any("parked rows for billable-proc/billables LOST" in r.getMessage() for r in caplog.records
-               if r.levelno == logging.ERROR)
+    assert any(
+        "parked rows for billable-proc/billables LOST" in r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.ERROR
+    )
 
 
 async def test_the_dead_letter_routes_need_the_api_token_when_one_is_set():
@@ -153,10 +160,15 @@ class RefusingSidecar(RecordingSidecar):
 async def many_readings(client, app, clock, count: int) -> None:
     await post(client, "/tenants", {"tenant_id": "t1", "customer_id": 7})
     for start in range(0, count, 100):
-        await client.post("/poweruse", json={"entries": [
-            {"entryId": str(n), "event": {"tenant_id": "t1", "power_use": 1.5, "kwh_use": n}}
-            for n in range(start, min(count, start + 100))
-        ]})
+        await client.post(
+            "/poweruse",
+            json={
+                "entries": [
+                    {"entryId": str(n), "event": {"tenant_id": "t1", "power_use": 1.5, "kwh_use": n}}
+                    for n in range(start, min(count, start + 100))
+                ]
+            },
+        )
     await close_window(app, clock)
 
 
@@ -171,7 +183,9 @@ async def test_a_large_window_goes_in_calls_under_max_call_bytes_each_billed_onc
     assert len(sizes) > 5 and max(sizes) <= 20_000
     chunks = [headers["window-chunk"] for *_, headers in sidecar.invocations]
     assert chunks == [f"{n}/{len(chunks)}" for n in range(1, len(chunks) + 1)]
-    assert sorted(row["tenant_kwh_usage"] for _, _, rows, _ in sidecar.invocations for row in rows) == list(range(2_000))
+    assert sorted(row["tenant_kwh_usage"] for _, _, rows, _ in sidecar.invocations for row in rows) == list(
+        range(2_000)
+    )
 
 
 async def test_a_call_the_receiver_refuses_is_not_retried_unchanged_and_a_re_send_sends_only_what_is_missing():

@@ -16,7 +16,7 @@ import pytest
 from tests.contract.support import serve, wait_for
 from tests.contract.test_joiner_service import make_app, post
 
-APP = '''
+APP = """
 import asyncio, logging, sys
 from pathlib import Path
 import uvicorn
@@ -38,7 +38,7 @@ async def drain():
 
 app.state.drain = drain
 DrainingServer(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None), lambda: app.state.drain).run()
-'''
+"""
 
 
 def free_port() -> int:
@@ -69,8 +69,12 @@ def draining_app(tmp_path):
     started, release = tmp_path / "started", tmp_path / "release"
     script = tmp_path / "app.py"
     script.write_text(APP)
-    proc = subprocess.Popen([sys.executable, str(script), str(port), str(started), str(release)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(port), str(started), str(release)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         until(lambda: healthy(port) or proc.poll() is not None, 30, "the app listening")
         assert proc.poll() is None, proc.stdout.read()

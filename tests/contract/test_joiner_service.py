@@ -62,8 +62,12 @@ async def test_a_window_of_good_events_is_joined_and_invoked_once():
     app, sidecar, clock = make_app()
     async with serve(app) as client:
         assert await post(client, "/tenants", {"tenant_id": "t1", "customer_id": 7}) == {"status": "SUCCESS"}
-        assert await post(client, "/poweruse", {"tenant_id": "t1", "power_use": 1.5, "kwh_use": 10}) == {"status": "SUCCESS"}
-        assert await post(client, "/poweruse", {"tenant_id": "t1", "power_use": 0.5, "kwh_use": 11}) == {"status": "SUCCESS"}
+        assert await post(client, "/poweruse", {"tenant_id": "t1", "power_use": 1.5, "kwh_use": 10}) == {
+            "status": "SUCCESS"
+        }
+        assert await post(client, "/poweruse", {"tenant_id": "t1", "power_use": 0.5, "kwh_use": 11}) == {
+            "status": "SUCCESS"
+        }
         await close_window(app, clock)
         await wait_for(lambda: sidecar.invocations, what="invocation")
     [(app_id, method, rows, headers)] = sidecar.invocations
@@ -78,7 +82,11 @@ async def test_a_window_of_good_events_is_joined_and_invoked_once():
         ("/poweruse", b"{oops", "not JSON"),
         ("/poweruse", json.dumps(cloud_event([1, 2], "poweruse")).encode(), "array"),
         ("/poweruse", json.dumps(cloud_event({"tenant_id": "t1", "kwh_use": 3}, "poweruse")).encode(), "power_use"),
-        ("/poweruse", json.dumps(cloud_event({"tenant_id": "t1", "power_use": "high", "kwh_use": 3}, "poweruse")).encode(), "same data type"),
+        (
+            "/poweruse",
+            json.dumps(cloud_event({"tenant_id": "t1", "power_use": "high", "kwh_use": 3}, "poweruse")).encode(),
+            "same data type",
+        ),
         ("/tenants", json.dumps(cloud_event({"tenant_id": "t1"}, "tenants")).encode(), "customer_id"),
     ],
 )
@@ -126,14 +134,19 @@ async def test_a_window_without_rows_sends_nothing():
 
 
 async def test_rows_can_also_be_published_to_a_topic():
-    yaml_text = EXAMPLE.replace("- component: billable-proc/billables", "- component: billable-proc/billables\n    - stream: redis-stream/billables")
+    yaml_text = EXAMPLE.replace(
+        "- component: billable-proc/billables",
+        "- component: billable-proc/billables\n    - stream: redis-stream/billables",
+    )
     app, sidecar, clock = make_app(yaml_text)
     async with serve(app) as client:
         await post(client, "/tenants", {"tenant_id": "t1", "customer_id": 7})
         await post(client, "/poweruse", {"tenant_id": "t1", "power_use": 1.5, "kwh_use": 10})
         await close_window(app, clock)
         await wait_for(lambda: sidecar.publications, what="publication")
-    assert sidecar.publications == [("redis-stream", "billables", [{"customer_id": 7, "tenant_id": "t1", "tenant_kwh_usage": 10}])]
+    assert sidecar.publications == [
+        ("redis-stream", "billables", [{"customer_id": 7, "tenant_id": "t1", "tenant_kwh_usage": 10}])
+    ]
     assert len(sidecar.invocations) == 1
     [extensions] = sidecar.extensions
     assert extensions["windowid"] == sidecar.invocations[0][3]["window-id"]
@@ -158,7 +171,9 @@ async def test_buffered_events_are_joined_and_sent_when_the_service_stops():
     async with serve(app) as client:
         await post(client, "/tenants", {"tenant_id": "t1", "customer_id": 7})
         await post(client, "/poweruse", {"tenant_id": "t1", "power_use": 1.5, "kwh_use": 10})
-    assert [rows for *_, rows, _ in sidecar.invocations] == [[{"customer_id": 7, "tenant_id": "t1", "tenant_kwh_usage": 10}]]
+    assert [rows for *_, rows, _ in sidecar.invocations] == [
+        [{"customer_id": 7, "tenant_id": "t1", "tenant_kwh_usage": 10}]
+    ]
 
 
 async def test_raw_payload_without_envelope_is_accepted():
@@ -187,10 +202,22 @@ async def test_bulk_delivery_gets_a_status_per_entry():
         "pubsubname": "rabbit-stream",
         "type": "com.dapr.event.sent.bulk",
         "entries": [
-            {"entryId": "e1", "event": cloud_event({"tenant_id": "t1", "power_use": 1.5, "kwh_use": 10}, "poweruse"), "contentType": "application/cloudevents+json"},
-            {"entryId": "e2", "event": cloud_event({"tenant_id": "t1", "power_use": "high", "kwh_use": 11}, "poweruse"), "contentType": "application/cloudevents+json"},
+            {
+                "entryId": "e1",
+                "event": cloud_event({"tenant_id": "t1", "power_use": 1.5, "kwh_use": 10}, "poweruse"),
+                "contentType": "application/cloudevents+json",
+            },
+            {
+                "entryId": "e2",
+                "event": cloud_event({"tenant_id": "t1", "power_use": "high", "kwh_use": 11}, "poweruse"),
+                "contentType": "application/cloudevents+json",
+            },
             {"entryId": "e3", "event": "{not json", "contentType": "application/json"},
-            {"entryId": "e4", "event": cloud_event({"tenant_id": "t1", "power_use": 0.2, "kwh_use": 12}, "poweruse"), "contentType": "application/cloudevents+json"},
+            {
+                "entryId": "e4",
+                "event": cloud_event({"tenant_id": "t1", "power_use": 0.2, "kwh_use": 12}, "poweruse"),
+                "contentType": "application/cloudevents+json",
+            },
         ],
     }
     async with serve(app) as client:
@@ -255,7 +282,9 @@ async def test_late_events_are_published_to_the_late_topic():
     async with serve(app) as client:
         await post(client, "/tenants", {"ts": 1_700_000_001, "tenant_id": "t1", "customer_id": 7})
         await post(client, "/poweruse", {"ts": 1_700_000_030, "tenant_id": "t1", "power_use": 1.5, "kwh_use": 1})
-        answer = await post(client, "/poweruse", {"ts": 1_700_000_002, "tenant_id": "t1", "power_use": 1.5, "kwh_use": 2})
+        answer = await post(
+            client, "/poweruse", {"ts": 1_700_000_002, "tenant_id": "t1", "power_use": 1.5, "kwh_use": 2}
+        )
         await wait_for(lambda: sidecar.publications, what="late publication")
         stats = (await client.get("/stats")).json()
     assert answer == {"status": "SUCCESS"}
@@ -291,6 +320,8 @@ WITH_STATE = EXAMPLE + "state: {store: joiner-state}\n"
 def handover_keys(sidecar: RecordingSidecar) -> dict:
     """The state store's keys but the run record (joiner.runrecord), which every run with a store writes."""
     return {key: value for key, value in sidecar.state.items() if key[1] != "run"}
+
+
 HANDOVER = ("joiner-state", "open-windows")
 
 
@@ -298,9 +329,6 @@ def save_handover(sidecar: RecordingSidecar, snapshot: dict) -> None:
     """What a stopping joiner leaves in the store: the snapshot's JSON in one part, then the manifest."""
     sidecar.state[("joiner-state", "open-windows.0")] = json.dumps(snapshot).encode()
     sidecar.state[HANDOVER] = json.dumps({"parts": 1}).encode()
-
-
-
 
 
 async def next_run_takes_over_and_closes(sidecar: RecordingSidecar, clock: ManualClock, yaml_text: str) -> dict:
@@ -356,8 +384,10 @@ async def test_a_failed_save_closes_the_open_window_instead(caplog):
 
 async def test_windows_of_a_run_not_taken_over_are_not_overwritten(caplog):
     sidecar, clock = RecordingSidecar(), ManualClock()
-    save_handover(sidecar, {"version": 1, "join": "window", "streams": ["tenants", "poweruse"], "window_seconds": 20,
-                            "windows": []})
+    save_handover(
+        sidecar,
+        {"version": 1, "join": "window", "streams": ["tenants", "poweruse"], "window_seconds": 20, "windows": []},
+    )
     previous = handover_keys(sidecar)
     sidecar.state_down = True  # the previous run's windows cannot be read
     async with serve(app_on(sidecar, clock, WITH_STATE)) as client:
@@ -506,8 +536,12 @@ async def test_a_start_after_a_run_that_was_killed_says_what_was_lost(caplog):
     import logging
 
     sidecar, clock = RecordingSidecar(), ManualClock()
-    killed = {"clean": False, "started": 1_700_000_000, "beat": 1_700_000_050,
-              "holding": {"events": 42, "windows": 2, "undelivered": 1, "rows": 7}}
+    killed = {
+        "clean": False,
+        "started": 1_700_000_000,
+        "beat": 1_700_000_050,
+        "holding": {"events": 42, "windows": 2, "undelivered": 1, "rows": 7},
+    }
     sidecar.state[("joiner-state", "run")] = json.dumps(killed).encode()
     app = app_on(sidecar, clock, WITH_STATE)
     with caplog.at_level(logging.ERROR):

@@ -21,7 +21,9 @@ def journal_keys(sidecar: RecordingSidecar) -> list[str]:
 
 async def one_reading(client) -> None:
     assert await post(client, "/tenants", {"tenant_id": "t1", "customer_id": 7}) == {"status": "SUCCESS"}
-    assert await post(client, "/poweruse", {"tenant_id": "t1", "power_use": 1.5, "kwh_use": 10}) == {"status": "SUCCESS"}
+    assert await post(client, "/poweruse", {"tenant_id": "t1", "power_use": 1.5, "kwh_use": 10}) == {
+        "status": "SUCCESS"
+    }
 
 
 def on_what_a_crash_left(state: dict, clock: ManualClock) -> tuple[RecordingSidecar, object]:
@@ -32,7 +34,9 @@ def on_what_a_crash_left(state: dict, clock: ManualClock) -> tuple[RecordingSide
 
 
 def rows_of(sidecar: RecordingSidecar) -> list[tuple]:
-    return sorted((row["customer_id"], row["tenant_kwh_usage"]) for _, _, rows, _ in sidecar.invocations for row in rows)
+    return sorted(
+        (row["customer_id"], row["tenant_kwh_usage"]) for _, _, rows, _ in sidecar.invocations for row in rows
+    )
 
 
 async def test_a_crash_loses_no_delivery_the_joiner_answered():
@@ -68,10 +72,13 @@ async def test_a_window_delivered_before_the_crash_is_sent_again_as_the_same_cal
         await wait_for(lambda: second.state.joiner.taken_over.is_set(), what="the recovery done")
         clock.advance(20)
         second.state.joiner.close_due()
-    (_, _, rows, headers), = sidecar.invocations
-    (_, _, again_rows, again_headers), = after.invocations  # sent again: the same rows, id and chunk
+    ((_, _, rows, headers),) = sidecar.invocations
+    ((_, _, again_rows, again_headers),) = after.invocations  # sent again: the same rows, id and chunk
     assert (again_rows, again_headers["window-id"], again_headers["window-chunk"]) == (
-        rows, headers["window-id"], headers["window-chunk"])
+        rows,
+        headers["window-id"],
+        headers["window-chunk"],
+    )
 
 
 async def test_a_delivery_whose_journal_write_fails_is_answered_retry_and_taken_once_when_it_comes_again():
@@ -102,7 +109,9 @@ async def test_a_checkpoint_after_a_delivered_window_forgets_the_journal_it_cove
         await one_reading(client)
         assert len(journal_keys(sidecar)) == 2
         await close_window(app, clock)
-        await wait_for(lambda: ("joiner-state", "checkpoint") in sidecar.state and not journal_keys(sidecar),
-                       what="a checkpoint, and the journal it covers forgotten")
+        await wait_for(
+            lambda: ("joiner-state", "checkpoint") in sidecar.state and not journal_keys(sidecar),
+            what="a checkpoint, and the journal it covers forgotten",
+        )
     # a clean stop hands over and removes the checkpoint and the journal
     assert ("joiner-state", "checkpoint") not in sidecar.state and not journal_keys(sidecar)

@@ -80,7 +80,12 @@ async def test_each_message_has_its_own_cloudevent_id_and_a_retry_keeps_it():
     prefixes = {event_id.rsplit("-", 1)[0] for event_id in sidecar.event_ids}
     [prefix] = prefixes  # one run: one prefix, the topic and the run's start
     assert prefix.startswith("tenants-") and [event_id.rsplit("-", 1)[1] for event_id in sidecar.event_ids] == [
-        "1", "2", "3", "4", "5"]
+        "1",
+        "2",
+        "3",
+        "4",
+        "5",
+    ]
     assert sidecar.attempted_ids[0] == sidecar.attempted_ids[1] == sidecar.event_ids[:2]  # refused, then again
 
 

@@ -89,11 +89,16 @@ async def test_a_call_sent_first_under_a_windows_id_cannot_make_the_real_window_
         retry = await client.post("/billables", json=ROWS, headers=headers)
         stats = (await client.get("/stats")).json()
     assert real.json() == {"status": "ok"} and retry.json() == {"status": "ok", "duplicate": True}
-    logged = [json.loads(r.getMessage().removeprefix("Data received: ")) for r in caplog.records
-              if r.getMessage().startswith("Data received: ")]
+    logged = [
+        json.loads(r.getMessage().removeprefix("Data received: "))
+        for r in caplog.records
+        if r.getMessage().startswith("Data received: ")
+    ]
     assert logged == [forged, ROWS]
     assert (stats["calls"], stats["duplicates"], stats["conflicts"]) == (2, 1, 1)
-    assert any(r.levelno == logging.ERROR and "received before with other rows" in r.getMessage() for r in caplog.records)
+    assert any(
+        r.levelno == logging.ERROR and "received before with other rows" in r.getMessage() for r in caplog.records
+    )
 
 
 @pytest.mark.parametrize("header", ["window-id", "window-chunk", "window-end"])
@@ -114,7 +119,10 @@ async def test_a_window_header_longer_than_its_bound_is_refused_and_keeps_no_mem
         (b'[{"tenant": "\\ud800"}]', "body[0].tenant is not Unicode text (a lone surrogate)"),
         (b"[" * 40 + b"]" * 40, "body" + "[0]" * 32 + " is nested deeper than 32 levels"),
         # beyond the parser's recursion limit (which the test run itself may have raised): either reason
-        (b"[" * 100_000 + b"]" * 100_000, ("body is not JSON: nested too deeply to read", "is nested deeper than 32 levels")),
+        (
+            b"[" * 100_000 + b"]" * 100_000,
+            ("body is not JSON: nested too deeply to read", "is nested deeper than 32 levels"),
+        ),
     ],
 )
 async def test_rows_that_cannot_be_billed_get_a_400_naming_why(body, reason, caplog):
@@ -148,7 +156,8 @@ async def test_a_restarted_billable_proc_recognises_a_retry_of_a_call_it_billed_
     assert first.json() == {"status": "ok"} and again.json() == {"status": "ok", "duplicate": True}
     assert stats["duplicates"] == 1 and stats["calls"] == 0
     assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("Data received")] == [
-        'Data received: [{"kwh":1}]']
+        'Data received: [{"kwh":1}]'
+    ]
     assert store.state_metadata[("billing-state", "billed.1700000000000.1/1")] == {"ttlInSeconds": str(7 * 24 * 3600)}
 
 

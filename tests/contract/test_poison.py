@@ -24,7 +24,10 @@ def reading(kwh: object = 10, **fields) -> dict:
 
 def bulk(*events: object) -> dict:
     return {
-        "id": "bulk-1", "topic": "poweruse", "pubsubname": "rabbit-stream", "type": "com.dapr.event.sent.bulk",
+        "id": "bulk-1",
+        "topic": "poweruse",
+        "pubsubname": "rabbit-stream",
+        "type": "com.dapr.event.sent.bulk",
         "entries": [
             {"entryId": f"e{n}", "event": event, "contentType": "application/cloudevents+json"}
             for n, event in enumerate(events, 1)
@@ -85,8 +88,12 @@ async def test_a_poisoned_bulk_entry_is_dropped_alone_and_good_entries_beside_it
     app, sidecar, clock = make_app()
     # an entry's event is an object, or JSON text where json.dumps would not write the poison back as it is
     poison = body.decode() if what.startswith(("nested 10,000", "kwh_use 1e400")) else json.loads(body)
-    delivery = bulk(cloud_event(reading(1), "poweruse"), cloud_event(reading(2), "poweruse"), poison,
-                    cloud_event(reading(3), "poweruse"))
+    delivery = bulk(
+        cloud_event(reading(1), "poweruse"),
+        cloud_event(reading(2), "poweruse"),
+        poison,
+        cloud_event(reading(3), "poweruse"),
+    )
     text = json.dumps(delivery)
     async with serve(app) as client:
         await client.post("/tenants", json=cloud_event(TENANT, "tenants"))
@@ -104,9 +111,11 @@ async def test_a_bulk_entry_nested_as_deep_as_daprd_passes_is_dropped_alone():
     deep = "[" * 9_995 + "]" * 9_995
     good = [json.dumps(cloud_event(reading(n), "poweruse")) for n in (1, 2)]
     event = json.dumps(cloud_event(reading(0), "poweruse")).replace('"kwh_use": 0', f'"kwh_use": {deep}')
-    body = ('{"id": "b", "topic": "poweruse", "entries": ['
-            + ", ".join(f'{{"entryId": "e{n}", "event": {text}}}' for n, text in enumerate([good[0], event, good[1]]))
-            + "]}")
+    body = (
+        '{"id": "b", "topic": "poweruse", "entries": ['
+        + ", ".join(f'{{"entryId": "e{n}", "event": {text}}}' for n, text in enumerate([good[0], event, good[1]]))
+        + "]}"
+    )
     async with serve(app) as client:
         await client.post("/tenants", json=cloud_event(TENANT, "tenants"))
         answer = await client.post("/poweruse", content=body.encode(), headers={"content-type": "application/json"})
@@ -150,7 +159,10 @@ async def test_a_single_event_over_the_limit_is_dropped_even_though_bulk_bodies_
 
 async def test_an_id_cannot_write_a_log_line_of_its_own(caplog):
     app, _, _ = make_app()
-    event = {**cloud_event({"tenant_id": 5}, "tenants"), "id": "x\n2026/01/01 INFO message-proc: Data received: [forged]"}
+    event = {
+        **cloud_event({"tenant_id": 5}, "tenants"),
+        "id": "x\n2026/01/01 INFO message-proc: Data received: [forged]",
+    }
     async with serve(app) as client:
         answer = await client.post("/tenants", json=event)
     assert answer.json() == {"status": "DROP"}
@@ -207,7 +219,6 @@ async def test_a_window_that_cannot_be_sent_stays_with_its_window_and_the_next_g
     assert any("cannot be sent" in r.getMessage() for r in caplog.records)
 
 
-
 async def test_an_error_of_our_own_in_a_bulk_delivery_drops_each_of_its_entries():
     """daprd reads a bare status as one for every entry: the answer names each, and each is counted."""
     app, _, _ = make_app()
@@ -238,7 +249,9 @@ async def test_in_event_time_an_error_of_our_own_on_one_bulk_entry_drops_that_en
 
         engine.accept = failing_accept
         await client.post("/tenants", json=cloud_event({**TENANT, "ts": clock()}, "tenants"))
-        answer = await client.post("/poweruse", json=bulk(*(cloud_event(reading(n, ts=clock()), "poweruse") for n in (1, 2, 3))))
+        answer = await client.post(
+            "/poweruse", json=bulk(*(cloud_event(reading(n, ts=clock()), "poweruse") for n in (1, 2, 3)))
+        )
         stats = (await client.get("/stats")).json()
     assert [s["status"] for s in answer.json()["statuses"]] == ["SUCCESS", "DROP", "SUCCESS"]
     assert stats["unexpected_errors"] == 1 and stats["dropped"] == {"poweruse": 1}
@@ -292,7 +305,9 @@ async def test_an_event_far_in_the_future_is_dropped_and_later_events_are_not_la
     async with serve(app) as client:
         await client.post("/tenants", json=cloud_event({**TENANT, "ts": now}, "tenants"))
         far = await client.post("/poweruse", json=cloud_event(reading(99, ts=now + 86_400 * 365), "poweruse"))
-        filtered = await client.post("/poweruse", json=cloud_event(reading(98, ts=now + 600, power_use=0.1), "poweruse"))
+        filtered = await client.post(
+            "/poweruse", json=cloud_event(reading(98, ts=now + 600, power_use=0.1), "poweruse")
+        )
         good = await client.post("/poweruse", json=cloud_event(reading(10, ts=now + 1), "poweruse"))
         stats = (await client.get("/stats")).json()
     assert far.json() == {"status": "DROP"} and filtered.json() == good.json() == {"status": "SUCCESS"}
@@ -322,7 +337,9 @@ async def test_dropped_events_of_a_stream_with_dead_letters_are_published_there_
     assert [r["stream"] for r in records] == ["poweruse"] * 3
     assert records[0]["event"] == '{"kwh_use": \\xff}' and "not JSON" in records[0]["reason"]
     assert '"kwh_use":Infinity' in records[1]["event"] and "inf, not a finite number" in records[1]["reason"]
-    assert records[2]["id"] == "e2" and f"event {poison['id']}: CloudEvent attribute time is int" in records[2]["reason"]
+    assert (
+        records[2]["id"] == "e2" and f"event {poison['id']}: CloudEvent attribute time is int" in records[2]["reason"]
+    )
     assert json.loads(records[2]["event"])["time"] == 12  # the event as delivered, to inspect or re-publish
     assert stats["dead_lettered"] == 3 and stats["dead_letters_lost"] == 0
     assert stats["dropped"] == {"tenants": 1, "poweruse": 3}

@@ -18,7 +18,11 @@ def start(module: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(
     ("module", "env", "expected"),
     [
-        ("message_gen", {"CLUSTER_STREAM": "s", "STREAM_TOPIC": "t"}, "message-gen: configuration error: MESSAGE_EXPR is not set"),
+        (
+            "message_gen",
+            {"CLUSTER_STREAM": "s", "STREAM_TOPIC": "t"},
+            "message-gen: configuration error: MESSAGE_EXPR is not set",
+        ),
         (
             "message_gen",
             {"MESSAGE_EXPR": "[1]", "CLUSTER_STREAM": "s", "STREAM_TOPIC": "t", "MESSAGE_DELAY": "soon"},
@@ -40,9 +44,16 @@ def start(module: str, env: dict[str, str]) -> subprocess.CompletedProcess:
         ("message_proc", {"APP_PORT": "eighty"}, "message-proc: configuration error: APP_PORT='eighty'"),
         # an empty token would switch the check off (daprd reads it so): a typo must not start unprotected
         ("message_proc", {"APP_API_TOKEN": ""}, "message-proc: configuration error: APP_API_TOKEN is set but empty"),
-        ("message_proc", {"DAPR_API_TOKEN": "  "}, "message-proc: configuration error: DAPR_API_TOKEN is set but empty"),
-        ("message_gen", {"MESSAGE_EXPR": "[1]", "CLUSTER_STREAM": "s", "STREAM_TOPIC": "t", "APP_API_TOKEN": ""},
-         "message-gen: configuration error: APP_API_TOKEN is set but empty"),
+        (
+            "message_proc",
+            {"DAPR_API_TOKEN": "  "},
+            "message-proc: configuration error: DAPR_API_TOKEN is set but empty",
+        ),
+        (
+            "message_gen",
+            {"MESSAGE_EXPR": "[1]", "CLUSTER_STREAM": "s", "STREAM_TOPIC": "t", "APP_API_TOKEN": ""},
+            "message-gen: configuration error: APP_API_TOKEN is set but empty",
+        ),
     ],
 )
 def test_bad_setting_stops_the_service_with_one_clear_line(module, env, expected):

@@ -25,8 +25,14 @@ def apps() -> dict[str, FastAPI]:
         "joiner": joiner,
         "message-proc": create_processor(ProcessorSettings(app_api_token=TOKEN)),
         "message-gen": create_generator(
-            GeneratorSettings(MESSAGE_EXPR="[1]", CLUSTER_STREAM="s", STREAM_TOPIC="t", MESSAGE_COUNT=1,
-                              MESSAGE_DELAY="0s", app_api_token=TOKEN),
+            GeneratorSettings(
+                MESSAGE_EXPR="[1]",
+                CLUSTER_STREAM="s",
+                STREAM_TOPIC="t",
+                MESSAGE_COUNT=1,
+                MESSAGE_DELAY="0s",
+                app_api_token=TOKEN,
+            ),
             publisher=RecordingSidecar(),
         ),
     }

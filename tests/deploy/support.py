@@ -39,20 +39,21 @@ SERVICES = ("joiner", "message-gen", "message-proc")
 
 # ---- kustomize
 
+
 def kustomize_path() -> Path:
     version = (DEPLOY / "kustomize.version").read_text().strip()
     bin_dir = Path(os.environ.get("KUSTOMIZE_BIN_DIR", Path.home() / ".cache" / "power-usage" / "bin"))
     path = bin_dir / "kustomize"
-    assert os.access(path, os.X_OK), f"kustomize {version} not found at {path}: `make setup` installs it (deploy/install-kustomize.sh)"
+    assert os.access(path, os.X_OK), (
+        f"kustomize {version} not found at {path}: `make setup` installs it (deploy/install-kustomize.sh)"
+    )
     found = subprocess.run([str(path), "version"], capture_output=True, text=True).stdout.strip()
     assert found == version, f"{path} is kustomize {found!r}, deploy/kustomize.version pins {version}: run `make setup`"
     return path
 
 
 def kustomize_build(directory: Path) -> list[dict[str, Any]]:
-    done = subprocess.run(
-        [str(kustomize_path()), "build", str(directory)], capture_output=True, text=True, timeout=60
-    )
+    done = subprocess.run([str(kustomize_path()), "build", str(directory)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, f"kustomize build {directory} failed:\n{done.stderr}"
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 
@@ -70,6 +71,7 @@ def copy_deploy_with_dev_secrets(destination: Path) -> Path:
 
 # ---- YAML
 
+
 def load_documents(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
 
@@ -79,6 +81,7 @@ def yaml_files(directory: Path) -> list[Path]:
 
 
 # ---- validation
+
 
 def validate(resources: Iterable[dict[str, Any]]) -> list[str]:
     """Every problem of every resource, one line each ("Kind/name: problem"); [] when all are valid."""
@@ -130,14 +133,18 @@ def dapr_schemas() -> dict[tuple[str, str, str], dict[str, Any]]:
         "(scripts/install-dapr-crds.sh)"
     )
     source = (DAPR_CRDS / "SOURCE").read_text().splitlines()
-    assert f"module {DAPR_MODULE}" in source, f"{DAPR_CRDS} holds CRDs of {source[:1]}, not {DAPR_MODULE}: run `make setup-deploy`"
+    assert f"module {DAPR_MODULE}" in source, (
+        f"{DAPR_CRDS} holds CRDs of {source[:1]}, not {DAPR_MODULE}: run `make setup-deploy`"
+    )
     schemas = {}
     for path in sorted(DAPR_CRDS.glob("*.yaml")):
         for crd in load_documents(path):
             spec = crd["spec"]
             for version in spec["versions"]:
                 if version.get("served", True):
-                    schemas[(spec["group"], version["name"], spec["names"]["kind"])] = closed(version["schema"]["openAPIV3Schema"])
+                    schemas[(spec["group"], version["name"], spec["names"]["kind"])] = closed(
+                        version["schema"]["openAPIV3Schema"]
+                    )
     assert schemas, f"no CustomResourceDefinition found in {DAPR_CRDS}"
     return schemas
 
@@ -158,6 +165,7 @@ def closed(schema: Any) -> Any:
 
 
 # ---- lookups
+
 
 def by_kind(resources: Iterable[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
     return {r["metadata"]["name"]: r for r in resources if r.get("kind") == kind}

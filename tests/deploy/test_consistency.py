@@ -112,7 +112,10 @@ def test_the_joiners_calls_fit_what_billable_proc_accepts_everywhere(base):
 
     apps = dapr_apps(base)
     environments = {
-        "dapr.yaml": ({k: str(v) for k, v in (RUN_APPS[a].get("env") or {}).items()} for a in ("join-tenants-poweruse", "billable-proc")),
+        "dapr.yaml": (
+            {k: str(v) for k, v in (RUN_APPS[a].get("env") or {}).items()}
+            for a in ("join-tenants-poweruse", "billable-proc")
+        ),
         "deploy/": (env(container(apps[a])) for a in ("join-tenants-poweruse", "billable-proc")),
     }
     for where, (joiner_env, proc_env) in environments.items():

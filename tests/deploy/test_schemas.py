@@ -9,7 +9,17 @@ import subprocess
 
 import pytest
 
-from tests.deploy.support import DAPR_CRDS, DAPR_MODULE, DEPLOY, ROOT, by_kind, dapr_schemas, load_documents, validate, yaml_files
+from tests.deploy.support import (
+    DAPR_CRDS,
+    DAPR_MODULE,
+    DEPLOY,
+    ROOT,
+    by_kind,
+    dapr_schemas,
+    load_documents,
+    validate,
+    yaml_files,
+)
 
 
 def test_base_renders_to_valid_kubernetes_and_dapr_resources(base):
@@ -42,11 +52,19 @@ def test_the_dapr_crds_are_those_of_the_pinned_runtime_and_serve_every_kind_used
     assert f"module {DAPR_MODULE}" in (DAPR_CRDS / "SOURCE").read_text().splitlines()
     served = {kind for (_, _, kind) in dapr_schemas()}
     assert {"Component", "Subscription", "Resiliency", "Configuration", "HTTPEndpoint"} <= served
-    used = {r["kind"] for path in yaml_files(DEPLOY) + yaml_files(ROOT / "components") for r in load_documents(path)
-            if str(r.get("apiVersion", "")).startswith("dapr.io/")}
+    used = {
+        r["kind"]
+        for path in yaml_files(DEPLOY) + yaml_files(ROOT / "components")
+        for r in load_documents(path)
+        if str(r.get("apiVersion", "")).startswith("dapr.io/")
+    }
     assert used <= served, f"kinds without a CRD in {DAPR_MODULE}: {sorted(used - served)}"
-    copies = subprocess.run(["git", "grep", "-l", "-E", "^kind: CustomResourceDefinition"], cwd=ROOT, capture_output=True, text=True)
-    assert copies.stdout == "", "the CRDs are read from the Dapr module of the pinned version, not copied into the repository"
+    copies = subprocess.run(
+        ["git", "grep", "-l", "-E", "^kind: CustomResourceDefinition"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert copies.stdout == "", (
+        "the CRDs are read from the Dapr module of the pinned version, not copied into the repository"
+    )
 
 
 def _mutations():

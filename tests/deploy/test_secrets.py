@@ -24,12 +24,16 @@ def plain_text_problems(text: str, resources: list[dict]) -> list[str]:
     for component in by_kind(resources, "Component").values():
         for item in component["spec"].get("metadata") or []:
             if SECRET_NAME.search(item["name"]) and "value" in item:
-                problems.append(f"Component/{component['metadata']['name']}: {item['name']} has a value, not a secretKeyRef")
+                problems.append(
+                    f"Component/{component['metadata']['name']}: {item['name']} has a value, not a secretKeyRef"
+                )
     for workload in workloads(resources):
         for container in workload["spec"]["template"]["spec"]["containers"]:
             for variable in container.get("env") or []:
                 if SECRET_NAME.search(variable["name"]) and "value" in variable:
-                    problems.append(f"{workload['metadata']['name']}: env {variable['name']} has a value, not a secretKeyRef")
+                    problems.append(
+                        f"{workload['metadata']['name']}: env {variable['name']} has a value, not a secretKeyRef"
+                    )
     for secret in by_kind(resources, "Secret").values():
         problems.append(f"Secret/{secret['metadata']['name']} is written out")
     return problems
@@ -54,11 +58,17 @@ def test_the_check_finds_the_original_examples_password():
 
 def test_the_check_finds_a_password_in_a_component_value_an_env_value_and_a_secret():
     resources = [
-        {"kind": "Component", "metadata": {"name": "c"}, "spec": {"metadata": [{"name": "redisPassword", "value": "x"}]}},
+        {
+            "kind": "Component",
+            "metadata": {"name": "c"},
+            "spec": {"metadata": [{"name": "redisPassword", "value": "x"}]},
+        },
         {
             "kind": "Deployment",
             "metadata": {"name": "d"},
-            "spec": {"template": {"spec": {"containers": [{"env": [{"name": "RABBITMQ_DEFAULT_PASS", "value": "x"}]}]}}},
+            "spec": {
+                "template": {"spec": {"containers": [{"env": [{"name": "RABBITMQ_DEFAULT_PASS", "value": "x"}]}]}}
+            },
         },
         {"kind": "Secret", "metadata": {"name": "s"}, "stringData": {"password": "x"}},
     ]
@@ -70,7 +80,10 @@ def test_the_check_finds_a_password_in_a_component_value_an_env_value_and_a_secr
 
 
 def test_the_migration_writes_no_password(migrated_power_usage, migrated_small):
-    for migration, passwords in ((migrated_power_usage, ["@dm1n"]), (migrated_small, ["s3cr3t-redis", "0rd3r-pw", "stored-in-a-secret"])):
+    for migration, passwords in (
+        (migrated_power_usage, ["@dm1n"]),
+        (migrated_small, ["s3cr3t-redis", "0rd3r-pw", "stored-in-a-secret"]),
+    ):
         text = migration.to_yaml()
         assert plain_text_problems(text, migration.resources) == []
         for password in passwords:

@@ -40,7 +40,8 @@ def _allows(rules: list[dict], direction: str, peer: str, port: int) -> bool:
         peers = rule.get(direction)
         ports = rule.get("ports")
         peer_ok = peers is None or any(
-            "namespaceSelector" not in entry and _selects(entry.get("podSelector") or {}, {"app": peer}) for entry in peers
+            "namespaceSelector" not in entry and _selects(entry.get("podSelector") or {}, {"app": peer})
+            for entry in peers
         )
         port_ok = ports is None or any(p.get("port") == port and p.get("protocol", "TCP") == "TCP" for p in ports)
         if peer_ok and port_ok:
@@ -50,9 +51,13 @@ def _allows(rules: list[dict], direction: str, peer: str, port: int) -> bool:
 
 def reachable(policies: list[dict], source: str, target: str, port: int) -> bool:
     """Whether NetworkPolicy semantics let ``source``'s pod open ``target``'s ``port`` in one namespace."""
+
     def side(pod: str, kind: str, direction: str, peer: str) -> bool:
-        selecting = [p for p in policies if _selects(p["spec"]["podSelector"], {"app": pod})
-                     and kind in p["spec"].get("policyTypes", [])]
+        selecting = [
+            p
+            for p in policies
+            if _selects(p["spec"]["podSelector"], {"app": pod}) and kind in p["spec"].get("policyTypes", [])
+        ]
         if not selecting:
             return True  # not isolated
         return any(_allows(p["spec"].get(kind.lower()) or [], direction, peer, port) for p in selecting)
@@ -69,7 +74,12 @@ def test_the_network_policies_let_through_exactly_what_the_pipeline_needs(base):
 def test_every_pod_of_the_pipeline_is_isolated_both_ways(base):
     policies = list(by_kind(base, "NetworkPolicy").values())
     for pod in PODS:
-        kinds = {kind for p in policies if _selects(p["spec"]["podSelector"], {"app": pod}) for kind in p["spec"]["policyTypes"]}
+        kinds = {
+            kind
+            for p in policies
+            if _selects(p["spec"]["podSelector"], {"app": pod})
+            for kind in p["spec"]["policyTypes"]
+        }
         assert kinds == {"Ingress", "Egress"}, pod
     # a pod from outside the pipeline (any other app label) reaches nothing of it
     assert not any(reachable(policies, "intruder", target, port) for target in PODS for port in PORTS)
@@ -91,17 +101,24 @@ def test_the_configuration_allows_only_the_joiners_post_to_billable_proc(base):
     spec = by_kind(base, "Configuration")["power-usage"]["spec"]
     control = spec["accessControl"]
     assert control["defaultAction"] == "deny"
-    assert control["policies"] == [{
-        "appId": "join-tenants-poweruse", "defaultAction": "deny", "trustDomain": "public", "namespace": "default",
-        "operations": [{"name": "/billables", "httpVerb": ["POST"], "action": "allow"}],
-    }]
+    assert control["policies"] == [
+        {
+            "appId": "join-tenants-poweruse",
+            "defaultAction": "deny",
+            "trustDomain": "public",
+            "namespace": "default",
+            "operations": [{"name": "/billables", "httpVerb": ["POST"], "action": "allow"}],
+        }
+    ]
     assert spec["secrets"]["scopes"] == [{"storeName": "kubernetes", "defaultAccess": "deny"}]
 
 
 def test_a_migrated_pipeline_is_secured_as_deploy_is(migrated_power_usage, base):
     migrated = migrated_power_usage.resources
     [configuration] = by_kind(migrated, "Configuration").values()
-    assert configuration["spec"]["accessControl"] == by_kind(base, "Configuration")["power-usage"]["spec"]["accessControl"]
+    assert (
+        configuration["spec"]["accessControl"] == by_kind(base, "Configuration")["power-usage"]["spec"]["accessControl"]
+    )
     for app_id, deployment in dapr_apps(migrated).items():
         ours = dapr_apps(base)[app_id]
         assert deployment["spec"]["template"]["spec"]["automountServiceAccountToken"] is False, app_id

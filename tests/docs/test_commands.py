@@ -29,11 +29,21 @@ def test_each_command_shown_names_what_exists(block: Block):
 @pytest.mark.parametrize("block", RUNNABLE, ids=lambda b: b.where)
 def test_each_runnable_block_runs(block: Block, tmp_path):
     before = _repository_state()
-    environ = os.environ | {"PATH": f"{ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}", "VIRTUAL_ENV": str(ROOT / ".venv")}
+    environ = os.environ | {
+        "PATH": f"{ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        "VIRTUAL_ENV": str(ROOT / ".venv"),
+    }
     done = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", block.text], cwd=ROOT, env=environ, capture_output=True, text=True, timeout=180
+        ["bash", "-euo", "pipefail", "-c", block.text],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
-    assert done.returncode == 0, f"{block.where} exited {done.returncode}:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    assert done.returncode == 0, (
+        f"{block.where} exited {done.returncode}:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    )
     assert _repository_state() == before, f"{block.where} changed files of the repository"
 
 
@@ -49,6 +59,7 @@ def test_the_readme_fits_on_about_two_screens():
 
 # ---- the checks themselves
 
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -56,7 +67,10 @@ def test_the_readme_fits_on_about_two_screens():
         ("make WINDOW=5s run", []),
         ("make no-such-target", ["make: no target 'no-such-target' in the Makefile"]),
         ("python -m joiner.migrate --help", []),
-        ("python -m joiner.no_such_module", ["python -m joiner.no_such_module: no such module in the project's environment"]),
+        (
+            "python -m joiner.no_such_module",
+            ["python -m joiner.no_such_module: no such module in the project's environment"],
+        ),
         ("bash scripts/install-dapr-crds.sh", []),
         ("bash scripts/no-such.sh", ["scripts/no-such.sh: no such file in the repository"]),
         ("kubectl apply -k ./deploy/overlays/nowhere", ["deploy/overlays/nowhere: no such file in the repository"]),

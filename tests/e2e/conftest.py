@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from devstack.daprd import daprd_path, installed_version, pinned_version
 from devstack.stack import Stack
 
@@ -38,8 +39,9 @@ def with_topic(directory: Path, pubsub: str, app_id: str, topic: str) -> Path:
         if item["name"] == "allowedTopics":
             item["value"] += f",{topic}"
         elif item["name"] == "publishingScopes":
-            item["value"] = ";".join(scope + (f",{topic}" if scope.startswith(f"{app_id}=") else "")
-                                     for scope in item["value"].split(";"))
+            item["value"] = ";".join(
+                scope + (f",{topic}" if scope.startswith(f"{app_id}=") else "") for scope in item["value"].split(";")
+            )
     path.write_text(yaml.safe_dump(component, sort_keys=False))
     return directory
 
@@ -59,5 +61,7 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
     run_dir = tmp_path_factory.mktemp("stack")
     resources = with_topic(tmp_path_factory.mktemp("resources"), "redis-stream", "join-tenants-poweruse", "billables")
     with Stack(ROOT / "dapr.yaml", run_dir, overrides, quiet=True, resources=resources) as running:
-        RAN_DAPRD.append(f"end-to-end tests ran daprd {running.daprd_version} ({daprd_path()}), logs in {run_dir / 'logs'}")
+        RAN_DAPRD.append(
+            f"end-to-end tests ran daprd {running.daprd_version} ({daprd_path()}), logs in {run_dir / 'logs'}"
+        )
         yield running

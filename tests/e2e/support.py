@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from devstack.stack import RunningApp, Stack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,8 +42,13 @@ def redis_command(stack: Stack, *args: str) -> str:
     """``redis-cli`` against the stack's Redis (its password passed in the environment, not the command line)."""
     assert stack.redis is not None
     env = {**os.environ, "REDISCLI_AUTH": stack.redis.admin_password} if stack.redis.admin_password else None
-    return subprocess.run(["redis-cli", "-h", stack.redis.host, "-p", str(stack.redis.port), "--raw", *args],
-                          capture_output=True, text=True, timeout=10, env=env).stdout
+    return subprocess.run(
+        ["redis-cli", "-h", stack.redis.host, "-p", str(stack.redis.port), "--raw", *args],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        env=env,
+    ).stdout
 
 
 def redis_stream(stack: Stack, key: str) -> list[str]:

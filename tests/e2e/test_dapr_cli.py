@@ -21,12 +21,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from devstack.brokers import start_rabbitmq, start_redis
 from devstack.daprd import ensure_dapr_cli, ensure_daprd, pinned_version
 from devstack.processes import die_with_parent, free_port
 from devstack.sentry import start_sentry
 from devstack.stack import SECRET_PREFIX, data_received
-
 from tests.e2e.test_power_usage_pipeline import EXPECTED_ROWS
 
 pytestmark = pytest.mark.e2e
@@ -61,15 +61,22 @@ def render_run_file(run_dir: Path) -> Path:
     config = yaml.safe_load((ROOT / spec["common"]["configFilePath"]).read_text())
     config["spec"]["nameResolution"]["configuration"]["connectionString"] = str(run_dir / "name-resolution.db")
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
-    spec["common"].update(resourcesPath=str(ROOT / spec["common"]["resourcesPath"]), configFilePath=str(run_dir / "config.yaml"))
+    spec["common"].update(
+        resourcesPath=str(ROOT / spec["common"]["resourcesPath"]), configFilePath=str(run_dir / "config.yaml")
+    )
     for app in spec["apps"]:
         app_dir = run_dir / app["appID"]
         app_dir.mkdir()
         # every port chosen here, below the ephemeral range: a port the CLI picks can be taken by an outgoing
         # connection in the ten seconds daprd waits (for the scheduler `dapr run` names) before it listens
         app.update(
-            appDirPath=str(app_dir), appPort=free_port(), daprHTTPPort=free_port(), daprGRPCPort=free_port(),
-            daprInternalGRPCPort=free_port(), metricsPort=free_port(), appLogDestination="console",
+            appDirPath=str(app_dir),
+            appPort=free_port(),
+            daprHTTPPort=free_port(),
+            daprGRPCPort=free_port(),
+            daprInternalGRPCPort=free_port(),
+            metricsPort=free_port(),
+            appLogDestination="console",
             daprdLogDestination="file",
         )
         app["env"] = {**app.get("env", {}), **FASTER.get(app["appID"], {})}
@@ -133,7 +140,11 @@ def cli_run(tmp_path_factory) -> Iterator[CliRun]:
         with open(output, "wb") as log:
             process = subprocess.Popen(
                 [str(cli), "run", "-f", str(render_run_file(run_dir))],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=run_dir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=run_dir,
                 preexec_fn=die_with_parent,
             )
         run = CliRun(process, output, run_dir)

@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from devstack.stack import Stack, data_received
 
+from devstack.stack import Stack, data_received
 from tests.e2e.support import no_redis_refusals, publish_url, publisher_stack
 from tests.e2e.test_power_usage_pipeline import EXPECTED_ROWS
 
@@ -33,8 +33,11 @@ def example_messages() -> dict[str, list]:
 
     run_file = yaml.safe_load((ROOT / "dapr.yaml").read_text())
     return {
-        app["env"]["STREAM_TOPIC"]: compile_expression(app["env"]["MESSAGE_EXPR"], setting="MESSAGE_EXPR").evaluate(None)
-        for app in run_file["apps"] if "MESSAGE_EXPR" in app.get("env", {})
+        app["env"]["STREAM_TOPIC"]: compile_expression(app["env"]["MESSAGE_EXPR"], setting="MESSAGE_EXPR").evaluate(
+            None
+        )
+        for app in run_file["apps"]
+        if "MESSAGE_EXPR" in app.get("env", {})
     }
 
 
@@ -84,8 +87,11 @@ def test_tenants_before_a_restart_join_readings_after_it(stack: Stack):
     assert joiner_stats(stack)["restored"] == 5  # taken over from the state store by the new run
     assert "took over 1 open window(s), 5 events" in stack.apps[JOINER].log_text()
     publish(stack, "rabbit-stream", "poweruse", messages["poweruse"])
-    poll(lambda: sum(joiner_stats(stack)[kind].get("poweruse", 0) for kind in ("accepted", "filtered")) == 8, 10,
-         "the joiner did not take the 8 readings")
+    poll(
+        lambda: sum(joiner_stats(stack)[kind].get("poweruse", 0) for kind in ("accepted", "filtered")) == 8,
+        10,
+        "the joiner did not take the 8 readings",
+    )
     assert time.time() < window_end, "the scenario overran its window: the test needs a faster machine"
 
     poll(lambda: rows(stack) >= EXPECTED_ROWS, WINDOW + 15, "billable-proc did not receive the billable rows")

@@ -35,8 +35,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from devstack.stack import Stack, data_received
 
+from devstack.stack import Stack, data_received
 from tests.e2e.support import death_of, poll, publisher_stack, redis_command
 from tests.e2e.test_power_usage_pipeline import EXPECTED_ROWS
 
@@ -115,8 +115,14 @@ def b64(text: str) -> str:
 
 def envelope(event_id: str, **attributes) -> dict:
     """A CloudEvent of the publisher's own (published as application/cloudevents+json)."""
-    return {"specversion": "1.0", "id": event_id, "source": "test-poison", "type": "com.example.poison",
-            "datacontenttype": JSON, **attributes}
+    return {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": "test-poison",
+        "type": "com.example.poison",
+        "datacontenttype": JSON,
+        **attributes,
+    }
 
 
 def poison(tag: str, good: dict, field: str) -> list[tuple[str, bytes, str]]:
@@ -131,11 +137,21 @@ def poison(tag: str, good: dict, field: str) -> list[tuple[str, bytes, str]]:
 
     return [
         ("time is a number", json.dumps(envelope(f"{tag}-time", time=12, data=good)).encode(), CE_JSON),
-        ("a lone surrogate in data_base64",
-         json.dumps(envelope(f"{tag}-surrogate", data_base64=b64(text[:-1] + ', "note": "\\ud800"}'))).encode(), CE_JSON),
-        ("1e400 in data_base64", json.dumps(envelope(f"{tag}-inf", data_base64=b64(with_field("1e400")))).encode(), CE_JSON),
-        (f"nested {DEEP:,} deep in data_base64",
-         json.dumps(envelope(f"{tag}-deep64", data_base64=b64(with_field("[" * DEEP + "]" * DEEP)))).encode(), CE_JSON),
+        (
+            "a lone surrogate in data_base64",
+            json.dumps(envelope(f"{tag}-surrogate", data_base64=b64(text[:-1] + ', "note": "\\ud800"}'))).encode(),
+            CE_JSON,
+        ),
+        (
+            "1e400 in data_base64",
+            json.dumps(envelope(f"{tag}-inf", data_base64=b64(with_field("1e400")))).encode(),
+            CE_JSON,
+        ),
+        (
+            f"nested {DEEP:,} deep in data_base64",
+            json.dumps(envelope(f"{tag}-deep64", data_base64=b64(with_field("[" * DEEP + "]" * DEEP)))).encode(),
+            CE_JSON,
+        ),
         (f"nested {DEEP:,} deep", with_field("[" * DEEP + "]" * DEEP).encode(), JSON),
         ("not JSON, as text/plain", f"not json {tag}".encode(), "text/plain"),
         ("not JSON, as application/json", f"not json {tag} {{".encode(), JSON),
@@ -168,8 +184,16 @@ REASONS = [
 def test_poison_published_through_dapr_costs_nothing_else(stack: Stack):
     tag = f"poison-e2e-{uuid.uuid4().hex[:12]}"
     t1, t2, t3 = f"{tag}:t1", f"{tag}:t2", f"{tag}:t3"  # the generators' tenants are dc:…; no join with them
-    expected = Counter({(4242, t1, 1001): 1, (4242, t1, 1002): 1, (4242, t1, 1003): 1, (4242, t1, 1004): 1,
-                        (4243, t2, 2001): 1, (4244, t3, 3001): 1})
+    expected = Counter(
+        {
+            (4242, t1, 1001): 1,
+            (4242, t1, 1002): 1,
+            (4242, t1, 1003): 1,
+            (4242, t1, 1004): 1,
+            (4243, t2, 2001): 1,
+            (4244, t3, 3001): 1,
+        }
+    )
 
     tenants = Publisher(stack, "tenants-gen", "redis-stream", "tenants")
     poweruse = Publisher(stack, "poweruse-gen", "rabbit-stream", "poweruse")
@@ -198,15 +222,21 @@ def test_poison_published_through_dapr_costs_nothing_else(stack: Stack):
             poweruse(body, content_type)
         poweruse(reading(t1, 1002))
         poweruse(reading(t1, 1999, power=0.5))  # filtered by `where`: not billed, not dropped
-        poweruse(f'{{"panel_id": 9, "tenant_id": "{t1}", "power_use": 1.5, "kwh_use": 1004, "note": "\\ud800"}}'.encode())
+        poweruse(
+            f'{{"panel_id": 9, "tenant_id": "{t1}", "power_use": 1.5, "kwh_use": 1004, "note": "\\ud800"}}'.encode()
+        )
         for _, body, content_type in reading_poison[3:]:
             poweruse(body, content_type)
         poweruse(reading(t2, 2001))
         poweruse(reading(t3, 3001))
         poweruse(f"not json {tag}".encode(), CE_JSON, expect=500)
 
-        poll(lambda: all(dropped(stack, topic) >= before[topic] + 7 for topic in before), 20,
-             "the joiner did not drop the 7 kinds of poison on each topic", stack)
+        poll(
+            lambda: all(dropped(stack, topic) >= before[topic] + 7 for topic in before),
+            20,
+            "the joiner did not drop the 7 kinds of poison on each topic",
+            stack,
+        )
         # 1e400 in a reading's data: daprd cannot read it, so it never reaches the joiner (beside an entry
         # the joiner drops it is the last test's case)
         poweruse(f'{{"panel_id": 9, "tenant_id": "{t1}", "power_use": 1.5, "kwh_use": 1e400}}'.encode())
@@ -219,10 +249,18 @@ def test_poison_published_through_dapr_costs_nothing_else(stack: Stack):
     def mine(rows) -> list[tuple]:
         return [row for row in rows if str(row[1]).startswith(tag)]
 
-    poll(lambda: Counter(mine(row for batch in batches(stack) for row in batch)) >= expected, window_end - time.time() + 30,
-         "the good tenants and readings published among the poison were not billed", stack)
-    poll(lambda: len(redis_stream_lines_with(stack, "tenants-deadletter", tag)) >= 8, 30,
-         "the tenant poison did not reach tenants-deadletter", stack)
+    poll(
+        lambda: Counter(mine(row for batch in batches(stack) for row in batch)) >= expected,
+        window_end - time.time() + 30,
+        "the good tenants and readings published among the poison were not billed",
+        stack,
+    )
+    poll(
+        lambda: len(redis_stream_lines_with(stack, "tenants-deadletter", tag)) >= 8,
+        30,
+        "the tenant poison did not reach tenants-deadletter",
+        stack,
+    )
 
     every_batch = batches(stack)
     rows = [row for batch in every_batch for row in batch]
@@ -274,7 +312,9 @@ def test_a_reading_nested_just_under_daprds_limit_costs_no_reading_beside_it(sta
         window_end = start_of_a_window(stack)
         tenants({"tenant_id": tag, "customer_id": 4245})
         poweruse({"panel_id": 9, "tenant_id": tag, "power_use": 1.5, "kwh_use": 5001})
-        poweruse(f'{{"panel_id": 9, "tenant_id": "{tag}", "power_use": 1.5, "kwh_use": {"[" * depth + "]" * depth}}}'.encode())
+        poweruse(
+            f'{{"panel_id": 9, "tenant_id": "{tag}", "power_use": 1.5, "kwh_use": {"[" * depth + "]" * depth}}}'.encode()
+        )
         poweruse({"panel_id": 9, "tenant_id": tag, "power_use": 1.5, "kwh_use": 5002})
     finally:
         poweruse.close()
@@ -284,8 +324,12 @@ def test_a_reading_nested_just_under_daprds_limit_costs_no_reading_beside_it(sta
         return [row for batch in batches(stack) for row in batch if row[1] == tag]
 
     # until the good readings are billed, or the joiner has counted the one poisoned reading twice
-    poll(lambda: len(billed()) >= 2 or dropped(stack, "poweruse") > before + 1, window_end - time.time() + 30,
-         "neither billed nor dropped again", stack)
+    poll(
+        lambda: len(billed()) >= 2 or dropped(stack, "poweruse") > before + 1,
+        window_end - time.time() + 30,
+        "neither billed nor dropped again",
+        stack,
+    )
     assert dropped(stack, "poweruse") == before + 1, "the delivery with the deep reading was dropped and redelivered"
     assert sorted(billed()) == [(4245, tag, 5001), (4245, tag, 5002)]
 
@@ -307,13 +351,22 @@ def test_a_reading_daprd_cannot_read_beside_one_the_joiner_drops_costs_nothing_e
         for _ in range(3):  # back to back: each pair shares a bulk delivery (maxAwaitDurationMs: 40)
             poweruse(f'{{"panel_id": 9, "tenant_id": "{tag}", "power_use": 1.5, "kwh_use": 1e400}}'.encode())
             poweruse({"panel_id": 9, "tenant_id": tag, "power_use": 1.5})  # no kwh_use: the joiner drops it
-        poll(lambda: dropped(stack, "poweruse") >= 3, 20, "the joiner did not drop the 3 readings without kwh_use", stack)
+        poll(
+            lambda: dropped(stack, "poweruse") >= 3, 20, "the joiner did not drop the 3 readings without kwh_use", stack
+        )
         poweruse({"panel_id": 9, "tenant_id": tag, "power_use": 1.5, "kwh_use": 7001})
     except httpx.TransportError as error:  # the sidecar we publish through went away
-        pytest.fail(death_of(stack.apps[JOINER]) or death_of(stack.apps["poweruse-gen"]) or f"publishing failed: {error!r}")
+        pytest.fail(
+            death_of(stack.apps[JOINER]) or death_of(stack.apps["poweruse-gen"]) or f"publishing failed: {error!r}"
+        )
     finally:
         poweruse.close()
-    poll(lambda: stats(stack)["accepted"].get("poweruse", 0) >= 1, 20, "the good reading after them was not accepted", stack)
+    poll(
+        lambda: stats(stack)["accepted"].get("poweruse", 0) >= 1,
+        20,
+        "the good reading after them was not accepted",
+        stack,
+    )
     poll(lambda: stats(stack)["dead_lettered"] >= 3, 20, "the joiner did not dead-letter the 3 dropped readings", stack)
     after = stats(stack)
     assert after["dropped"] == {"poweruse": 3} and after["dead_lettered"] == 3 and after["dead_letters_lost"] == 0

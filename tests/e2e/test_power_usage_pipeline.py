@@ -10,9 +10,9 @@ import uuid
 from pathlib import Path
 
 import pytest
+
 from devstack.daprd import pinned_version
 from devstack.stack import Stack, data_received
-
 from tests.e2e.support import poll, redis_command, redis_stream
 
 pytestmark = pytest.mark.e2e
@@ -37,7 +37,12 @@ def test_sidecars_run_the_pinned_daprd(stack: Stack):
 
 
 def test_billable_proc_receives_exactly_the_billable_rows(stack: Stack):
-    poll(lambda: set(received_rows(stack)) >= EXPECTED_ROWS, 120, "billable-proc did not receive every billable row", stack)
+    poll(
+        lambda: set(received_rows(stack)) >= EXPECTED_ROWS,
+        120,
+        "billable-proc did not receive every billable row",
+        stack,
+    )
     rows = received_rows(stack)
     assert set(rows) == EXPECTED_ROWS
     # every window's body is one JSON array of rows
@@ -69,12 +74,22 @@ def test_malformed_events_go_to_the_dead_letter_topic_and_the_rows_keep_coming(s
     path = "/v1.0/publish/redis-stream/tenants"
     # a tenant without customer_id (used by select), and a body that is not JSON
     assert tenants_gen.call_sidecar("POST", path, json={"tenant_id": probe}).status_code == 204
-    assert tenants_gen.call_sidecar("POST", path, content=f"not json {probe}", headers={"content-type": "text/plain"}).status_code == 204
+    assert (
+        tenants_gen.call_sidecar(
+            "POST", path, content=f"not json {probe}", headers={"content-type": "text/plain"}
+        ).status_code
+        == 204
+    )
 
     def dead_letters() -> list[str]:
         return [line for line in redis_stream(stack, "tenants-deadletter") if probe in line]
 
-    letters = poll(lambda: len(dead_letters()) >= 2 and dead_letters(), 60, "malformed events did not reach tenants-deadletter", stack)
+    letters = poll(
+        lambda: len(dead_letters()) >= 2 and dead_letters(),
+        60,
+        "malformed events did not reach tenants-deadletter",
+        stack,
+    )
     assert any(json.loads(letter).get("data") == {"tenant_id": probe} for letter in letters if letter.startswith("{"))
     joiner_log = stack.apps["join-tenants-poweruse"].log_text()
     assert "dropped malformed event stream=tenants" in joiner_log and "customer_id" in joiner_log
@@ -138,6 +153,9 @@ def test_nothing_of_the_stack_listens_beyond_loopback(stack: Stack):
     listening = [(address, pids & ours) for address, pids in _listeners() if pids & ours]
     # each app listens on its port, each sidecar on its HTTP, gRPC, internal gRPC and metrics ports
     assert len(listening) >= 5 * len(stack.apps) + 4, listening
-    outside = [(address, pids) for address, pids in listening
-               if not address.startswith(("127.0.0.1:", "[::1]:", "[::ffff:127.0.0.1]:"))]
+    outside = [
+        (address, pids)
+        for address, pids in listening
+        if not address.startswith(("127.0.0.1:", "[::1]:", "[::ffff:127.0.0.1]:"))
+    ]
     assert [address.rpartition(":")[2] for address, _ in outside] == [str(stack.sentry.healthz_port)], outside

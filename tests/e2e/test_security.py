@@ -16,8 +16,8 @@ import subprocess
 
 import httpx
 import pytest
-from devstack.stack import RunningApp, Stack, data_received
 
+from devstack.stack import RunningApp, Stack, data_received
 from tests.e2e.support import poll, redis_command
 
 pytestmark = pytest.mark.e2e
@@ -26,9 +26,12 @@ JOINER = "join-tenants-poweruse"
 DENIED = "access control policy has denied access"
 
 
-def invoke(caller: RunningApp, target: str, method: str, verb: str = "POST", body: bytes = b"not json") -> httpx.Response:
-    return caller.call_sidecar(verb, f"/v1.0/invoke/{target}/method/{method}", content=body,
-                               headers={"content-type": "application/json"})
+def invoke(
+    caller: RunningApp, target: str, method: str, verb: str = "POST", body: bytes = b"not json"
+) -> httpx.Response:
+    return caller.call_sidecar(
+        verb, f"/v1.0/invoke/{target}/method/{method}", content=body, headers={"content-type": "application/json"}
+    )
 
 
 def test_billable_proc_takes_the_joiners_post_and_refuses_every_other_caller(stack: Stack):
@@ -68,17 +71,25 @@ def test_nothing_may_invoke_the_joiner_or_the_generators(stack: Stack, target: s
     ],
 )
 def test_a_publish_outside_the_apps_topic_scopes_is_refused(stack: Stack, publisher: str, pubsub: str, topic: str):
-    answer = stack.apps[publisher].call_sidecar("POST", f"/v1.0/publish/{pubsub}/{topic}",
-                                                json={"tenant_id": "scope-probe", "customer_id": 1})
+    answer = stack.apps[publisher].call_sidecar(
+        "POST", f"/v1.0/publish/{pubsub}/{topic}", json={"tenant_id": "scope-probe", "customer_id": 1}
+    )
     # 403: the topic is outside the app's scopes; 404: the component is not scoped to the app at all
-    assert (answer.status_code, answer.json()["errorCode"]) in ((403, "ERR_PUBSUB_FORBIDDEN"), (404, "ERR_PUBSUB_NOT_FOUND")), answer.text
+    assert (answer.status_code, answer.json()["errorCode"]) in (
+        (403, "ERR_PUBSUB_FORBIDDEN"),
+        (404, "ERR_PUBSUB_NOT_FOUND"),
+    ), answer.text
 
 
 def test_the_generators_publish_their_own_topics(stack: Stack):
     """The refusals above are the scopes', not a broken publish: each generator's own topic is taken."""
-    for publisher, pubsub, topic in (("tenants-gen", "redis-stream", "tenants"), ("poweruse-gen", "rabbit-stream", "poweruse")):
-        answer = stack.apps[publisher].call_sidecar("POST", f"/v1.0/publish/{pubsub}/{topic}",
-                                                    json={"tenant_id": "dc:scope:probe", "customer_id": 1})
+    for publisher, pubsub, topic in (
+        ("tenants-gen", "redis-stream", "tenants"),
+        ("poweruse-gen", "rabbit-stream", "poweruse"),
+    ):
+        answer = stack.apps[publisher].call_sidecar(
+            "POST", f"/v1.0/publish/{pubsub}/{topic}", json={"tenant_id": "dc:scope:probe", "customer_id": 1}
+        )
         assert answer.status_code == 204, (publisher, answer.text)
 
 
@@ -111,10 +122,17 @@ def test_every_route_but_the_probes_needs_the_app_token(stack: Stack, app_id: st
 
 def test_every_sidecar_api_needs_the_dapr_token(stack: Stack):
     for running in stack.apps.values():
-        for path in ("/v1.0/metadata", f"/v1.0/invoke/{running.spec.app_id}/method/stats",
-                     "/v1.0/publish/redis-stream/tenants", "/v1.0/secrets/local-env/bulk"):
-            answer = httpx.post(running.sidecar_url + path, json={}, timeout=5) if "publish" in path else \
-                httpx.get(running.sidecar_url + path, timeout=5)
+        for path in (
+            "/v1.0/metadata",
+            f"/v1.0/invoke/{running.spec.app_id}/method/stats",
+            "/v1.0/publish/redis-stream/tenants",
+            "/v1.0/secrets/local-env/bulk",
+        ):
+            answer = (
+                httpx.post(running.sidecar_url + path, json={}, timeout=5)
+                if "publish" in path
+                else httpx.get(running.sidecar_url + path, timeout=5)
+            )
             assert answer.status_code == 401, (running.spec.app_id, path, answer.status_code, answer.text)
         assert httpx.get(running.sidecar_url + "/v1.0/healthz", timeout=5).status_code == 204
 
@@ -133,8 +151,13 @@ def redis_as(stack: Stack, user: str, *command: str) -> str:
     assert stack.redis is not None
     password = stack.redis.secrets[f"REDIS_{user.upper()}_PASSWORD"]
     env = {**os.environ, "REDISCLI_AUTH": password}
-    return subprocess.run(["redis-cli", "-h", stack.redis.host, "-p", str(stack.redis.port), "--user", user, "--raw", *command],
-                          capture_output=True, text=True, timeout=10, env=env).stdout.strip()
+    return subprocess.run(
+        ["redis-cli", "-h", stack.redis.host, "-p", str(stack.redis.port), "--user", user, "--raw", *command],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        env=env,
+    ).stdout.strip()
 
 
 def test_the_redis_users_of_the_components_have_what_they_need_and_no_more(stack: Stack):
@@ -147,9 +170,21 @@ def test_the_redis_users_of_the_components_have_what_they_need_and_no_more(stack
     assert redis_command(stack, "AUTH", "default", "wrong").startswith("WRONGPASS")
     # the pub/sub's user: its topics' streams only, no keyspace-wide or administrative command
     assert redis_as(stack, "pubsub", "XLEN", "tenants").isdigit()
-    for command in (("GET", "billable-proc||x"), ("XLEN", "other-topic"), ("FLUSHALL",), ("CONFIG", "GET", "dir"), ("KEYS", "*")):
+    for command in (
+        ("GET", "billable-proc||x"),
+        ("XLEN", "other-topic"),
+        ("FLUSHALL",),
+        ("CONFIG", "GET", "dir"),
+        ("KEYS", "*"),
+    ):
         assert redis_as(stack, "pubsub", *command).startswith("NOPERM"), command
     # the state stores' user: their apps' keys only, and no stream command
     assert not redis_as(stack, "state", "HGETALL", "billable-proc||none").startswith("NOPERM")
-    for command in (("XLEN", "tenants"), ("HGETALL", "tenants-gen||x"), ("FLUSHALL",), ("CONFIG", "GET", "dir"), ("KEYS", "*")):
+    for command in (
+        ("XLEN", "tenants"),
+        ("HGETALL", "tenants-gen||x"),
+        ("FLUSHALL",),
+        ("CONFIG", "GET", "dir"),
+        ("KEYS", "*"),
+    ):
         assert redis_as(stack, "state", *command).startswith("NOPERM"), command

@@ -36,8 +36,13 @@ def test_the_name_resolution_database_of_dapr_run_is_in_the_private_directory():
 
 
 def test_devstack_sentry_serves_mtls_for_the_cli_from_a_private_directory():
-    with subprocess.Popen([sys.executable, "-m", "devstack", "sentry"], cwd=ROOT, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True) as process:
+    with subprocess.Popen(
+        [sys.executable, "-m", "devstack", "sentry"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
         check_sentry_command(process)
     assert process.returncode == 0
     assert not port_open(50001)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from devstack.stack import Stack, data_received
 
+from devstack.stack import Stack, data_received
 from tests.e2e.support import no_redis_refusals, poll, publish_url, publisher_stack
 
 pytestmark = pytest.mark.e2e
@@ -34,19 +34,31 @@ RESULTS: list[tuple[str, int, int, int, int, int]] = []  # fault, published, exp
 
 def fault_table() -> list[str]:
     lines = [f"{'fault':<50} {'published':>9} {'expected':>8} {'billed':>7} {'lost':>5} {'twice':>5}"]
-    lines += [f"{fault:<50} {published:>9} {expected:>8} {billed:>7} {lost:>5} {twice:>5}"
-              for fault, published, expected, billed, lost, twice in RESULTS]
+    lines += [
+        f"{fault:<50} {published:>9} {expected:>8} {billed:>7} {lost:>5} {twice:>5}"
+        for fault, published, expected, billed, lost, twice in RESULTS
+    ]
     return lines
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> Iterator[Stack]:
     run_dir = tmp_path_factory.mktemp("faults")
-    overrides = {JOINER: {"JOINER_WINDOW_SIZE": "2s", "JOINER_JOIN_MODE": "table", "PARKED_RETRY_SECONDS": "2",
-                          "JOINER_JOURNAL": "true"}}
+    overrides = {
+        JOINER: {
+            "JOINER_WINDOW_SIZE": "2s",
+            "JOINER_JOIN_MODE": "table",
+            "PARKED_RETRY_SECONDS": "2",
+            "JOINER_JOURNAL": "true",
+        }
+    }
     with publisher_stack(run_dir, ("billable-proc", JOINER), overrides) as running:
-        publish(running, "redis-stream", "tenants",
-                [({"tenant_id": f"fault-t{n}", "customer_id": 5000 + n}, None) for n in range(TENANTS)])
+        publish(
+            running,
+            "redis-stream",
+            "tenants",
+            [({"tenant_id": f"fault-t{n}", "customer_id": 5000 + n}, None) for n in range(TENANTS)],
+        )
         poll(lambda: stats(running)["table_keys"] >= TENANTS, 30, "the tenants in the joiner's table", running)
         yield running
         no_redis_refusals(running)
@@ -73,16 +85,22 @@ def publish_bulk(stack: Stack, pubsub: str, topic: str, events: list[dict]) -> N
     url, headers = publish_url(stack, pubsub, topic, bulk=True)
     with httpx.Client(timeout=30, headers=headers) as client:
         for start in range(0, len(events), 100):
-            entries = [{"entryId": str(n), "event": event, "contentType": "application/json"}
-                       for n, event in enumerate(events[start : start + 100])]
+            entries = [
+                {"entryId": str(n), "event": event, "contentType": "application/json"}
+                for n, event in enumerate(events[start : start + 100])
+            ]
             answer = client.post(url, json=entries)
             assert answer.status_code == 204, answer.text
 
 
 def reading(number: int) -> dict:
     """Every third reading is under 1.0 and bills nothing; the others bill one row each (join: table)."""
-    return {"panel_id": number, "tenant_id": f"fault-t{number % TENANTS}",
-            "power_use": 0.5 if number % 3 == 0 else 1.5, "kwh_use": number}
+    return {
+        "panel_id": number,
+        "tenant_id": f"fault-t{number % TENANTS}",
+        "power_use": 0.5 if number % 3 == 0 else 1.5,
+        "kwh_use": number,
+    }
 
 
 def expected(numbers: range) -> Counter:
@@ -91,12 +109,16 @@ def expected(numbers: range) -> Counter:
 
 def billed(stack: Stack, numbers: range) -> Counter:
     rows = (row for batch in data_received(stack.apps["billable-proc"].log_text()) for row in batch)
-    return Counter(row["tenant_kwh_usage"] for row in rows
-                   if str(row["tenant_id"]).startswith("fault-t") and row["tenant_kwh_usage"] in numbers)
+    return Counter(
+        row["tenant_kwh_usage"]
+        for row in rows
+        if str(row["tenant_id"]).startswith("fault-t") and row["tenant_kwh_usage"] in numbers
+    )
 
 
-def settle_and_check(stack: Stack, fault: str, numbers: range, published: int, timeout: float = 60,
-                     may_lose: bool = False) -> tuple[int, int]:
+def settle_and_check(
+    stack: Stack, fault: str, numbers: range, published: int, timeout: float = 60, may_lose: bool = False
+) -> tuple[int, int]:
     """Wait until every expected row is billed (or, ``may_lose``, the joiner is quiet) and the joiner holds
     nothing undelivered; then compare. (lost, billed twice)."""
     want = expected(numbers)
@@ -143,8 +165,13 @@ def test_billable_proc_down_for_longer_than_the_retries(stack: Stack):
     stack.stop_app("billable-proc")
     try:
         publish_bulk(stack, "rabbit-stream", "poweruse", [reading(n) for n in numbers])
-        poll(lambda: stats(stack)["deliveries_failed"] > failed_before, 60, "a window parked", stack,
-             down=["billable-proc"])
+        poll(
+            lambda: stats(stack)["deliveries_failed"] > failed_before,
+            60,
+            "a window parked",
+            stack,
+            down=["billable-proc"],
+        )
         assert stack.apps[JOINER].get("/readyz").status_code == 503
     finally:
         stack.start_app("billable-proc")
@@ -165,8 +192,13 @@ def test_billable_proc_restarted_in_the_middle_of_a_retry(stack: Stack):
     stack.stop_app("billable-proc")
     try:
         publish_bulk(stack, "rabbit-stream", "poweruse", [reading(n) for n in numbers])
-        poll(lambda: stack.apps[JOINER].get("/readyz").status_code == 503, 30, "a delivery attempt failed", stack,
-             down=["billable-proc"])
+        poll(
+            lambda: stack.apps[JOINER].get("/readyz").status_code == 503,
+            30,
+            "a delivery attempt failed",
+            stack,
+            down=["billable-proc"],
+        )
     finally:
         stack.start_app("billable-proc")
     settle_and_check(stack, "billable-proc restarted in the middle of a retry", numbers, len(numbers))
@@ -217,8 +249,10 @@ def publish_bulk_until_taken(stack: Stack, events: list[dict], timeout: float = 
     deadline = time.monotonic() + timeout
     with httpx.Client(timeout=30, headers=headers) as client:
         for start in range(0, len(events), 100):
-            entries = [{"entryId": str(n), "event": event, "contentType": "application/json"}
-                       for n, event in enumerate(events[start : start + 100])]
+            entries = [
+                {"entryId": str(n), "event": event, "contentType": "application/json"}
+                for n, event in enumerate(events[start : start + 100])
+            ]
             while client.post(url, json=entries).status_code != 204:
                 assert time.monotonic() < deadline, "the broker did not take the readings again"
                 time.sleep(0.5)  # a publisher's backoff, not a synchronisation

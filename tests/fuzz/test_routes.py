@@ -26,17 +26,25 @@ from tests.contract.test_joiner_service import EXAMPLE
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text()
-json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=20)
+json_values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
 # what a publisher may put in a CloudEvent: any attribute of any type
 envelopes = st.fixed_dictionaries(
     {"specversion": st.just("1.0")},
-    optional={name: json_values for name in ("id", "time", "topic", "pubsubname", "datacontenttype", "data", "data_base64", "type")},
+    optional=dict.fromkeys(
+        ("id", "time", "topic", "pubsubname", "datacontenttype", "data", "data_base64", "type"), json_values
+    ),
 )
-readings = st.fixed_dictionaries({
-    "tenant_id": st.sampled_from(["t1", "t2"]) | st.text(max_size=3) | st.integers(),
-    "power_use": st.floats(allow_nan=True) | st.integers() | st.text(max_size=3),
-    "kwh_use": json_values,
-})
+readings = st.fixed_dictionaries(
+    {
+        "tenant_id": st.sampled_from(["t1", "t2"]) | st.text(max_size=3) | st.integers(),
+        "power_use": st.floats(allow_nan=True) | st.integers() | st.text(max_size=3),
+        "kwh_use": json_values,
+    }
+)
 
 
 class Client:
@@ -95,8 +103,15 @@ def joiner():
 
 
 def good(data: dict, topic: str) -> dict:
-    return {"specversion": "1.0", "id": str(uuid.uuid4()), "type": "t", "source": "s", "topic": topic,
-            "datacontenttype": "application/json", "data": data}
+    return {
+        "specversion": "1.0",
+        "id": str(uuid.uuid4()),
+        "type": "t",
+        "source": "s",
+        "topic": topic,
+        "datacontenttype": "application/json",
+        "data": data,
+    }
 
 
 def answer_of(client, route: str, body: bytes) -> dict:
@@ -136,16 +151,20 @@ def test_any_cloudevent_envelope_gets_an_answer(joiner, envelope):
 
 
 @FUZZ
-@given(poison=st.lists(envelopes | readings.map(lambda r: good(r, "poweruse")) | json_values, max_size=6),
-       as_text=st.booleans())
+@given(
+    poison=st.lists(envelopes | readings.map(lambda r: good(r, "poweruse")) | json_values, max_size=6),
+    as_text=st.booleans(),
+)
 def test_a_bulk_of_anything_answers_each_entry_and_counts_the_good_ones_once(joiner, poison, as_text):
     client, app, _, _ = joiner
     stats = app.state.joiner.stats
     marker = uuid.uuid4().hex
     goods = [good({"tenant_id": marker, "power_use": 0.5, "kwh_use": n}, "poweruse") for n in range(3)]
     events = [*goods[:2], *poison, goods[2]]
-    entries = [{"entryId": f"e{n}", "event": e if not as_text and _strict_json(e) else json.dumps(e, allow_nan=True)}
-               for n, e in enumerate(events)]
+    entries = [
+        {"entryId": f"e{n}", "event": e if not as_text and _strict_json(e) else json.dumps(e, allow_nan=True)}
+        for n, e in enumerate(events)
+    ]
     accepted, filtered = sum(stats.accepted.values()), sum(stats.filtered.values())
     answer = answer_of(client, "/poweruse", dumps({"entries": entries, "id": "b", "topic": "poweruse"}))
     statuses = {s["entryId"]: s["status"] for s in answer["statuses"]}
@@ -171,8 +190,16 @@ def _strict_json(value) -> bool:
 def test_after_the_fuzzing_the_sender_still_delivers(joiner):
     client, app, sidecar, clock = joiner
     tenant = uuid.uuid4().hex
-    assert answer_of(client, "/tenants", dumps(good({"tenant_id": tenant, "customer_id": 1}, "tenants")))["status"] == "SUCCESS"
-    assert answer_of(client, "/poweruse", dumps(good({"tenant_id": tenant, "power_use": 2.0, "kwh_use": 5}, "poweruse")))["status"] == "SUCCESS"
+    assert (
+        answer_of(client, "/tenants", dumps(good({"tenant_id": tenant, "customer_id": 1}, "tenants")))["status"]
+        == "SUCCESS"
+    )
+    assert (
+        answer_of(client, "/poweruse", dumps(good({"tenant_id": tenant, "power_use": 2.0, "kwh_use": 5}, "poweruse")))[
+            "status"
+        ]
+        == "SUCCESS"
+    )
     clock.advance(20)
     app.state.joiner.close_due()
     client.run(app.state.joiner.outbox.join())  # the sender took the window (a wait, not a sleep)
@@ -187,9 +214,13 @@ def billing():
 
 
 @FUZZ
-@given(body=st.binary(max_size=300) | json_values.map(dumps),
-       headers=st.dictionaries(st.sampled_from(["window-id", "window-chunk", "window-end"]),
-                               st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=300)))
+@given(
+    body=st.binary(max_size=300) | json_values.map(dumps),
+    headers=st.dictionaries(
+        st.sampled_from(["window-id", "window-chunk", "window-end"]),
+        st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=300),
+    ),
+)
 def test_billable_proc_answers_anything_without_an_error_of_its_own(billing, body, headers):
     response = billing.post("/billables", content=body, headers={"content-type": "application/json", **headers})
     assert response.status_code in (200, 400, 413), response.text

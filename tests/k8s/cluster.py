@@ -18,8 +18,9 @@ T = TypeVar("T")
 
 class Cluster:
     def kubectl(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120) -> str:
-        done = subprocess.run([str(SCRIPTS / "kubectl"), *args], input=input, capture_output=True, text=True,
-                              timeout=timeout)
+        done = subprocess.run(
+            [str(SCRIPTS / "kubectl"), *args], input=input, capture_output=True, text=True, timeout=timeout
+        )
         if check and done.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
         return done.stdout
@@ -30,8 +31,9 @@ class Cluster:
     def in_netns(self, *command: str, input: str | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
         """A command on the node, inside the cluster's network namespace (where pod addresses exist)."""
         netns = "/run/netns/power-usage-k8s"
-        return subprocess.run(["nsenter", f"--net={netns}", "--", *command], input=input, capture_output=True,
-                              text=True, timeout=timeout)
+        return subprocess.run(
+            ["nsenter", f"--net={netns}", "--", *command], input=input, capture_output=True, text=True, timeout=timeout
+        )
 
     def pods(self, app: str) -> list[dict]:
         return self.json("get", "pods", "-l", f"app={app}")["items"]
@@ -46,8 +48,20 @@ class Cluster:
     def http_from(self, app: str, method: str, url: str, body: str = "", token: bool = True) -> tuple[int, str]:
         """An HTTP call made from inside ``app``'s container (to its sidecar on localhost, or to a pod's IP),
         with the pod's Dapr API token unless ``token`` is False: (status, body)."""
-        out = self.kubectl("exec", f"deploy/{app}", "-c", app, "--", "python", "-c", HTTP_CALL, method, url, body,
-                           "token" if token else "none")
+        out = self.kubectl(
+            "exec",
+            f"deploy/{app}",
+            "-c",
+            app,
+            "--",
+            "python",
+            "-c",
+            HTTP_CALL,
+            method,
+            url,
+            body,
+            "token" if token else "none",
+        )
         answer = json.loads(out.strip().splitlines()[-1])
         return answer["status"], answer["body"]
 

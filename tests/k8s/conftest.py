@@ -34,12 +34,20 @@ def pipeline(cluster: Cluster) -> Cluster:
     """The local overlay applied, and every pod of it ready."""
     subprocess.run(["sh", str(ROOT / "deploy" / "overlays" / "dev" / "generate-secrets.sh")], check=True)
     kustomize = Path.home() / ".cache" / "power-usage" / "bin" / "kustomize"
-    manifests = subprocess.run([str(kustomize), "build", str(ROOT / "deploy" / "overlays" / "local")],
-                               check=True, capture_output=True, text=True).stdout
+    manifests = subprocess.run(
+        [str(kustomize), "build", str(ROOT / "deploy" / "overlays" / "local")],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     cluster.kubectl("apply", "-f", "-", input=manifests)
     for app in (*APPS, "redis", "rabbitmq"):
-        poll(lambda app=app: _ready(cluster, app), 300, f"pods of {app} ready",
-             lambda: cluster.kubectl("get", "pods", "-o", "wide", check=False))
+        poll(
+            lambda app=app: _ready(cluster, app),
+            300,
+            f"pods of {app} ready",
+            lambda: cluster.kubectl("get", "pods", "-o", "wide", check=False),
+        )
     return cluster
 
 

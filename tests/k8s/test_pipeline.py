@@ -63,9 +63,25 @@ class Publisher:
     def __init__(self, cluster: Cluster, first: int, count: int, gap: float) -> None:
         self.accepted: list[int] = []
         self.proc = subprocess.Popen(
-            [str(ROOT / "scripts" / "cluster" / "kubectl"), "exec", "deploy/poweruse-gen", "-c", "poweruse-gen",
-             "--", "python", "-c", PUBLISHER, str(first), str(count), str(gap), TENANT],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            [
+                str(ROOT / "scripts" / "cluster" / "kubectl"),
+                "exec",
+                "deploy/poweruse-gen",
+                "-c",
+                "poweruse-gen",
+                "--",
+                "python",
+                "-c",
+                PUBLISHER,
+                str(first),
+                str(count),
+                str(gap),
+                TENANT,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
 
@@ -88,11 +104,18 @@ def assert_each_billed_once(cluster: Cluster, numbers: list[int], timeout: float
     mine = set(numbers)
 
     def counts() -> Counter:
-        return Counter(kwh for customer, tenant, kwh in billed_rows(cluster)
-                       if kwh in mine and (customer, tenant) == (CUSTOMER, TENANT))
+        return Counter(
+            kwh
+            for customer, tenant, kwh in billed_rows(cluster)
+            if kwh in mine and (customer, tenant) == (CUSTOMER, TENANT)
+        )
 
-    poll(lambda: set(counts()) >= mine, timeout, "every accepted reading billed",
-         lambda: f"missing: {sorted(mine - set(counts()))[:20]}")
+    poll(
+        lambda: set(counts()) >= mine,
+        timeout,
+        "every accepted reading billed",
+        lambda: f"missing: {sorted(mine - set(counts()))[:20]}",
+    )
     billed = counts()
     assert [n for n in numbers if billed[n] != 1] == [], "billed other than once"
     assert sum(billed.values()) == len(numbers)
@@ -116,8 +139,12 @@ def test_billable_proc_logs_exactly_the_example_rows(pipeline: Cluster):
     def example_rows() -> set[tuple]:
         return {row for row in billed_rows(pipeline) if row[2] < EXAMPLE_ABOVE}
 
-    poll(lambda: example_rows() >= EXPECTED_ROWS, 150, "the example's billable rows in billable-proc's log",
-         lambda: f"rows so far: {sorted(example_rows())}")
+    poll(
+        lambda: example_rows() >= EXPECTED_ROWS,
+        150,
+        "the example's billable rows in billable-proc's log",
+        lambda: f"rows so far: {sorted(example_rows())}",
+    )
     assert example_rows() == EXPECTED_ROWS
 
 
@@ -131,18 +158,27 @@ def test_the_sidecars_talk_mtls_with_certificates_sentry_issued(pipeline: Cluste
         for app in APPS:
             [pod] = [p for p in pipeline.pods(app) if not p["metadata"].get("deletionTimestamp")]
             # daprd's internal gRPC port (sidecar to sidecar) presents its workload certificate
-            shown = pipeline.in_netns("openssl", "s_client", "-connect", f"{pod['status']['podIP']}:50002",
-                                      "-showcerts", input="")
+            shown = pipeline.in_netns(
+                "openssl", "s_client", "-connect", f"{pod['status']['podIP']}:50002", "-showcerts", input=""
+            )
             certs = re.findall(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", shown.stdout, re.S)
             assert certs, f"{app}: no certificate on the internal gRPC port: {shown.stderr[-500:]}"
             leaf, chain = Path(tmp) / f"{app}.pem", Path(tmp) / f"{app}-chain.pem"
             leaf.write_text(certs[0] + "\n")
             chain.write_text("\n".join(certs[1:]) + "\n")
-            verify = subprocess.run(["openssl", "verify", "-CAfile", str(anchors), "-untrusted", str(chain), str(leaf)],
-                                    capture_output=True, text=True)
-            assert verify.returncode == 0, f"{app}: not issued under Dapr's trust anchors: {verify.stdout}{verify.stderr}"
-            san = subprocess.run(["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in", str(leaf)],
-                                 capture_output=True, text=True).stdout
+            verify = subprocess.run(
+                ["openssl", "verify", "-CAfile", str(anchors), "-untrusted", str(chain), str(leaf)],
+                capture_output=True,
+                text=True,
+            )
+            assert verify.returncode == 0, (
+                f"{app}: not issued under Dapr's trust anchors: {verify.stdout}{verify.stderr}"
+            )
+            san = subprocess.run(
+                ["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in", str(leaf)],
+                capture_output=True,
+                text=True,
+            ).stdout
             assert re.search(rf"URI:spiffe://[^/]+/ns/default/{app}\b", san), f"{app}: {san}"
 
 
@@ -180,7 +216,12 @@ def test_the_readings_broker_deleted_mid_stream_recovers_and_bills_what_it_had_a
     poll(lambda: len(publisher.accepted) >= 50, 60, "the first readings published")
     cluster.kubectl("delete", "pod", "rabbitmq-0", "--wait=false")
     numbers = publisher.wait(timeout=180)
-    poll(lambda: cluster.json("get", "pod", "rabbitmq-0").get("status", {}).get("containerStatuses", [{}])[0].get("ready"),
-         180, "rabbitmq-0 back")
+    poll(
+        lambda: (
+            cluster.json("get", "pod", "rabbitmq-0").get("status", {}).get("containerStatuses", [{}])[0].get("ready")
+        ),
+        180,
+        "rabbitmq-0 back",
+    )
     assert len(numbers) >= 50
     assert_each_billed_once(cluster, numbers, timeout=180)

@@ -55,12 +55,23 @@ def test_a_publish_outside_the_apps_topic_scopes_is_refused(pipeline: Cluster):
 
 def test_the_apps_refuse_what_does_not_come_through_their_sidecar(pipeline: Cluster):
     """A pod that POSTs rows to billable-proc or readings to the joiner by pod IP gets 401."""
-    for target, route in (("billable-proc", "/billables"), (JOINER, "/poweruse"), (JOINER, "/stats"), ("tenants-gen", "/stats")):
-        status, body = pipeline.http_from("poweruse-gen", "POST" if route != "/stats" else "GET",
-                                          f"http://{pod_ip(pipeline, target)}:8080{route}", "[]", token=False)
+    for target, route in (
+        ("billable-proc", "/billables"),
+        (JOINER, "/poweruse"),
+        (JOINER, "/stats"),
+        ("tenants-gen", "/stats"),
+    ):
+        status, body = pipeline.http_from(
+            "poweruse-gen",
+            "POST" if route != "/stats" else "GET",
+            f"http://{pod_ip(pipeline, target)}:8080{route}",
+            "[]",
+            token=False,
+        )
         assert status == 401, (target, route, status, body)
-    status, _ = pipeline.http_from("poweruse-gen", "GET", f"http://{pod_ip(pipeline, 'billable-proc')}:8080/healthz",
-                                   token=False)
+    status, _ = pipeline.http_from(
+        "poweruse-gen", "GET", f"http://{pod_ip(pipeline, 'billable-proc')}:8080/healthz", token=False
+    )
     assert status == 200  # the probes' route stays open
 
 
@@ -95,8 +106,12 @@ def test_the_brokers_users_have_what_the_components_need_and_no_more(pipeline: C
     assert [line.split() for line in listed.strip().splitlines()[-1:]] == [["power-usage", "[]"]], listed
     vhosts = pipeline.kubectl("exec", "statefulset/rabbitmq", "--", "rabbitmqctl", "-q", "list_vhosts").split()
     assert "power-usage" in vhosts
-    rights = pipeline.kubectl("exec", "statefulset/rabbitmq", "--", "rabbitmqctl", "-q", "list_user_permissions", "power-usage")
-    assert [line.split()[0] for line in rights.strip().splitlines() if line.strip() and not line.startswith("vhost")] == ["power-usage"], rights
+    rights = pipeline.kubectl(
+        "exec", "statefulset/rabbitmq", "--", "rabbitmqctl", "-q", "list_user_permissions", "power-usage"
+    )
+    assert [
+        line.split()[0] for line in rights.strip().splitlines() if line.strip() and not line.startswith("vhost")
+    ] == ["power-usage"], rights
 
 
 def test_the_network_policies_are_applied(pipeline: Cluster):

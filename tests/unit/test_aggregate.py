@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from joiner.engine.aggregate import AggregateField, AggregateSpec, Aggregated, aggregate, parse_aggregate
+from joiner.engine.aggregate import Aggregated, AggregateField, AggregateSpec, aggregate, parse_aggregate
 from streaming_runtime.errors import ConfigError
 
 BILLABLE_ROWS = [
@@ -204,7 +204,16 @@ def test_groups_come_out_in_order_of_their_first_row():
 
 
 def test_groups_are_typed_like_json_values():
-    rows = [{"k": 1}, {"k": "1"}, {"k": True}, {"k": 1.0}, {"k": None}, {}, {"k": {"b": 1, "a": 2}}, {"k": {"a": 2, "b": 1}}]
+    rows = [
+        {"k": 1},
+        {"k": "1"},
+        {"k": True},
+        {"k": 1.0},
+        {"k": None},
+        {},
+        {"k": {"b": 1, "a": 2}},
+        {"k": {"a": 2, "b": 1}},
+    ]
 
     result = aggregate(rows, _spec({"n": "count()"}, ["k"]))
 
@@ -221,7 +230,11 @@ def test_groups_are_typed_like_json_values():
 
 
 def test_dotted_group_by_is_output_under_the_path_as_written():
-    rows = [{"tenant": {"customer_id": 7}, "kwh": 2}, {"tenant": {"customer_id": 7}, "kwh": 3}, {"tenant": "x", "kwh": 4}]
+    rows = [
+        {"tenant": {"customer_id": 7}, "kwh": 2},
+        {"tenant": {"customer_id": 7}, "kwh": 3},
+        {"tenant": "x", "kwh": 4},
+    ]
 
     result = aggregate(rows, _spec({"kwh": "sum(kwh)"}, ["tenant.customer_id"]))
 
@@ -263,7 +276,9 @@ def test_missing_and_null_fields_are_left_out_but_counted_by_count():
 
 def test_an_aggregate_without_values_is_null():
     rows = [{"g": 1}, {"g": 1, "v": None}]
-    spec = _spec({"s": "sum(v)", "m": "avg(v)", "lo": "min(v)", "hi": "max(v)", "last": "last(v)", "n": "count()"}, ["g"])
+    spec = _spec(
+        {"s": "sum(v)", "m": "avg(v)", "lo": "min(v)", "hi": "max(v)", "last": "last(v)", "n": "count()"}, ["g"]
+    )
 
     result = aggregate(rows, spec)
 

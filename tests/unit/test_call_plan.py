@@ -1,12 +1,14 @@
 """How a window's rows are split into calls: by bytes under the receiver's limit, the same way every time."""
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from joiner.sender import ENVELOPE_BYTES, plan_chunks
 from streaming_runtime.sidecar import dumps
 
-ROWS = st.lists(st.fixed_dictionaries({"customer_id": st.integers(0, 10**6), "note": st.text(max_size=300)}),
-                max_size=200)
+ROWS = st.lists(
+    st.fixed_dictionaries({"customer_id": st.integers(0, 10**6), "note": st.text(max_size=300)}), max_size=200
+)
 
 
 @settings(max_examples=200, deadline=None)
@@ -23,8 +25,15 @@ def test_each_call_holds_whole_rows_in_order_under_both_bounds(rows, max_bytes, 
 
 def test_a_window_under_the_limit_is_one_call_and_a_burst_is_split_by_bytes():
     # rows of about 110 bytes, as a burst made them: 10,000 of them are over 1 MiB
-    rows = [{"customer_id": n, "tenant_id": f"dc:eqix:us:chi1:12:panel-{n:08d}", "tenant_kwh_usage": 1034.25,
-             "window": "1796136460000"} for n in range(50_000)]
+    rows = [
+        {
+            "customer_id": n,
+            "tenant_id": f"dc:eqix:us:chi1:12:panel-{n:08d}",
+            "tenant_kwh_usage": 1034.25,
+            "window": "1796136460000",
+        }
+        for n in range(50_000)
+    ]
     assert plan_chunks(rows[:100], 1024 * 1024, 10_000) == [(0, 100)]
     chunks = plan_chunks(rows, 1024 * 1024, 10_000)
     assert len(dumps(rows[:10_000])) > 1024 * 1024 and len(chunks) > 5  # the row count alone would not do

@@ -43,7 +43,11 @@ def test_private_files_are_the_owners_alone_from_the_start(tmp_path):
 def test_redis_users_get_their_passwords_and_nothing_else_of_the_template():
     text = redis_users({"default": "d-pw", "pubsub": "p-pw", "state": "s-pw"})
     lines = text.splitlines()
-    assert [line.split()[:3] for line in lines] == [["user", "default", "on"], ["user", "pubsub", "on"], ["user", "state", "on"]]
+    assert [line.split()[:3] for line in lines] == [
+        ["user", "default", "on"],
+        ["user", "pubsub", "on"],
+        ["user", "state", "on"],
+    ]
     assert ">d-pw " in lines[0] and ">p-pw " in lines[1] and ">s-pw " in lines[2]
     assert "-@all" in lines[1] and "+@stream" in lines[1] and "~tenants" in lines[1]
     assert "-@all" in lines[2] and "+@stream" not in lines[2] and "~billable-proc||*" in lines[2]

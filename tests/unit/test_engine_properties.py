@@ -153,20 +153,32 @@ def _deliver(engine: JoinEngine, arrivals: list[tuple[int, int, Any]], batches: 
     data=st.data(),
 )
 @example(  # a type error in a branch that a partner may avoid does not make the event malformed
-    where="a.x = b.x", select='a.z = 1 ? "one" : b.y + 1',
-    lefts=[{"x": 1, "y": 1, "z": 1}], rights=[{"x": 1.0, "y": "a", "z": 1}], data=None,
+    where="a.x = b.x",
+    select='a.z = 1 ? "one" : b.y + 1',
+    lefts=[{"x": 1, "y": 1, "z": 1}],
+    rights=[{"x": 1.0, "y": "a", "z": 1}],
+    data=None,
 )
 @example(  # ints beyond 2**53 are equal to their float in jsonata-python's `=`
-    where="a.x = b.x", select='{"ax": a.x, "by": b.y}',
-    lefts=[{"x": 2**53 + 1, "y": 1, "z": 1}], rights=[{"x": float(2**53), "y": 2, "z": 1}], data=None,
+    where="a.x = b.x",
+    select='{"ax": a.x, "by": b.y}',
+    lefts=[{"x": 2**53 + 1, "y": 1, "z": 1}],
+    rights=[{"x": float(2**53), "y": 2, "z": 1}],
+    data=None,
 )
 @example(
-    where="a.x = b.x", select="[a.x, b.x]",
-    lefts=[{"x": 2**53 + 1, "y": 1, "z": 1}], rights=[{"x": 2**53, "y": 2, "z": 1}], data=None,
+    where="a.x = b.x",
+    select="[a.x, b.x]",
+    lefts=[{"x": 2**53 + 1, "y": 1, "z": 1}],
+    rights=[{"x": 2**53, "y": 2, "z": 1}],
+    data=None,
 )
 @example(
-    where="a.x = b.x and a.z > 1", select='{"ax": a.x, "by": b.y}',
-    lefts=[{"x": 2**53 + 1, "y": 1, "z": 2}], rights=[{"x": 2**53, "y": 2, "z": 1}], data=None,
+    where="a.x = b.x and a.z > 1",
+    select='{"ax": a.x, "by": b.y}',
+    lefts=[{"x": 2**53 + 1, "y": 1, "z": 2}],
+    rights=[{"x": 2**53, "y": 2, "z": 1}],
+    data=None,
 )
 def test_engine_rows_equal_the_naive_join(where, select, lefts, rights, data):
     # the C arrival loop where the plan has its shape, and the generated Python loop, both against naive
@@ -202,7 +214,9 @@ def _check_engine_against_naive(engine, where, select, lefts, rights, data):
         else:
             order = data.draw(st.permutations(tagged), label=f"order {attempt}")
             batched = data.draw(st.booleans(), label=f"batched {attempt}")
-            batches = data.draw(st.lists(st.integers(1, 5), max_size=16), label=f"batches {attempt}") if batched else None
+            batches = (
+                data.draw(st.lists(st.integers(1, 5), max_size=16), label=f"batches {attempt}") if batched else None
+            )
         state, reported, accepted = _deliver(engine, order, batches)
         result = engine.result(state)
 
@@ -241,8 +255,17 @@ def test_the_grammar_reaches_both_plans_and_the_generated_loop():
 
 NATIVE_KEYS = ["a.x = b.x", "a.y = b.y", "b.x = a.x"]
 NATIVE_FILTERS = [
-    "a.z > 1", "b.z >= 0.5", "b.z < 1", "1 <= a.z", "a.z = 1", "b.y != 0.5", "0.5 > b.z", "a.y <= 2",
-    'a.y = "a"', '"1" != b.z', 'b.y = "1"',
+    "a.z > 1",
+    "b.z >= 0.5",
+    "b.z < 1",
+    "1 <= a.z",
+    "a.z = 1",
+    "b.y != 0.5",
+    "0.5 > b.z",
+    "a.y <= 2",
+    'a.y = "a"',
+    '"1" != b.z',
+    'b.y = "1"',
 ]
 CONSTANTS = ['"c"', "1.5", "1", "true", "false", "null", '""']
 PATHS = [f"{stream}.{name}" for stream in STREAMS for name in FIELDS]

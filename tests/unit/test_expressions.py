@@ -375,7 +375,7 @@ def test_truthy_matches_jsonata_boolean():
     ("source", "varies"),
     [
         ('[{"tenant_id": "a"}, {"tenant_id": "b"},]', False),
-        ("$string(1) & $uppercase(\"x\")", False),
+        ('$string(1) & $uppercase("x")', False),
         ('{"id": $id}', True),
         ('[1, {"at": $timestamp}]', True),
         ("$now()", True),

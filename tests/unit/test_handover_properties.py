@@ -37,8 +37,13 @@ class Clock:
 
 def make(mode: str, clock: Clock, windows: list, late: list) -> Processor:
     config = config_from_yaml(yaml.safe_dump({**BASE, **MODES[mode]}))
-    return Processor(config, build_engine(config), on_window=lambda w, rows: windows.append((w, rows)),
-                     on_late=late.append, clock=clock)
+    return Processor(
+        config,
+        build_engine(config),
+        on_window=lambda w, rows: windows.append((w, rows)),
+        on_late=late.append,
+        clock=clock,
+    )
 
 
 @st.composite
@@ -52,8 +57,12 @@ def arrivals(draw) -> list[tuple[int, dict, str, float]]:
         if stream == 0:
             data = {"tenant_id": tenant, "customer_id": draw(st.integers(1, 3)), "ts": ts}
         else:
-            data = {"tenant_id": tenant, "power_use": draw(st.sampled_from([0.5, 1.0, 1.5])),
-                    "kwh_use": draw(st.integers(1, 9)), "ts": ts}
+            data = {
+                "tenant_id": tenant,
+                "power_use": draw(st.sampled_from([0.5, 1.0, 1.5])),
+                "kwh_use": draw(st.integers(1, 9)),
+                "ts": ts,
+            }
         event_id = f"e{draw(st.integers(0, n))}"  # some ids repeat: redeliveries for dedup
         out.append((stream, data, event_id, draw(st.sampled_from([0.0, 0.5, 3.0, 11.0]))))
     return out

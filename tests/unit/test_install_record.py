@@ -17,8 +17,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def bash(script: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", "-c", f". {ROOT / 'scripts' / 'install-record.sh'}; {script}"],
-                          capture_output=True, text=True, cwd=cwd)
+    return subprocess.run(
+        ["bash", "-c", f". {ROOT / 'scripts' / 'install-record.sh'}; {script}"], capture_output=True, text=True, cwd=cwd
+    )
 
 
 def archive(tmp_path: Path) -> Path:

@@ -341,8 +341,15 @@ def test_keys_follow_jsonata_equality(batched):
     engine = _engine(where="tenants.k = poweruse.k", select="[tenants.n, poweruse.n]")
     events = {
         "tenants": [{"k": 1, "n": "int"}, {"k": "1", "n": "str"}, {"k": True, "n": "bool"}, {"k": 2.5, "n": "float"}],
-        "poweruse": [{"k": 1.0, "n": "1.0"}, {"k": "1", "n": "'1'"}, {"k": 1, "n": "1"}, {"k": True, "n": "true"},
-                     {"k": 2.5, "n": "2.5"}, {"k": None, "n": "null"}, {"k": [1], "n": "[1]"}],
+        "poweruse": [
+            {"k": 1.0, "n": "1.0"},
+            {"k": "1", "n": "'1'"},
+            {"k": 1, "n": "1"},
+            {"k": True, "n": "true"},
+            {"k": 2.5, "n": "2.5"},
+            {"k": None, "n": "null"},
+            {"k": [1], "n": "[1]"},
+        ],
     }
 
     _, result = _run(engine, events, "interleaved", batched)

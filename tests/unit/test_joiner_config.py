@@ -245,9 +245,7 @@ def test_error_same_stream_twice():
 
 
 def test_error_only_one_stream():
-    assert _error(_env(JOINER_STREAM_FROM_1=None)) == (
-        "JOINER_STREAM_FROM_0: a join reads exactly two streams, got 1"
-    )
+    assert _error(_env(JOINER_STREAM_FROM_1=None)) == ("JOINER_STREAM_FROM_0: a join reads exactly two streams, got 1")
 
 
 def test_error_two_streams_on_one_route():
@@ -386,16 +384,24 @@ def test_dead_letters_from_yaml_and_from_the_environment():
     config = config_from_yaml(SPEC_YAML + "deadLetter: {right: rabbit-stream/right-deadletter}\n")
     assert config.dead_letters == {"right": PublishTarget(pubsub="rabbit-stream", topic="right-deadletter")}
     env = load_config(_env(JOINER_DEAD_LETTER_TO_STREAM="poweruse=rabbit-stream/p-dl, tenants=redis-stream/t-dl"))
-    assert env.dead_letters == {"poweruse": PublishTarget(pubsub="rabbit-stream", topic="p-dl"),
-                                "tenants": PublishTarget(pubsub="redis-stream", topic="t-dl")}
+    assert env.dead_letters == {
+        "poweruse": PublishTarget(pubsub="rabbit-stream", topic="p-dl"),
+        "tenants": PublishTarget(pubsub="redis-stream", topic="t-dl"),
+    }
     assert load_config(_env()).dead_letters == {}
 
 
-@pytest.mark.parametrize(("value", "message"), [
-    ("{nope: a/b}", "deadLetter names 'nope', which is not one of the streams ['left', 'right']"),
-    ("{right: nothing}", "deadLetter.right='nothing': expected pubsub/topic, such as redis-stream/billables"),
-    ("[right]", "deadLetter must map a stream to pubsub/topic, such as {poweruse: rabbit-stream/poweruse-deadletter}"),
-])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("{nope: a/b}", "deadLetter names 'nope', which is not one of the streams ['left', 'right']"),
+        ("{right: nothing}", "deadLetter.right='nothing': expected pubsub/topic, such as redis-stream/billables"),
+        (
+            "[right]",
+            "deadLetter must map a stream to pubsub/topic, such as {poweruse: rabbit-stream/poweruse-deadletter}",
+        ),
+    ],
+)
 def test_dead_letters_must_name_a_stream_and_a_topic(value, message):
     assert _yaml_error(SPEC_YAML + f"deadLetter: {value}\n") == message
 

@@ -22,7 +22,10 @@ def test_a_log_budget_logs_a_burst_per_period_then_says_how_many_it_left_out(cap
         now[0] += 10
         budget.warning("dropped poweruse", "dropped %d", 50)
     assert [r.getMessage() for r in caplog.records] == [
-        "dropped 0", "dropped 1", "dropped 2", "dropped tenant",
+        "dropped 0",
+        "dropped 1",
+        "dropped 2",
+        "dropped tenant",
         "47 more like the lines above (dropped poweruse) were not logged in 10s; all are counted",
         "dropped 50",
     ]

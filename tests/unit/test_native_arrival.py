@@ -132,16 +132,22 @@ def test_unusual_events_give_what_the_exact_path_gives(event):
         ("tenants.tenant_id = poweruse.tenant_id and poweruse.power_use = 1.5", '{"k": poweruse.kwh_use}'),
         ("tenants.tenant_id = poweruse.tenant_id and tenants.customer_id > 7", '{"c": tenants.customer_id}'),
         # string equality filters, and constants in the select
-        ('tenants.tenant_id = poweruse.tenant_id and poweruse.kind = "meter"',
-         '{"kind": "bill", "rate": 0.25, "n": 1, "final": true, "note": null, "kwh": poweruse.kwh_use}'),
+        (
+            'tenants.tenant_id = poweruse.tenant_id and poweruse.kind = "meter"',
+            '{"kind": "bill", "rate": 0.25, "n": 1, "final": true, "note": null, "kwh": poweruse.kwh_use}',
+        ),
         ('tenants.tenant_id = poweruse.tenant_id and "test" != poweruse.kind', SELECT),
     ],
 )
 def test_other_plans_of_the_shape(where, select):
     tenants = [{"tenant_id": i % 3, "customer_id": 6 + i} for i in range(6)]
     readings = [
-        {"tenant_id": i % 4, "power_use": [0.5, 1, 1.5, 2.5][i % 4], "kwh_use": 6 + i % 7,
-         "kind": ["meter", "test", 5, "Meter"][i % 4]}
+        {
+            "tenant_id": i % 4,
+            "power_use": [0.5, 1, 1.5, 2.5][i % 4],
+            "kwh_use": 6 + i % 7,
+            "kind": ["meter", "test", 5, "Meter"][i % 4],
+        }
         for i in range(20)
     ]
     rows, *_ = _same_both_ways([(0, tenants[:3]), (1, readings), (0, tenants[3:])], where, select)
@@ -160,8 +166,11 @@ def test_other_plans_of_the_shape(where, select):
         (WHERE, '{"total": poweruse.kwh_use * 2}', "a select that can fail"),
         ('tenants.tenant_id = poweruse.tenant_id and poweruse.tenant_id < "x"', SELECT, "other than a number"),
         (WHERE, '{"kind": "bill", "n": 1}', "a select that reads no stream"),
-        ("tenants.tenant_id = poweruse.tenant_id and (poweruse.power_use > 1 or poweruse.kwh_use > 1)", SELECT,
-         "not a comparison"),
+        (
+            "tenants.tenant_id = poweruse.tenant_id and (poweruse.power_use > 1 or poweruse.kwh_use > 1)",
+            SELECT,
+            "not a comparison",
+        ),
         ("tenants.tenant_id = poweruse.tenant_id and poweruse.power_use < 18014398509481984", SELECT, "beyond 2**53"),
     ],
 )
@@ -208,8 +217,9 @@ def test_references_are_balanced_after_a_window():
 
 
 def test_an_error_in_the_pair_callback_propagates():
-    arrival = native.Arrival(fields=["k"], keys=[0], filters=[], projection=[0], row=[("k", False, 0)],
-                             partner_projection=0)
+    arrival = native.Arrival(
+        fields=["k"], keys=[0], filters=[], projection=[0], row=[("k", False, 0)], partner_projection=0
+    )
     partner = ({"k": 1}, "p", False)  # no projection: the exact pair callback is called
 
     def pair(mine, theirs, full):
@@ -232,8 +242,15 @@ def test_an_error_in_the_pair_callback_propagates():
     ],
 )
 def test_a_bad_specification_is_refused(spec):
-    arguments = {"fields": ["k"], "keys": [0], "filters": [], "projection": [0], "row": [("k", False, 0)],
-                 "partner_projection": 1, **spec}
+    arguments = {
+        "fields": ["k"],
+        "keys": [0],
+        "filters": [],
+        "projection": [0],
+        "row": [("k", False, 0)],
+        "partner_projection": 1,
+        **spec,
+    }
     with pytest.raises((ValueError, TypeError)):
         native.Arrival(**arguments)
 
@@ -257,8 +274,7 @@ def test_a_plan_reading_more_fields_than_the_c_loop_holds_stays_in_python():
 # -- the C loop on any input: never a crash, never a wrong answer (it may only leave events to the exact path)
 
 JSONISH = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True),
-              st.text(max_size=3)),
+    st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True), st.text(max_size=3)),
     lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=3), inner, max_size=3)),
     max_leaves=6,
 )
@@ -287,8 +303,9 @@ def test_the_c_loop_takes_any_input_as_the_generated_loop_does(tenants, readings
 
 
 def test_entries_of_odd_shapes_go_to_the_exact_path():
-    arrival = native.Arrival(fields=["k"], keys=[0], filters=[], projection=[0], row=[("k", 0, 0)],
-                             partner_projection=0)
+    arrival = native.Arrival(
+        fields=["k"], keys=[0], filters=[], projection=[0], row=[("k", 0, 0)], partner_projection=0
+    )
     slow, keys, entries = [], [], []
     odd = [("only data",), ["a", "list"], ({"k": 1},), ({"k": True}, "id"), ({"k": 1.0}, "id"), ({"k": 2**60}, "id")]
     arrival(odd, keys, entries, {}, [], [], slow, lambda *_: None)

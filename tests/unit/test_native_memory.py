@@ -15,10 +15,22 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_the_c_loop_tests_pass_under_the_debug_allocator():
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
-         "tests/unit/test_native_arrival.py", "tests/unit/test_engine_properties.py::test_the_c_arrival_loop_equals_the_naive_join"],
-        cwd=ROOT, env={**os.environ, "PYTHONMALLOC": "debug", "PYTHONDEVMODE": "1"},
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-x",
+            "tests/unit/test_native_arrival.py",
+            "tests/unit/test_engine_properties.py::test_the_c_arrival_loop_equals_the_naive_join",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONMALLOC": "debug", "PYTHONDEVMODE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     assert " passed" in done.stdout

@@ -28,8 +28,13 @@ def processor(extra: str = "", clock: Clock | None = None) -> tuple[Processor, l
     spec.update(yaml.safe_load(extra) or {})
     config = config_from_yaml(yaml.safe_dump(spec))
     windows, late = [], []
-    proc = Processor(config, build_engine(config), on_window=lambda w, rows: windows.append((w, rows)),
-                     on_late=late.append, clock=clock or Clock())
+    proc = Processor(
+        config,
+        build_engine(config),
+        on_window=lambda w, rows: windows.append((w, rows)),
+        on_late=late.append,
+        clock=clock or Clock(),
+    )
     return proc, windows, late
 
 
@@ -39,7 +44,8 @@ def example_messages() -> dict[str, list]:
     run_file = yaml.safe_load((ROOT / "dapr.yaml").read_text())
     return {
         app["env"]["STREAM_TOPIC"]: compile_expression(app["env"]["MESSAGE_EXPR"], setting="m").evaluate(None)
-        for app in run_file["apps"] if "MESSAGE_EXPR" in app.get("env", {})
+        for app in run_file["apps"]
+        if "MESSAGE_EXPR" in app.get("env", {})
     }
 
 
@@ -61,8 +67,12 @@ def test_example_data_in_both_join_modes(mode, copies):
         proc.offer(1, reading)
     clock.now += 20
     proc.tick()
-    expected = [(243, "dc:kddi:cn:hnk2:11", 1119), (243, "dc:kddi:cn:hnk2:11", 1201),
-                (924, "dc:eqix:us:chi1:12", 1034), (924, "dc:eqix:us:chi1:12", 1134)]
+    expected = [
+        (243, "dc:kddi:cn:hnk2:11", 1119),
+        (243, "dc:kddi:cn:hnk2:11", 1201),
+        (924, "dc:eqix:us:chi1:12", 1034),
+        (924, "dc:eqix:us:chi1:12", 1134),
+    ]
     assert billable(windows) == sorted(expected * copies)
 
 
@@ -356,8 +366,11 @@ def test_an_event_far_ahead_of_the_clock_is_dropped_and_moves_no_watermark():
     clock = Clock(1_700_000_001.0)
     proc, windows, late = processor(EVENT_TIME, clock)
     proc.offer(0, {"ts": 1_700_000_001, "tenant_id": "t", "customer_id": 1})
-    with pytest.raises(MalformedEvent, match=r"poweruse event: event time 2023-11-1.* is 86400s ahead of the clock "
-                                             r"\(eventTime.maxFutureSkew is 60s\)"):
+    with pytest.raises(
+        MalformedEvent,
+        match=r"poweruse event: event time 2023-11-1.* is 86400s ahead of the clock "
+        r"\(eventTime.maxFutureSkew is 60s\)",
+    ):
         proc.offer(1, reading(1_700_086_401, 99))  # a day ahead: its publisher's clock is wrong
     assert proc.offer(1, reading(1_700_000_024, 7)) == ACCEPTED  # 23 s ahead: within the bound
     assert proc.offer(1, reading(1_700_000_002, 5)) == ACCEPTED  # not late: the bad event moved nothing
@@ -391,8 +404,9 @@ def test_a_table_record_the_filters_reject_does_not_move_the_watermark():
     spec.update(yaml.safe_load("join: table\n" + EVENT_TIME))
     config = config_from_yaml(yaml.safe_dump(spec))
     windows: list = []
-    proc = Processor(config, build_engine(config), on_window=lambda w, rows: windows.append((w, rows)),
-                     clock=Clock(1_700_000_001.0))
+    proc = Processor(
+        config, build_engine(config), on_window=lambda w, rows: windows.append((w, rows)), clock=Clock(1_700_000_001.0)
+    )
     proc.offer(0, {"ts": 1_700_000_001, "tenant_id": "t", "customer_id": 1})
     proc.offer(0, {"ts": 1_700_000_055, "tenant_id": "u", "customer_id": 0})  # rejected by the filter
     assert proc.offer(1, {"ts": 1_700_000_003, "tenant_id": "t", "power_use": 1, "kwh_use": 5}) == ACCEPTED
@@ -452,8 +466,10 @@ def test_a_reading_that_finds_no_table_row_by_its_close_is_counted_and_logged(ca
     proc.offer(0, {"ts": 1_700_000_008, "tenant_id": "t", "customer_id": 1})
     proc.offer(1, reading(1_700_000_026, 6))
     assert windows == [] and proc.stats.table_misses == 1
-    assert any("1 poweruse event(s) found no tenants row at their time" in r.getMessage() and "r-1" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        "1 poweruse event(s) found no tenants row at their time" in r.getMessage() and "r-1" in r.getMessage()
+        for r in caplog.records
+    )
 
 
 def test_a_table_version_after_the_window_closed_is_too_late_and_the_reading_is_a_miss():
@@ -504,9 +520,14 @@ def test_readings_without_a_tenant_in_their_window_are_counted_as_unmatched():
     proc, windows, _ = processor("", clock)
     proc.offer(0, {"tenant_id": "t", "customer_id": 1})
     proc.offer(0, {"tenant_id": "idle", "customer_id": 2})  # a tenant without readings
-    proc.offer_many(1, [({"tenant_id": "t", "power_use": 2, "kwh_use": 5}, "r1", None),
-                        ({"tenant_id": "gone", "power_use": 2, "kwh_use": 6}, "r2", None),
-                        ({"tenant_id": "gone", "power_use": 2, "kwh_use": 7}, "r3", None)])
+    proc.offer_many(
+        1,
+        [
+            ({"tenant_id": "t", "power_use": 2, "kwh_use": 5}, "r1", None),
+            ({"tenant_id": "gone", "power_use": 2, "kwh_use": 6}, "r2", None),
+            ({"tenant_id": "gone", "power_use": 2, "kwh_use": 7}, "r3", None),
+        ],
+    )
     proc.offer(1, {"tenant_id": "gone", "power_use": 2, "kwh_use": 8}, "r4")
     proc.offer(1, {"tenant_id": "low", "power_use": 0.1, "kwh_use": 9}, "r5")  # filtered: not unmatched
     proc.flush()

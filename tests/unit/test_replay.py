@@ -29,7 +29,9 @@ def run(config_name: str, config_text: str | None = None) -> tuple[list[dict], l
     out, late = io.StringIO(), io.StringIO()
     text = config_text if config_text is not None else (DATA / config_name).read_text()
     assert replay(text, INPUTS, out, late, config_name) == 0
-    return [json.loads(line) for line in out.getvalue().splitlines()], [json.loads(line) for line in late.getvalue().splitlines()]
+    return [json.loads(line) for line in out.getvalue().splitlines()], [
+        json.loads(line) for line in late.getvalue().splitlines()
+    ]
 
 
 def rows(window: dict) -> list[tuple]:
@@ -75,8 +77,16 @@ def test_aggregation_per_window():
 
 def test_same_input_same_output_every_time():
     command = [
-        sys.executable, "-m", "joiner", "replay", "--config", str(DATA / "joiner-table.yaml"),
-        "--input", f"tenants={DATA / 'tenants.jsonl'}", "--input", f"poweruse={DATA / 'poweruse.jsonl'}",
+        sys.executable,
+        "-m",
+        "joiner",
+        "replay",
+        "--config",
+        str(DATA / "joiner-table.yaml"),
+        "--input",
+        f"tenants={DATA / 'tenants.jsonl'}",
+        "--input",
+        f"poweruse={DATA / 'poweruse.jsonl'}",
     ]
     first = subprocess.run(command, capture_output=True, text=True, timeout=60)
     second = subprocess.run(command, capture_output=True, text=True, timeout=60)
@@ -141,7 +151,9 @@ def test_a_line_that_is_not_utf8_is_skipped_and_the_lines_after_it_are_read(tmp_
 def test_an_event_time_of_1e35_ms_is_skipped(tmp_path):
     # a tenant and a reading at that time would pair, and printing their window overflowed datetime
     tenants = fixture_with(tmp_path, "tenants.jsonl", {6: b'{"ts": 1e35, "tenant_id": "A", "customer_id": 7}'})
-    poweruse = fixture_with(tmp_path, "poweruse.jsonl", {8: b'{"ts": 1e35, "tenant_id": "A", "power_use": 2, "kwh_use": 5}'})
+    poweruse = fixture_with(
+        tmp_path, "poweruse.jsonl", {8: b'{"ts": 1e35, "tenant_id": "A", "power_use": 2, "kwh_use": 5}'}
+    )
     out, late, err = replay_files(tenants, poweruse)
     assert skipped(err)[-2:] == [
         f"skipped {tenants}:6: event time 1e+32 (epoch seconds) is outside the years 1970-9999",
@@ -154,12 +166,23 @@ def test_event_times_whose_window_cannot_be_printed_are_skipped_and_the_last_pri
     year_10000 = b'{"ts": 253402300800000, "tenant_id": "A", "customer_id": 7}'  # 10000-01-01T00:00:00Z in ms
     last_window = b'{"ts": "9999-12-31T23:59:50Z", "tenant_id": "A", "customer_id": 7}'  # it ends in 10000
     before_1970 = b'{"ts": -5, "tenant_id": "A", "customer_id": 7}'
-    tenants = fixture_with(tmp_path, "tenants.jsonl", {
-        1: year_10000, 2: last_window, 3: before_1970, 9: b'{"ts": "9999-12-31T23:59:39Z", "tenant_id": "Z", "customer_id": 8}',
-    })
-    poweruse = fixture_with(tmp_path, "poweruse.jsonl", {
-        8: b'{"ts": "9999-12-31T23:59:39Z", "tenant_id": "Z", "power_use": 2, "kwh_use": 5}',
-    })
+    tenants = fixture_with(
+        tmp_path,
+        "tenants.jsonl",
+        {
+            1: year_10000,
+            2: last_window,
+            3: before_1970,
+            9: b'{"ts": "9999-12-31T23:59:39Z", "tenant_id": "Z", "customer_id": 8}',
+        },
+    )
+    poweruse = fixture_with(
+        tmp_path,
+        "poweruse.jsonl",
+        {
+            8: b'{"ts": "9999-12-31T23:59:39Z", "tenant_id": "Z", "power_use": 2, "kwh_use": 5}',
+        },
+    )
     out, late, err = replay_files(tenants, poweruse)
     assert skipped(err)[:3] == [
         f"skipped {tenants}:1: event time 253402300800.0 (epoch seconds) is outside the years 1970-9999",
@@ -170,17 +193,22 @@ def test_event_times_whose_window_cannot_be_printed_are_skipped_and_the_last_pri
     *windows, last = [json.loads(line) for line in out.splitlines()]
     assert "\n".join(json.dumps(w, separators=(",", ":"), ensure_ascii=False) for w in windows) + "\n" == CLEAN_OUT
     assert (last["window_start"], last["window_end"], rows(last)) == (
-        "9999-12-31T23:59:20Z", "9999-12-31T23:59:40Z", [(8, "Z", 5)]
+        "9999-12-31T23:59:20Z",
+        "9999-12-31T23:59:40Z",
+        [(8, "Z", 5)],
     )
 
 
-@pytest.mark.parametrize(("value", "reason"), [
-    (b"1e400", "data.kwh_use is inf, not a finite number"),
-    (str(2**64).encode(), "data.kwh_use is an integer beyond 64 bits"),
-    (b'"\\ud800"', "data.kwh_use is not Unicode text (a lone surrogate)"),
-    (b"[" * 40 + b"]" * 40, "data.kwh_use" + "[0]" * 31 + " is nested deeper than 32 levels"),
-    (b"NaN", "not JSON: NaN is not a JSON value"),  # refused already by the strict parser
-])
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"1e400", "data.kwh_use is inf, not a finite number"),
+        (str(2**64).encode(), "data.kwh_use is an integer beyond 64 bits"),
+        (b'"\\ud800"', "data.kwh_use is not Unicode text (a lone surrogate)"),
+        (b"[" * 40 + b"]" * 40, "data.kwh_use" + "[0]" * 31 + " is nested deeper than 32 levels"),
+        (b"NaN", "not JSON: NaN is not a JSON value"),  # refused already by the strict parser
+    ],
+)
 def test_a_value_the_joiner_calls_poison_is_skipped_with_its_reason(tmp_path, value, reason):
     line = b'{"ts": 1700000003, "tenant_id": "A", "power_use": 2, "kwh_use": ' + value + b"}"
     poweruse = fixture_with(tmp_path, "poweruse.jsonl", {2: line})
@@ -205,9 +233,14 @@ def test_an_unexpected_error_on_one_line_is_reported_in_one_line_and_the_replay_
     real_offer, real_event_time = module.Processor.offer, module.event_time
     monkeypatch.setattr(module.Processor, "offer", offer)
     monkeypatch.setattr(module, "event_time", event_time)
-    poweruse = fixture_with(tmp_path, "poweruse.jsonl", {
-        2: b'{"ts": 1700000003, "crash_offer": 1}', 5: b'{"ts": 1700000003, "crash_parse": 1}',
-    })
+    poweruse = fixture_with(
+        tmp_path,
+        "poweruse.jsonl",
+        {
+            2: b'{"ts": 1700000003, "crash_offer": 1}',
+            5: b'{"ts": 1700000003, "crash_parse": 1}',
+        },
+    )
     out, late, err = replay_files(INPUTS[0][1], poweruse)
     assert f"skipped {poweruse}:2: unexpected RuntimeError: offer broke\\nhere" in skipped(err)
     assert f"skipped {poweruse}:5: unexpected KeyError: 'parse'" in skipped(err)
@@ -254,9 +287,23 @@ def test_the_cli_over_bad_lines_exits_0_without_a_traceback(tmp_path):
     tenants, poweruse = mixed_files(tmp_path)
     late = tmp_path / "late.jsonl"
     result = subprocess.run(
-        [sys.executable, "-m", "joiner", "replay", "--config", str(DATA / "joiner-window.yaml"),
-         "--input", f"tenants={tenants}", "--input", f"poweruse={poweruse}", "--late", str(late)],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "joiner",
+            "replay",
+            "--config",
+            str(DATA / "joiner-window.yaml"),
+            "--input",
+            f"tenants={tenants}",
+            "--input",
+            f"poweruse={poweruse}",
+            "--late",
+            str(late),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr

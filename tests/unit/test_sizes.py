@@ -6,8 +6,17 @@ from streaming_runtime.sizes import parse_bytes
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("65536", 65536), (4096, 4096), ("64Ki", 65536), ("64KiB", 65536), ("2MB", 2_000_000), ("1.5Gi", 1610612736),
-     ("16_777_216", 16777216), (" 8 mib ", 8 * 1024 * 1024), ("10B", 10)],
+    [
+        ("65536", 65536),
+        (4096, 4096),
+        ("64Ki", 65536),
+        ("64KiB", 65536),
+        ("2MB", 2_000_000),
+        ("1.5Gi", 1610612736),
+        ("16_777_216", 16777216),
+        (" 8 mib ", 8 * 1024 * 1024),
+        ("10B", 10),
+    ],
 )
 def test_sizes(text, expected):
     assert parse_bytes(text) == expected

@@ -17,7 +17,10 @@ from streaming_runtime.values import MAX_DEPTH, value_problem
         {"tenant_id": "dc:eqix:us:chi1:12", "power_use": 1.05, "kwh_use": 1034},
         {"name": "Zoë 😀", "tags": ["a", {"b": None}], "ok": True, "big": 2**63 - 1, "small": -(2**63) + 1},
         json.loads('{"pair": "\\ud83d\\ude00"}'),  # a surrogate pair is one character
-        [], "text", 1.5, None,
+        [],
+        "text",
+        1.5,
+        None,
     ],
 )
 def test_values_every_json_reader_reads_alike_are_accepted(value):

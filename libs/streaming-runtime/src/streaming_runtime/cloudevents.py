@@ -17,7 +17,6 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-
 from streaming_runtime.errors import MalformedEvent, PayloadTooLarge
 from streaming_runtime.logs import printable
 from streaming_runtime.values import value_problem
@@ -99,10 +98,9 @@ def bulk_entries(
     size would be; measured only when the whole delivery is larger, so it costs nothing otherwise."""
     out: list[tuple[str, Delivery | MalformedEvent]] = []
     for position, entry in enumerate(document["entries"]):
-        entry_id = position
+        entry_id = str(position)
         if isinstance(entry, dict) and type(entry.get("entryId")) in (str, int):
-            entry_id = entry["entryId"]
-        entry_id = str(entry_id)
+            entry_id = str(entry["entryId"])
         try:
             if not isinstance(entry, dict) or "event" not in entry:
                 raise MalformedEvent("bulk entry without an event")
@@ -115,7 +113,9 @@ def bulk_entries(
                 except (UnicodeDecodeError, ValueError) as error:
                     raise MalformedEvent(f"event is not JSON: {_json_problem(error)}") from None
             elif max_event_bytes is not None and _larger_than(event, max_event_bytes):
-                raise PayloadTooLarge(f"event of more than {max_event_bytes} bytes exceeds the limit of {max_event_bytes} bytes")
+                raise PayloadTooLarge(
+                    f"event of more than {max_event_bytes} bytes exceeds the limit of {max_event_bytes} bytes"
+                )
             out.append((entry_id, delivery_of(event)))
         except MalformedEvent as error:
             out.append((entry_id, error))
@@ -127,7 +127,9 @@ def _larger_than(event: Any, limit: int) -> bool:
     if isinstance(event, dict) and len(event) < 64 and all(type(v) in _SMALL for v in event.values()):
         return False  # a flat event of numbers: a few bytes per key, far below any sensible limit
     try:
-        return len(json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")) > limit
+        return (
+            len(json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")) > limit
+        )
     except (ValueError, RecursionError):
         return False  # delivery_of names what is wrong with it
 
@@ -166,7 +168,10 @@ def _from_cloudevent(envelope: dict[str, Any]) -> Delivery:
     if (problem := value_problem(data)) is not None:
         raise MalformedEvent(f"{label()}: {problem}")
     return Delivery(
-        id=event_id, topic=envelope.get("topic"), pubsubname=envelope.get("pubsubname"), time=envelope.get("time"),
+        id=event_id,
+        topic=envelope.get("topic"),
+        pubsubname=envelope.get("pubsubname"),
+        time=envelope.get("time"),
         data=data,
     )
 

@@ -214,9 +214,7 @@ class Expression:
         _split_and(self.tree, parts)
         if len(parts) == 1:
             return [self]
-        return [
-            Expression(self.setting, self.source, self.normalized, self._program, part) for part in parts
-        ]
+        return [Expression(self.setting, self.source, self.normalized, self._program, part) for part in parts]
 
     def paths_under(self, roots: set[str]) -> dict[str, frozenset[tuple[str, ...]]]:
         """Field paths the expression reads below each of ``roots``, such as
@@ -269,8 +267,7 @@ def compile_expression(source: str, *, setting: str) -> Expression:
         location = max(0, (getattr(error, "location", None) or 0) - 1)
         index = normalized.original_index(location)
         raise ExpressionError(
-            f"{setting} does not parse: {_describe(error)} at {_line_column(source, index)}: "
-            f"{_excerpt(source, index)}"
+            f"{setting} does not parse: {_describe(error)} at {_line_column(source, index)}: {_excerpt(source, index)}"
         ) from None
     except KeyError as error:
         # jsonata-python raises KeyError (not S0204) for an operator it does not know, such as `~`
@@ -322,8 +319,22 @@ def _excerpt(source: str, index: int, width: int = 24) -> str:
 
 IMPURE_FUNCTIONS = frozenset({"now", "millis", "random", "uuid", "eval"})
 _CHILDREN = (
-    "lhs", "rhs", "steps", "expressions", "arguments", "procedure", "expression",
-    "stages", "predicate", "condition", "then", "_else", "body", "group", "update", "delete",
+    "lhs",
+    "rhs",
+    "steps",
+    "expressions",
+    "arguments",
+    "procedure",
+    "expression",
+    "stages",
+    "predicate",
+    "condition",
+    "then",
+    "_else",
+    "body",
+    "group",
+    "update",
+    "delete",
 )
 
 
@@ -346,7 +357,7 @@ def reads_variables(tree: Any) -> bool:
     i.e. whether its value can change between evaluations on the same input."""
     kind = getattr(tree, "type", None)
     if kind == "function":
-        procedure = getattr(tree, "procedure", None)
+        procedure: Any = getattr(tree, "procedure", None)
         if getattr(procedure, "type", None) != "variable" or str(procedure.value) in IMPURE_FUNCTIONS:
             return True
         return any(reads_variables(argument) for argument in tree.arguments or [])

@@ -182,14 +182,18 @@ def _fn_number(v: Any) -> Any:
 
 
 def _fn_lowercase(v: Any) -> Any:
-    if v is U or v.__class__ is str:
-        return v if v is U else v.casefold()  # jsonata-python's $lowercase
+    if v is U:
+        return v
+    if v.__class__ is str:
+        return v.casefold()  # jsonata-python's $lowercase
     raise _FALLBACK
 
 
 def _fn_uppercase(v: Any) -> Any:
-    if v is U or v.__class__ is str:
-        return v if v is U else v.upper()
+    if v is U:
+        return v
+    if v.__class__ is str:
+        return v.upper()
     raise _FALLBACK
 
 
@@ -343,8 +347,11 @@ def _memo_inputs(node: Any, variables: tuple[str, ...]) -> list[tuple[int, tuple
                 return False
             return visit(item.arguments or [])
         if kind in ("binary", "condition", "block") or (kind == "unary" and item.value in ("-", "[", "{")):
-            children = [getattr(item, name, None) for name in ("lhs", "rhs", "expression", "expressions", "condition", "then", "_else")]
-            children += [pair for pair in (getattr(item, "lhs_object", None) or [])]
+            children = [
+                getattr(item, name, None)
+                for name in ("lhs", "rhs", "expression", "expressions", "condition", "then", "_else")
+            ]
+            children += list(getattr(item, "lhs_object", None) or [])
             return all(visit(child) for child in children)
         return False
 
@@ -395,16 +402,19 @@ def single_variable_roots(tree: Any, left: str) -> list[Any]:
         kind = getattr(node, "type", None)
         if kind in ("string", "number", "value"):
             return
-        if reads_only_left(node) and kind in ("path", "binary", "unary", "function"):
-            if not (kind == "binary" and node.value in ("and", "or")):
-                roots.append(node)
-                return
+        if (
+            reads_only_left(node)
+            and kind in ("path", "binary", "unary", "function")
+            and not (kind == "binary" and node.value in ("and", "or"))
+        ):
+            roots.append(node)
+            return
         if kind == "binary":
             visit(node.lhs)
             if node.value not in ("and", "or"):  # the right side of and/or is conditional
                 visit(node.rhs)
         elif kind == "unary":
-            for child in ([node.expression] if node.value == "-" else node.expressions or []):
+            for child in [node.expression] if node.value == "-" else node.expressions or []:
                 visit(child)
             for _, value in node.lhs_object or []:
                 visit(value)
@@ -416,10 +426,20 @@ def single_variable_roots(tree: Any, left: str) -> list[Any]:
 def namespace() -> dict[str, Any]:
     """What generated code may refer to."""
     return {
-        "U": U, "Fallback": Fallback, "_fail": _fail, "_value": _value, "_bool": _bool, "_eq": _eq,
-        "_arith": _arith, "_neg": _neg, "_concat": _concat, "_compare": _compare,
-        "_lt": lambda a, b: a < b, "_le": lambda a, b: a <= b,
-        "_gt": lambda a, b: a > b, "_ge": lambda a, b: a >= b,
+        "U": U,
+        "Fallback": Fallback,
+        "_fail": _fail,
+        "_value": _value,
+        "_bool": _bool,
+        "_eq": _eq,
+        "_arith": _arith,
+        "_neg": _neg,
+        "_concat": _concat,
+        "_compare": _compare,
+        "_lt": lambda a, b: a < b,
+        "_le": lambda a, b: a <= b,
+        "_gt": lambda a, b: a > b,
+        "_ge": lambda a, b: a >= b,
         **{f"_fn_{name}": function for name, function in _FUNCTIONS.items()},
     }
 
@@ -542,8 +562,11 @@ class CodeGenerator:
             if position == 0 and self.trusted:
                 self.emit(f"{out} = {current}.get({step!r}, U)", depth)
             else:
-                self.emit(f"{out} = {current}.get({step!r}, U) if {current}.__class__ is dict else "
-                          f"(U if {current} is U or {current}.__class__ in (str, int, float, bool) else _fail())", depth)
+                self.emit(
+                    f"{out} = {current}.get({step!r}, U) if {current}.__class__ is dict else "
+                    f"(U if {current} is U or {current}.__class__ in (str, int, float, bool) else _fail())",
+                    depth,
+                )
             current = out
         plain = ("str", "int", "float") if self.trusted else ("str", "int")
         test = " and ".join(f"{out}.__class__ is not {name}" for name in plain)
@@ -560,7 +583,10 @@ class CodeGenerator:
         right = self.node(node.rhs, depth)
         out = self.temp()
         if op == "=":
-            self.emit(f"{out} = ({left} == {right}) if {left}.__class__ is {right}.__class__ is str else _eq({left}, {right})", depth)
+            self.emit(
+                f"{out} = ({left} == {right}) if {left}.__class__ is {right}.__class__ is str else _eq({left}, {right})",
+                depth,
+            )
         elif op == "!=":
             self.emit(f"{out} = False if {left} is U or {right} is U else not _eq({left}, {right})", depth)
         elif op in _COMPARISONS:
@@ -570,12 +596,16 @@ class CodeGenerator:
             checks = []
             for side, child in ((left, node.lhs), (right, node.rhs)):
                 if getattr(child, "type", None) != "number":
-                    checks.append(f"({side}.__class__ is float or ({side}.__class__ is int and "
-                                  f"-{_EXACT_INT} <= {side} <= {_EXACT_INT}))")
+                    checks.append(
+                        f"({side}.__class__ is float or ({side}.__class__ is int and "
+                        f"-{_EXACT_INT} <= {side} <= {_EXACT_INT}))"
+                    )
                 elif abs(child.value) > _EXACT_INT:
                     checks.append("False")
             numeric = " and ".join(checks) or "True"
-            self.emit(f"{out} = ({left} {op} {right}) if {numeric} else _compare({left}, {right}, {_COMPARISONS[op]})", depth)
+            self.emit(
+                f"{out} = ({left} {op} {right}) if {numeric} else _compare({left}, {right}, {_COMPARISONS[op]})", depth
+            )
         elif op in ("+", "-", "*", "/", "%"):
             self.emit(f"{out} = _arith({left}, {right}, {op!r})", depth)
         elif op == "&":

@@ -75,8 +75,12 @@ class LogBudget:
         start, logged, left_out = self._spent.get(key, (now, 0, 0))
         if now - start >= self.period:
             if left_out:
-                self.logger.warning("%d more like the lines above (%s) were not logged in %.0fs; all are counted",
-                                    left_out, key, now - start)
+                self.logger.warning(
+                    "%d more like the lines above (%s) were not logged in %.0fs; all are counted",
+                    left_out,
+                    key,
+                    now - start,
+                )
             start, logged, left_out = now, 0, 0
         if logged < self.burst:
             self.logger.warning(message, *args, stacklevel=2)  # the line names the caller, not this class

@@ -47,8 +47,12 @@ class DrainingServer(uvicorn.Server):
     green, so the sidecar is there for the drain's last deliveries and saves, and goes as soon as the app
     is gone. A second signal, or a drain longer than ``drain_seconds``, stops at once."""
 
-    def __init__(self, config: uvicorn.Config, drain_of: Callable[[], Callable[[], Awaitable[None]] | None],
-                 drain_seconds: float = DRAIN_SECONDS) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        drain_of: Callable[[], Callable[[], Awaitable[None]] | None],
+        drain_seconds: float = DRAIN_SECONDS,
+    ) -> None:
         super().__init__(config)
         self.drain_of = drain_of
         self.drain_seconds = drain_seconds
@@ -71,7 +75,7 @@ class DrainingServer(uvicorn.Server):
         log.info("signal %d: draining before stopping (at most %gs)", sig, self.drain_seconds)
         try:
             await asyncio.wait_for(drain(), timeout=self.drain_seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.error("drain not done after %gs: stopping anyway", self.drain_seconds)
         except Exception as error:  # noqa: BLE001 - the server must stop whatever the drain did
             log.error("drain failed, stopping anyway: %s", error)

@@ -41,7 +41,9 @@ class Publisher(Protocol):
 
     async def publish(self, pubsub: str, topic: str, data: Any, event_id: str | None = None) -> None: ...
 
-    async def publish_many(self, pubsub: str, topic: str, items: list[Any], event_ids: list[str] | None = None) -> None: ...
+    async def publish_many(
+        self, pubsub: str, topic: str, items: list[Any], event_ids: list[str] | None = None
+    ) -> None: ...
 
 
 def dumps(data: Any) -> bytes:
@@ -86,7 +88,10 @@ class Sidecar:
         client = await self._grpc_client()
         try:
             await client.publish_event(
-                pubsub_name=pubsub, topic_name=topic, data=body, data_content_type="application/json",
+                pubsub_name=pubsub,
+                topic_name=topic,
+                data=body,
+                data_content_type="application/json",
                 publish_metadata={"cloudevent.id": event_id} if event_id else {},
             )
         except Exception as error:  # grpc.aio.AioRpcError and SDK errors carry the sidecar's reason
@@ -110,7 +115,9 @@ class Sidecar:
         client = await self._grpc_client()
         try:
             await client.publish_event(
-                pubsub_name=pubsub, topic_name=topic, data=body,
+                pubsub_name=pubsub,
+                topic_name=topic,
+                data=body,
                 data_content_type="application/cloudevents+json",
             )
         except Exception as error:
@@ -123,14 +130,17 @@ class Sidecar:
         bodies: list[Any] = [dumps(item) for item in items]
         if event_ids is not None:
             bodies = [
-                BulkPublishEntry(entry_id=str(n), event=body, content_type="application/json",
-                                 metadata={"cloudevent.id": event_id})
+                BulkPublishEntry(
+                    entry_id=str(n), event=body, content_type="application/json", metadata={"cloudevent.id": event_id}
+                )
                 for n, (body, event_id) in enumerate(zip(bodies, event_ids))
             ]
         client = await self._grpc_client()
         try:
             answer = await client.publish_events(
-                pubsub_name=pubsub, topic_name=topic, data=bodies,
+                pubsub_name=pubsub,
+                topic_name=topic,
+                data=bodies,
                 data_content_type="application/json",
             )
         except Exception as error:

@@ -43,8 +43,13 @@ class AppTokenMiddleware:
             await self.app(scope, receive, send)
             return
         log.warning("refused %s %s: missing or wrong dapr-api-token", scope["method"], scope["path"])
-        await send({"type": "http.response.start", "status": 401,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(_REFUSAL)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(_REFUSAL)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": _REFUSAL})
 
     def _allowed(self, scope: Scope) -> bool:

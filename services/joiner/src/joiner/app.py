@@ -25,24 +25,24 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
-from pydantic import Field
 from fastapi.responses import JSONResponse, Response
+from pydantic import Field
 
 from joiner.config import JoinerConfig, StreamSource, load_config
 from joiner.deadletters import DeadLetters
 from joiner.engine.join import JoinEngine
+from joiner.journal import CHECKPOINT_KEY, PART_BYTES, RUNS_KEY, Journal, read_parts, save_parts
 from joiner.metrics import StatsCollector, exposition, registry_of
 from joiner.processor import LateEvent, Processor, build_engine
-from joiner.journal import CHECKPOINT_KEY, PART_BYTES, RUNS_KEY, Journal, read_parts, save_parts
 from joiner.runrecord import RunRecord
 from joiner.sender import MAX_PARKED_BYTES, PARKED_RETRY_SECONDS, ROWS_PER_CALL, WindowSender
 from streaming_runtime.cloudevents import bulk_entries, delivery_of, is_bulk, read_body
 from streaming_runtime.errors import MalformedEvent, PayloadTooLarge
 from streaming_runtime.logs import ErrorReport, LogBudget, printable
 from streaming_runtime.service import read_limited
-from streaming_runtime.tokens import require_app_token
 from streaming_runtime.settings import DEFAULT_MAX_BODY_BYTES, ServiceSettings
 from streaming_runtime.sidecar import Sidecar, SidecarError, dumps
+from streaming_runtime.tokens import require_app_token
 
 log = logging.getLogger("joiner")
 
@@ -86,13 +86,18 @@ class Joiner:
         self.errors = ErrorReport(log)
         self.drop_log = LogBudget(log)
         self.dead_letters = DeadLetters(config.dead_letters, sink, max_body_bytes)
-        self.sender = WindowSender(config, sink, self.errors, clock, retry_base_delay, rows_per_call,
-                                   max_call_bytes=max_call_bytes)
+        self.sender = WindowSender(
+            config, sink, self.errors, clock, retry_base_delay, rows_per_call, max_call_bytes=max_call_bytes
+        )
         self.outbox = self.sender.outbox
         self.late_box: asyncio.Queue[LateEvent] = asyncio.Queue()
         self.processor = Processor(
-            config, engine, on_window=lambda w, rows: self.outbox.put_nowait((w, rows)),
-            on_late=self.late_box.put_nowait, clock=clock, errors=self.errors,
+            config,
+            engine,
+            on_window=lambda w, rows: self.outbox.put_nowait((w, rows)),
+            on_late=self.late_box.put_nowait,
+            clock=clock,
+            errors=self.errors,
         )
         self.stream_index = {source.name: index for index, source in enumerate(config.sources)}
         self.bulk_deliveries: Counter = Counter()
@@ -196,14 +201,21 @@ class Joiner:
         self.dead_letters.offer(source.name, None, "an error of the joiner's own", body)
         return {"status": "DROP"}
 
-    def drop(self, source: StreamSource, event_id: str | None, error: MalformedEvent, event: Any = None) -> dict[str, str]:
+    def drop(
+        self, source: StreamSource, event_id: str | None, error: MalformedEvent, event: Any = None
+    ) -> dict[str, str]:
         """Count, log (sampled) and, for a stream with ``deadLetter``, publish a copy of a dropped event."""
         self.processor.stats.dropped[source.name] += 1
         if event is not None and not self.replaying:  # a replayed drop was dead-lettered the first time
             self.dead_letters.offer(source.name, event_id, str(error), event)
         # a flood of poison must not become a flood of log: every drop is counted, the log samples them
-        self.drop_log.warning(f"dropped {source.name}", "dropped malformed event stream=%s id=%s reason=%s",
-                              source.name, printable(event_id, 80), printable(error, 300))
+        self.drop_log.warning(
+            f"dropped {source.name}",
+            "dropped malformed event stream=%s id=%s reason=%s",
+            source.name,
+            printable(event_id, 80),
+            printable(error, 300),
+        )
         return {"status": "DROP"}
 
     # -- handover of open windows (state.store) -------------------------------------------------
@@ -212,10 +224,12 @@ class Joiner:
         """At start: continue the open windows the previous run saved in the state store, then remove them
         there, and say whether the previous run stopped or was killed (:mod:`joiner.runrecord`). Deliveries
         may come in meanwhile: they join the same windows, which wait to close."""
+        store = self.config.state_store
+        assert store is not None, "take_over runs only with a state store"
         try:
-            await self._take_over(self.config.state_store)
+            await self._take_over(store)
             if self.journal is not None:
-                await self._recover_from_journal(self.config.state_store)
+                await self._recover_from_journal(store)
             if self.run_record is not None:
                 await self.run_record.check_previous(recovered=self.journal is not None)
         finally:
@@ -241,13 +255,19 @@ class Joiner:
         try:
             await self.journal.write(seq, self.stream_index[source.name], now, body)
         except SidecarError as error:
-            self.drop_log.warning("journal", "delivery to %s answered RETRY, its journal write failed (it comes "
-                                  "again; dedup takes what it already took): %s", source.route, error)
+            self.drop_log.warning(
+                "journal",
+                "delivery to %s answered RETRY, its journal write failed (it comes "
+                "again; dedup takes what it already took): %s",
+                source.route,
+                error,
+            )
             return {"status": "RETRY"}
         return answer
 
     async def _recover_from_journal(self, store: str) -> None:
         journal = self.journal
+        assert journal is not None
         try:
             runs = await self.sink.get_state(store, RUNS_KEY) or []
             if self.took_handover:  # a graceful stop covered everything: what it journaled is stale
@@ -276,8 +296,9 @@ class Joiner:
                 self.processor.restore(checkpoint)
                 self.sender.take_over(checkpoint.get("undelivered") or [])
             except ValueError as error:
-                log.error("state store %s: the checkpoint is another joiner's or damaged, not restored: %s",
-                          store, error)
+                log.error(
+                    "state store %s: the checkpoint is another joiner's or damaged, not restored: %s", store, error
+                )
         self.replaying = True
         try:
             for stream, arrival, body in pending:  # in order, each at its time: the same windows and rows
@@ -287,16 +308,24 @@ class Joiner:
             self.replaying = False
         journal.replayed += len(pending)
         if checkpoint is not None or pending:
-            log.warning("state store %s: recovered from the journal: the checkpoint (%s) and %d deliveries after "
-                        "it replayed", store, "restored" if checkpoint is not None else "none", len(pending))
+            log.warning(
+                "state store %s: recovered from the journal: the checkpoint (%s) and %d deliveries after it replayed",
+                store,
+                "restored" if checkpoint is not None else "none",
+                len(pending),
+            )
             self.schedule_checkpoint()
 
     async def _start_journal_anyway(self) -> None:
+        assert self.journal is not None
         try:
             await self.journal.start([])
         except SidecarError as error:
-            log.error("state store %s: the journal is not recorded: a crash of this run would lose its "
-                      "windows: %s", self.config.state_store, error)
+            log.error(
+                "state store %s: the journal is not recorded: a crash of this run would lose its windows: %s",
+                self.config.state_store,
+                error,
+            )
 
     def schedule_checkpoint(self) -> None:
         """After a window is delivered: save a checkpoint, then forget the journal it covers (coalesced)."""
@@ -309,6 +338,7 @@ class Joiner:
 
     async def _checkpoints(self) -> None:
         journal, store = self.journal, self.config.state_store
+        assert journal is not None and store is not None, "checkpoints are scheduled only with a journal"
         while True:
             self._checkpoint_again = False
             covered = journal.next_seq  # every delivery before it is taken in (synchronously, in order)
@@ -337,15 +367,22 @@ class Joiner:
                 await self.journal.forget(run)
             await self.sink.delete_state(self.config.state_store, CHECKPOINT_KEY)
         except SidecarError as error:
-            log.warning("state store %s: the journal not removed (the next start ignores it after a handover): %s",
-                        self.config.state_store, error)
+            log.warning(
+                "state store %s: the journal not removed (the next start ignores it after a handover): %s",
+                self.config.state_store,
+                error,
+            )
 
     def _holding(self) -> dict[str, int]:
         """What a crash now would lose (for the run record)."""
         states = self.processor.windows.states()
         parked = list(self.sender.parked.values())
-        return {"events": sum(state.count for state in states), "windows": len(states),
-                "undelivered": len(parked) + self.outbox.qsize(), "rows": sum(len(p.rows) for p in parked)}
+        return {
+            "events": sum(state.count for state in states),
+            "windows": len(states),
+            "undelivered": len(parked) + self.outbox.qsize(),
+            "rows": sum(len(p.rows) for p in parked),
+        }
 
     async def _take_over(self, store: str) -> None:
         try:
@@ -374,15 +411,21 @@ class Joiner:
             return
         self.may_hand_over = True
         self.took_handover = True
-        log.info("state store %s: took over %d open window(s), %d events, %d undelivered window(s)",
-                 store, len(snapshot["windows"]), count, undelivered)
+        log.info(
+            "state store %s: took over %d open window(s), %d events, %d undelivered window(s)",
+            store,
+            len(snapshot["windows"]),
+            count,
+            undelivered,
+        )
         try:
             await self.sink.delete_state(store, HANDOVER_KEY)  # first: what is left without it is ignored
             for n in range(parts):
                 await self.sink.delete_state(store, f"{HANDOVER_KEY}.{n}")
         except SidecarError as error:
-            log.warning("state store %s: taken-over windows not removed (a later start would take them again): %s",
-                        store, error)
+            log.warning(
+                "state store %s: taken-over windows not removed (a later start would take them again): %s", store, error
+            )
 
     async def _set_aside(self, store: str, parts: int, chunks: list[bytes | None], why: Exception) -> None:
         """A handover this joiner cannot continue (another joiner's streams, or damaged): moved to a key of its
@@ -397,12 +440,24 @@ class Joiner:
             await self.sink.save_state(store, aside, {"parts": parts, "why": str(why)})
             await self.sink.delete_state(store, HANDOVER_KEY)
         except SidecarError as error:
-            log.error("state store %s: open windows this joiner cannot continue (%s) left at %s, not set aside (%s): "
-                      "its stops close their windows early until they are removed", store, why, HANDOVER_KEY, error)
+            log.error(
+                "state store %s: open windows this joiner cannot continue (%s) left at %s, not set aside (%s): "
+                "its stops close their windows early until they are removed",
+                store,
+                why,
+                HANDOVER_KEY,
+                error,
+            )
             return
         self.may_hand_over = True
-        log.error("state store %s: open windows this joiner cannot continue (%s), not taken over: set aside at %s "
-                  "(%d part(s)) for whoever can; this joiner hands over its own", store, why, aside, parts)
+        log.error(
+            "state store %s: open windows this joiner cannot continue (%s), not taken over: set aside at %s "
+            "(%d part(s)) for whoever can; this joiner hands over its own",
+            store,
+            why,
+            aside,
+            parts,
+        )
 
     async def hand_over(self) -> bool:
         """At stop: save the open windows in the state store instead of closing them early, with the
@@ -432,9 +487,16 @@ class Joiner:
             return False
         self.sender.parked.clear()
         events = sum(len(events) for window in snapshot["windows"] for events in window["events"].values())
-        log.info("state store %s: handed over %d open window(s), %d events, %d undelivered window(s) "
-                 "(%d bytes in %d part(s))", store, len(snapshot["windows"]), events, len(undelivered), len(text),
-                 parts)
+        log.info(
+            "state store %s: handed over %d open window(s), %d events, %d undelivered window(s) "
+            "(%d bytes in %d part(s))",
+            store,
+            len(snapshot["windows"]),
+            events,
+            len(undelivered),
+            len(text),
+            parts,
+        )
         return True
 
     async def stop(self) -> None:
@@ -447,8 +509,10 @@ class Joiner:
             self.close_all()  # what is buffered goes out before we stop
             await self._drain(10)
             if self.journal is not None and self.sender.parked:
-                log.error("stopping with %d undelivered window(s): kept in the journal for the next start",
-                          len(self.sender.parked))
+                log.error(
+                    "stopping with %d undelivered window(s): kept in the journal for the next start",
+                    len(self.sender.parked),
+                )
             else:
                 await self.forget_journal()
                 self.sender.give_up()
@@ -553,7 +617,7 @@ def create_app(
     config = config or load_config(os.environ)
     engine = build_engine(config)
     Processor.check_config(config, engine)
-    state: dict[str, Joiner] = {}
+    state: dict[str, Any] = {}  # "joiner" and its "metrics" registry, set by the lifespan
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -562,8 +626,15 @@ def create_app(
         if target is None:
             sidecar = Sidecar(settings)
             target = sidecar
-        joiner = Joiner(config, engine, target, clock, settings.max_body_bytes,
-                        max_bulk_body_bytes=settings.max_bulk_body_bytes, max_call_bytes=settings.max_call_bytes)
+        joiner = Joiner(
+            config,
+            engine,
+            target,
+            clock,
+            settings.max_body_bytes,
+            max_bulk_body_bytes=settings.max_bulk_body_bytes,
+            max_call_bytes=settings.max_call_bytes,
+        )
         joiner.sender.max_parked_bytes = settings.max_parked_bytes
         state["joiner"] = app.state.joiner = joiner
         state["metrics"] = registry_of(StatsCollector(joiner.stats_dict, engine.streams, joiner.processor.describe()))

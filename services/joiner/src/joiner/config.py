@@ -22,15 +22,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field
 
 from joiner.engine.eventtime import DEFAULT_MAX_FUTURE_SKEW, EventTimeSpec, event_time_spec
-
 from streaming_runtime.durations import parse_duration
 from streaming_runtime.errors import ConfigError
 from streaming_runtime.sizes import parse_bytes
@@ -150,11 +147,15 @@ def _from_yaml_text(text: str, origin: str) -> dict[str, Any]:
         entries = stream["from"]
         if not isinstance(entries, list):
             raise ConfigError(f"{origin}: stream.from must be a list of two streams")
-        values["from"] = [(_source_from_yaml(entry, f"stream.from[{i}]"), f"stream.from[{i}]") for i, entry in enumerate(entries)]
+        values["from"] = [
+            (_source_from_yaml(entry, f"stream.from[{i}]"), f"stream.from[{i}]") for i, entry in enumerate(entries)
+        ]
     if "to" in stream:
         entries = stream["to"] or []
         if not isinstance(entries, list):
-            raise ConfigError(f"{origin}: stream.to must be a list of {{component: app/route}} or {{stream: pubsub/topic}}")
+            raise ConfigError(
+                f"{origin}: stream.to must be a list of {{component: app/route}} or {{stream: pubsub/topic}}"
+            )
         values["to"] = [_target_from_yaml(entry, f"stream.to[{i}]") for i, entry in enumerate(entries)]
     for key in ("select", "where"):
         if key in stream:
@@ -185,7 +186,9 @@ def _semantics_from_yaml(spec: dict[str, Any], values: dict[str, Any]) -> None:
     if "deadLetter" in spec:
         entries = spec["deadLetter"]
         if not isinstance(entries, dict) or not entries:
-            raise ConfigError("deadLetter must map a stream to pubsub/topic, such as {poweruse: rabbit-stream/poweruse-deadletter}")
+            raise ConfigError(
+                "deadLetter must map a stream to pubsub/topic, such as {poweruse: rabbit-stream/poweruse-deadletter}"
+            )
         values["dead_letters"] = {
             str(name): _publish_target(str(target), f"deadLetter.{name}") for name, target in entries.items()
         }
@@ -259,7 +262,7 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
             sources.append((_source_from_env(environ[key], key), key))
     if sources:
         values["from"] = sources
-    targets = []
+    targets: list[InvokeTarget | PublishTarget] = []
     if environ.get("JOINER_STREAM_TO_COMPONENT"):
         targets.append(_invoke_target(environ["JOINER_STREAM_TO_COMPONENT"], "JOINER_STREAM_TO_COMPONENT"))
     if environ.get("JOINER_STREAM_TO_STREAM"):
@@ -267,9 +270,15 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     if targets:
         values["to"] = targets
     for key, name in (
-        ("JOINER_TIME_FIELD", "time_field"), ("JOINER_TIME_FORMAT", "time_format"), ("JOINER_GRACE", "grace"),
-        ("JOINER_IDLE_TIMEOUT", "idle"), ("JOINER_MAX_FUTURE_SKEW", "maxFutureSkew"), ("JOINER_JOIN_MODE", "join"), ("JOINER_TABLE_DELETED_WHEN", "deleted_when"),
-        ("JOINER_DEDUP_TTL", "dedup_ttl"), ("JOINER_DEDUP_MAX_ENTRIES", "dedup_max"),
+        ("JOINER_TIME_FIELD", "time_field"),
+        ("JOINER_TIME_FORMAT", "time_format"),
+        ("JOINER_GRACE", "grace"),
+        ("JOINER_IDLE_TIMEOUT", "idle"),
+        ("JOINER_MAX_FUTURE_SKEW", "maxFutureSkew"),
+        ("JOINER_JOIN_MODE", "join"),
+        ("JOINER_TABLE_DELETED_WHEN", "deleted_when"),
+        ("JOINER_DEDUP_TTL", "dedup_ttl"),
+        ("JOINER_DEDUP_MAX_ENTRIES", "dedup_max"),
         ("JOINER_OUTPUT_ENVELOPE", "envelope"),
     ):
         if environ.get(key):
@@ -315,9 +324,7 @@ def _source_from_env(value: str, setting: str) -> StreamSource:
 def _source(name: str, pubsub: str | None, topic: str, route: str | None, setting: str) -> StreamSource:
     name = name.strip()
     if not _NAME.match(name):
-        raise ConfigError(
-            f"{setting}: stream name {name!r} cannot be a JSONata variable: use letters, digits and _"
-        )
+        raise ConfigError(f"{setting}: stream name {name!r} cannot be a JSONata variable: use letters, digits and _")
     route = "/" + (route or name).strip().lstrip("/")
     return StreamSource(name=name, pubsub=pubsub, topic=topic, route=route)
 
@@ -356,7 +363,9 @@ def _build(values: dict[str, Any], origin: str) -> JoinerConfig:
         raise ConfigError(f"{window_setting}={window_text!r}: the window must be longer than zero")
     sources = values["from"]
     if len(sources) != 2:
-        raise ConfigError(f"{sources[0][1] if sources else 'stream.from'}: a join reads exactly two streams, got {len(sources)}")
+        raise ConfigError(
+            f"{sources[0][1] if sources else 'stream.from'}: a join reads exactly two streams, got {len(sources)}"
+        )
     (first, _), (second, second_setting) = sources
     if first.name == second.name:
         raise ConfigError(f"{second_setting}: both streams are named {first.name!r}")
@@ -425,7 +434,9 @@ def _semantics(values: dict[str, Any], streams: tuple[str, str]) -> dict[str, An
     if "join" in values:
         mode, setting = values["join"]
         if mode not in ("window", "table"):
-            raise ConfigError(f"{setting}={mode!r}: expected window (both streams windowed) or table (the first stream is a table)")
+            raise ConfigError(
+                f"{setting}={mode!r}: expected window (both streams windowed) or table (the first stream is a table)"
+            )
         out["join_mode"] = mode
     if "deleted_when" in values:
         text, setting = values["deleted_when"]
@@ -462,8 +473,10 @@ def _semantics(values: dict[str, Any], streams: tuple[str, str]) -> dict[str, An
         if journal and "state_store" not in values:
             raise ConfigError(f"{setting}: the journal needs a state store (state.store or JOINER_STATE_STORE)")
         if journal and "dedup_ttl" not in values:
-            raise ConfigError(f"{setting}: the journal needs dedup (a delivery answered RETRY when its journal "
-                              "write fails comes again, and must be recognised)")
+            raise ConfigError(
+                f"{setting}: the journal needs dedup (a delivery answered RETRY when its journal "
+                "write fails comes again, and must be recognised)"
+            )
         out["journal"] = journal
     if "envelope" in values:
         out["envelope"] = _boolean(*values["envelope"])

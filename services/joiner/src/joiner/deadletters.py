@@ -61,12 +61,24 @@ class DeadLetters:
         if target is None:
             return
         text, cut = event_text(event, self.max_event_chars)
-        record = {"stream": stream, "id": printable(event_id, 200) if event_id is not None else None,
-                  "reason": printable(reason, 1000), "dropped_at": time.time(), "event": text, "cut": cut}
+        record = {
+            "stream": stream,
+            "id": printable(event_id, 200) if event_id is not None else None,
+            "reason": printable(reason, 1000),
+            "dropped_at": time.time(),
+            "event": text,
+            "cut": cut,
+        }
         if self.queued_bytes + len(text) > QUEUE_BYTES or self.queue.full():
             self.lost += 1
-            self.failures.warning("dead letters full", "dead letter of %s id=%s LOST: %d copies (%d bytes) wait "
-                                  "to be published already", stream, record["id"], self.queue.qsize(), self.queued_bytes)
+            self.failures.warning(
+                "dead letters full",
+                "dead letter of %s id=%s LOST: %d copies (%d bytes) wait to be published already",
+                stream,
+                record["id"],
+                self.queue.qsize(),
+                self.queued_bytes,
+            )
             return
         self.queued_bytes += len(text)
         self.queue.put_nowait((target, record))
@@ -89,7 +101,13 @@ class DeadLetters:
             except SidecarError as error:
                 if attempt == attempts:
                     self.lost += 1
-                    self.failures.warning(f"dead letters to {target}", "dead letter of %s id=%s not published to "
-                                          "%s, LOST: %s", record["stream"], record["id"], target, error)
+                    self.failures.warning(
+                        f"dead letters to {target}",
+                        "dead letter of %s id=%s not published to %s, LOST: %s",
+                        record["stream"],
+                        record["id"],
+                        target,
+                        error,
+                    )
                 else:
                     await asyncio.sleep(0.25 * 2**attempt)

@@ -97,8 +97,10 @@ class Journal:
         async for current, head in self._heads(run, first):
             header, _, rest = head.partition(b"\n")
             parts = json.loads(header)["parts"]
-            chunks = [rest] + [await self.sink.get_state_bytes(self.store, segment_key(run, current, part)) or b""
-                               for part in range(1, parts)]
+            chunks = [rest] + [
+                await self.sink.get_state_bytes(self.store, segment_key(run, current, part)) or b""
+                for part in range(1, parts)
+            ]
             meta, _, body = b"".join(chunks).partition(b"\n")
             fields = json.loads(meta)
             out.append((int(fields["s"]), float(fields["a"]), body))

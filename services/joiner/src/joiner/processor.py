@@ -58,14 +58,17 @@ class Stats:
     aggregate_ignored: int = 0
 
     def count(self, outcome: str, stream: str) -> None:
-        counter = {ACCEPTED: self.accepted, FILTERED: self.filtered, DUPLICATE: self.duplicates, LATE: self.late,
-                   TABLE: self.accepted}[outcome]
+        counter = {
+            ACCEPTED: self.accepted,
+            FILTERED: self.filtered,
+            DUPLICATE: self.duplicates,
+            LATE: self.late,
+            TABLE: self.accepted,
+        }[outcome]
         counter[stream] += 1
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            name: (dict(value) if isinstance(value, Counter) else value) for name, value in self.__dict__.items()
-        }
+        return {name: (dict(value) if isinstance(value, Counter) else value) for name, value in self.__dict__.items()}
 
 
 @dataclass(frozen=True)
@@ -78,8 +81,12 @@ class LateEvent:
 
     def as_record(self) -> dict[str, Any]:
         return {
-            "stream": self.stream, "id": self.id, "event_time": self.event_time,
-            "window_start": self.window.start, "window_end": self.window.end, "data": self.data,
+            "stream": self.stream,
+            "id": self.id,
+            "event_time": self.event_time,
+            "window_start": self.window.start,
+            "window_end": self.window.end,
+            "data": self.data,
         }
 
 
@@ -131,15 +138,19 @@ class Processor:
         self.last_arrival = self.clock()
         self.table = (
             TableJoin(
-                engine, self.store,
+                engine,
+                self.store,
                 compile_expression(config.table_deleted_when, setting="table.deletedWhen")
-                if config.table_deleted_when else None,
+                if config.table_deleted_when
+                else None,
             )
-            if config.join_mode == "table" else None
+            if config.join_mode == "table"
+            else None
         )
         self.dedup = (
             Deduplicator(self.store, "dedup", config.dedup_ttl, config.dedup_max_entries, self.clock)
-            if config.dedup_ttl else None
+            if config.dedup_ttl
+            else None
         )
         self.aggregate_spec = parse_aggregate(config.aggregate) if config.aggregate is not None else None
 
@@ -167,7 +178,8 @@ class Processor:
     def describe(self) -> str:
         time_mode = (
             f"event time from {'.'.join(self.time_spec.field)} (grace {self.time_spec.grace:g}s, idle {self.idle_after:g}s)"
-            if self.time_spec else "processing time"
+            if self.time_spec
+            else "processing time"
         )
         extras = [
             f"join: {self.config.join_mode}",
@@ -285,7 +297,9 @@ class Processor:
             self._close_through(now)
         elif self.idle_after is not None and now - self.last_arrival >= self.idle_after and self.windows.open_count:
             self.stats.windows_idle_closed += self.windows.open_count
-            log.info("input idle for %.1fs: closing %d open window(s)", now - self.last_arrival, self.windows.open_count)
+            log.info(
+                "input idle for %.1fs: closing %d open window(s)", now - self.last_arrival, self.windows.open_count
+            )
             for window, state in self.windows.close_all():
                 self._close(window, state)
 
@@ -329,11 +343,15 @@ class Processor:
             "window_seconds": self.config.window_seconds,
             "windows": [
                 {
-                    "start": window.start, "end": window.end, "part": window.part,
+                    "start": window.start,
+                    "end": window.end,
+                    "part": window.part,
                     "events": {
                         name: [[data, event_id] for data, event_id in self.engine.buffered(state, index)]
                         for index, name in enumerate(self.streams)
-                    } if self.table is None else {
+                    }
+                    if self.table is None
+                    else {
                         # a table join holds the joined stream's events with their times, no table events
                         self.streams[1]: [[data, event_id, when] for data, event_id, when in state.timed],
                     },
@@ -343,7 +361,9 @@ class Processor:
             "table": [
                 [key_to_json(key), [[when, record] for when, record in versions]]
                 for key, versions in self.table.versions()
-            ] if self.table is not None else [],
+            ]
+            if self.table is not None
+            else [],
         }
 
     def restore(self, snapshot: Any) -> int:
@@ -354,7 +374,10 @@ class Processor:
             raise ValueError(f"not a handover snapshot of version {HANDOVER_VERSION}")
         if snapshot.get("streams") != list(self.streams):
             raise ValueError(f"it joins {snapshot.get('streams')}, this joiner {list(self.streams)}")
-        if snapshot.get("window_seconds") != self.config.window_seconds or snapshot.get("join") != self.config.join_mode:
+        if (
+            snapshot.get("window_seconds") != self.config.window_seconds
+            or snapshot.get("join") != self.config.join_mode
+        ):
             return self._carry_over(snapshot)
         count = 0
         if self.table is not None:
@@ -420,9 +443,16 @@ class Processor:
         if self.event_time_mode and snapshot.get("watermark") is not None:
             self.watermark.observe(float(snapshot["watermark"]))
             self._close_through(self.watermark.value)
-        log.info("carried over %d event(s) of %d open window(s) saved under another configuration (%gs windows, "
-                 "join: %s) into this one (%gs, join: %s)", count, len(snapshot.get("windows") or []),
-                 snapshot.get("window_seconds"), snapshot.get("join"), self.config.window_seconds, self.config.join_mode)
+        log.info(
+            "carried over %d event(s) of %d open window(s) saved under another configuration (%gs windows, "
+            "join: %s) into this one (%gs, join: %s)",
+            count,
+            len(snapshot.get("windows") or []),
+            snapshot.get("window_seconds"),
+            snapshot.get("join"),
+            self.config.window_seconds,
+            self.config.join_mode,
+        )
         self.stats.restored += count
         return count
 
@@ -435,13 +465,16 @@ class Processor:
             return
         self.stats.windows_split += 1
         bound = (
-            f"{state.count} buffered events (maxWindowEvents)" if state.count >= self.config.max_window_events
+            f"{state.count} buffered events (maxWindowEvents)"
+            if state.count >= self.config.max_window_events
             else f"{state.bytes} bytes of buffered events (maxWindowBytes)"
         )
         log.warning(
             "window %s reached %s: closing it early; "
             "later events of this window go to part %d and do not pair with earlier ones",
-            window.id, bound, window.part + 1,
+            window.id,
+            bound,
+            window.part + 1,
         )
         self._close(*self.windows.split(window))
 
@@ -466,19 +499,28 @@ class Processor:
             rows = aggregated.rows
         self.stats.rows_made += len(rows)
         log.info(
-            "window closed id=%s events=%d pairs=%d rows=%d unmatched=%s", window.id, state.count, result.pairs,
-            len(rows), ",".join(f"{name}:{count}" for name, count in zip(self.streams, unmatched)),
+            "window closed id=%s events=%d pairs=%d rows=%d unmatched=%s",
+            window.id,
+            state.count,
+            result.pairs,
+            len(rows),
+            ",".join(f"{name}:{count}" for name, count in zip(self.streams, unmatched)),
         )
         if rows:
             self.on_window(window, rows)
 
     def _join_table(self, window: Window, state: WindowState) -> None:
+        assert self.table is not None
         misses = self.table.join(state)
         if misses:
             self.stats.table_misses += len(misses)
             shown = ", ".join(f"{event_id} (key {key!r})" for event_id, key in misses[:5])
             log.warning(
                 "window %s: %d %s event(s) found no %s row at their time, so made no row: %s%s",
-                window.id, len(misses), self.streams[1], self.streams[0], printable(shown, 400),
+                window.id,
+                len(misses),
+                self.streams[1],
+                self.streams[0],
+                printable(shown, 400),
                 " ..." if len(misses) > 5 else "",
             )

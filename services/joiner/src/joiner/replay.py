@@ -23,13 +23,14 @@ taken for mistakes); one the processor refuses as malformed; and one that meets 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import heapq
-import logging
 import json
+import logging
 import math
 import sys
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -47,11 +48,16 @@ EARLIEST, LATEST = EARLIEST_TIME, LATEST_TIME
 
 
 def rfc3339(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(seconds, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
 def window_line(window: Window, rows: list[Any]) -> str:
-    record = {"window_start": rfc3339(window.start), "window_end": rfc3339(window.end), "window_id": window.id, "rows": rows}
+    record = {
+        "window_start": rfc3339(window.start),
+        "window_end": rfc3339(window.end),
+        "window_id": window.id,
+        "rows": rows,
+    }
     return json.dumps(record, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -111,7 +117,8 @@ def replay(config_text: str, inputs: list[tuple[str, Path]], out: TextIO, late_o
             raise ConfigError(f"--input {name}=...: {name!r} is not one of the streams {streams}")
     now = [float("-inf")]
     processor = Processor(
-        config, build_engine(config),
+        config,
+        build_engine(config),
         on_window=lambda window, rows: print(window_line(window, rows), file=out),
         on_late=lambda late: print(json.dumps(_late_record(late), separators=(",", ":")), file=late_out),
         clock=lambda: now[0],
@@ -149,11 +156,17 @@ def _late_record(late: LateEvent) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m joiner replay", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m joiner replay", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", required=True, type=Path, help="a Joiner YAML (with eventTime.field)")
-    parser.add_argument("--input", required=True, action="append", metavar="STREAM=FILE",
-                        help="a stream's events, one JSON object per line (repeat per stream)")
+    parser.add_argument(
+        "--input",
+        required=True,
+        action="append",
+        metavar="STREAM=FILE",
+        help="a stream's events, one JSON object per line (repeat per stream)",
+    )
     parser.add_argument("--late", type=Path, help="write late events here (default: stderr)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR, format="joiner replay: %(message)s")  # late events are output, not logged
@@ -172,12 +185,10 @@ def main(argv: list[str]) -> int:
     except OSError as error:
         print(f"joiner replay: --config {args.config}: {error.strerror}", file=sys.stderr)
         return 2
-    late_out = open(args.late, "w", encoding="utf-8") if args.late else sys.stderr
-    try:
-        return replay(config_text, inputs, sys.stdout, late_out, str(args.config))
-    except ConfigError as error:
-        print(f"joiner replay: configuration error: {error}", file=sys.stderr)
-        return 2
-    finally:
-        if args.late:
-            late_out.close()
+    late = open(args.late, "w", encoding="utf-8") if args.late else contextlib.nullcontext(sys.stderr)  # noqa: SIM115
+    with late as late_out:
+        try:
+            return replay(config_text, inputs, sys.stdout, late_out, str(args.config))
+        except ConfigError as error:
+            print(f"joiner replay: configuration error: {error}", file=sys.stderr)
+            return 2

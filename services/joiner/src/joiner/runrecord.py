@@ -45,8 +45,10 @@ class RunRecord:
             previous = None
         if isinstance(previous, dict) and previous.get("clean") is False and recovered:
             self.crashes_detected += 1
-            log.warning("the previous run (started %s) ended without stopping: what it held was recovered from "
-                        "the journal", _when(previous.get("started")))
+            log.warning(
+                "the previous run (started %s) ended without stopping: what it held was recovered from the journal",
+                _when(previous.get("started")),
+            )
         elif isinstance(previous, dict) and previous.get("clean") is False:
             held = previous.get("holding") or {}
             self.crashes_detected += 1
@@ -54,9 +56,13 @@ class RunRecord:
             log.error(
                 "the previous run (started %s) ended without stopping (killed, out of memory, node lost): what it "
                 "held at its last beat (%s) is LOST: %d buffered events in %d open window(s), %d undelivered "
-                "window(s) of %d rows", _when(previous.get("started")), _when(previous.get("beat")),
-                int(held.get("events", 0) or 0), int(held.get("windows", 0) or 0),
-                int(held.get("undelivered", 0) or 0), int(held.get("rows", 0) or 0),
+                "window(s) of %d rows",
+                _when(previous.get("started")),
+                _when(previous.get("beat")),
+                int(held.get("events", 0) or 0),
+                int(held.get("windows", 0) or 0),
+                int(held.get("undelivered", 0) or 0),
+                int(held.get("rows", 0) or 0),
             )
         await self._write(False)
 
@@ -78,8 +84,9 @@ class RunRecord:
             await self.sink.save_state(self.store, RUN_KEY, record)
             self._last = holding
         except SidecarError as error:
-            log.warning("state store %s: the run record not written (a crash would go unreported): %s",
-                        self.store, error)
+            log.warning(
+                "state store %s: the run record not written (a crash would go unreported): %s", self.store, error
+            )
 
 
 def _when(seconds: Any) -> str:

@@ -78,10 +78,17 @@ class Parked:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "window_id": self.window.id, "window_start": self.window.start, "window_end": self.window.end,
-            "target": str(self.target), "rows": len(self.rows), "bytes": self.size, "reason": self.reason,
-            "parked_at": self.parked_at, "attempts": self.attempts,
-            "chunks": len(self.chunks), "chunks_delivered": len(self.done),
+            "window_id": self.window.id,
+            "window_start": self.window.start,
+            "window_end": self.window.end,
+            "target": str(self.target),
+            "rows": len(self.rows),
+            "bytes": self.size,
+            "reason": self.reason,
+            "parked_at": self.parked_at,
+            "attempts": self.attempts,
+            "chunks": len(self.chunks),
+            "chunks_delivered": len(self.done),
         }
 
 
@@ -186,8 +193,14 @@ class WindowSender:
             return rows
         return {"window_start": window.start, "window_end": window.end, "window_id": window.id, "rows": rows}
 
-    async def _deliver(self, window: Window, rows: list[Any], target: InvokeTarget | PublishTarget,
-                       chunks: list[tuple[int, int]], done: set[int]) -> str | None:
+    async def _deliver(
+        self,
+        window: Window,
+        rows: list[Any],
+        target: InvokeTarget | PublishTarget,
+        chunks: list[tuple[int, int]],
+        done: set[int],
+    ) -> str | None:
         """Send the chunks of a window's rows not in ``done`` to one target (adding each it takes to
         ``done``); None, or why one did not go.
 
@@ -203,17 +216,26 @@ class WindowSender:
             self.rows_emitted += end - start
         return None
 
-    async def _call(self, window: Window, rows: list[Any], chunk: str, target: InvokeTarget | PublishTarget) -> str | None:
-        headers = {"window-start": str(window.start), "window-end": str(window.end), "window-id": window.id,
-                   "window-chunk": chunk}
+    async def _call(
+        self, window: Window, rows: list[Any], chunk: str, target: InvokeTarget | PublishTarget
+    ) -> str | None:
+        headers = {
+            "window-start": str(window.start),
+            "window-end": str(window.end),
+            "window-id": window.id,
+            "window-chunk": chunk,
+        }
         body = self.body(window, rows)
         for attempt in range(1, DELIVERY_ATTEMPTS + 1):
             try:
                 if isinstance(target, InvokeTarget):
                     await self.sink.invoke(target.app_id, target.method, body, headers)
                 else:  # window metadata as CloudEvent extension attributes, the body unchanged
-                    extensions = {"windowstart": headers["window-start"], "windowend": headers["window-end"],
-                                  "windowid": window.id}
+                    extensions = {
+                        "windowstart": headers["window-start"],
+                        "windowend": headers["window-end"],
+                        "windowid": window.id,
+                    }
                     await self.sink.publish_event(target.pubsub, target.topic, body, WINDOW_EVENT_TYPE, extensions)
                 self.failing = None
                 return None
@@ -233,9 +255,17 @@ class WindowSender:
 
     # -- the park ---------------------------------------------------------------------------------
 
-    def _park(self, window: Window, target: InvokeTarget | PublishTarget, rows: list[Any], reason: str,
-              attempts: int, parked_at: float | None = None, chunks: list[tuple[int, int]] | None = None,
-              done: set[int] | None = None) -> None:
+    def _park(
+        self,
+        window: Window,
+        target: InvokeTarget | PublishTarget,
+        rows: list[Any],
+        reason: str,
+        attempts: int,
+        parked_at: float | None = None,
+        chunks: list[tuple[int, int]] | None = None,
+        done: set[int] | None = None,
+    ) -> None:
         try:
             size = len(dumps(rows))
         except Exception:  # noqa: BLE001 - rows that cannot be written (UnsendableBody): kept, sized by count
@@ -247,15 +277,28 @@ class WindowSender:
                 chunks = plan_chunks(rows, self.max_call_bytes, self.rows_per_call)
             except Exception:  # noqa: BLE001 - rows that cannot be written: one call, refused again
                 chunks = [(0, len(rows))]
-        self.parked[key] = Parked(window, target, rows, reason, parked_at or self.clock(), size, attempts,
-                                  chunks, set(done or ()))
-        log.error("window %s: %d rows for %s parked (GET /deadletters; re-sent every %gs and on "
-                  "POST /deadletters/resend): %s", window.id, len(rows), target, self.retry_interval, reason)
+        self.parked[key] = Parked(
+            window, target, rows, reason, parked_at or self.clock(), size, attempts, chunks, set(done or ())
+        )
+        log.error(
+            "window %s: %d rows for %s parked (GET /deadletters; re-sent every %gs and on "
+            "POST /deadletters/resend): %s",
+            window.id,
+            len(rows),
+            target,
+            self.retry_interval,
+            reason,
+        )
         while self.parked_bytes > self.max_parked_bytes and len(self.parked) > 1:
             _, oldest = self.parked.popitem(last=False)
             self.windows_lost += 1
-            log.error("window %s: %d parked rows for %s LOST: parked windows are over %d bytes",
-                      oldest.window.id, len(oldest.rows), oldest.target, self.max_parked_bytes)
+            log.error(
+                "window %s: %d parked rows for %s LOST: parked windows are over %d bytes",
+                oldest.window.id,
+                len(oldest.rows),
+                oldest.target,
+                self.max_parked_bytes,
+            )
 
     @property
     def parked_bytes(self) -> int:
@@ -267,7 +310,9 @@ class WindowSender:
         if self.failing is not None:
             found.append(self.failing)
         if self.parked:
-            found.append(f"{len(self.parked)} window(s) parked undelivered ({sum(len(p.rows) for p in self.parked.values())} rows)")
+            found.append(
+                f"{len(self.parked)} window(s) parked undelivered ({sum(len(p.rows) for p in self.parked.values())} rows)"
+            )
         if self.outbox.qsize() > OUTBOX_READY_LIMIT:
             found.append(f"{self.outbox.qsize()} closed windows wait to be delivered (more than {OUTBOX_READY_LIMIT})")
         return found
@@ -281,8 +326,16 @@ class WindowSender:
             window, rows = self.outbox.get_nowait()
             self.outbox.task_done()
             records += [
-                {"start": window.start, "end": window.end, "part": window.part, "target": index, "rows": rows,
-                 "reason": "not sent before the joiner stopped", "parked_at": self.clock(), "attempts": 0}
+                {
+                    "start": window.start,
+                    "end": window.end,
+                    "part": window.part,
+                    "target": index,
+                    "rows": rows,
+                    "reason": "not sent before the joiner stopped",
+                    "parked_at": self.clock(),
+                    "attempts": 0,
+                }
                 for index in range(len(self.config.targets))
             ]
         return records
@@ -291,11 +344,21 @@ class WindowSender:
         """What is not delivered yet, as :meth:`undelivered` gives it, but leaving everything in place (for
         a checkpoint): parked windows, the one being sent, and the outbox (read, not taken)."""
         records = [self._record(parked) for parked in self.parked.values()]
-        waiting = ([self.sending] if self.sending else []) + list(self.outbox._queue)  # asyncio.Queue keeps a deque
+        queued = self.outbox._queue  # type: ignore[attr-defined]  # asyncio.Queue keeps a deque, not in its stubs
+        waiting = ([self.sending] if self.sending else []) + list(queued)
         records += [
-            {"start": window.start, "end": window.end, "part": window.part, "target": index, "rows": rows,
-             "reason": "not delivered at the checkpoint", "parked_at": self.clock(), "attempts": 0}
-            for window, rows in waiting for index in range(len(self.config.targets))
+            {
+                "start": window.start,
+                "end": window.end,
+                "part": window.part,
+                "target": index,
+                "rows": rows,
+                "reason": "not delivered at the checkpoint",
+                "parked_at": self.clock(),
+                "attempts": 0,
+            }
+            for window, rows in waiting
+            for index in range(len(self.config.targets))
         ]
         return records
 
@@ -306,20 +369,39 @@ class WindowSender:
             window = Window(float(record["start"]), float(record["end"]), int(record.get("part", 0)))
             if not 0 <= int(record["target"]) < len(self.config.targets):
                 self.windows_lost += 1
-                log.error("window %s: %d undelivered rows of the previous run LOST: their target is no longer "
-                          "configured", window.id, len(record["rows"]))
+                log.error(
+                    "window %s: %d undelivered rows of the previous run LOST: their target is no longer configured",
+                    window.id,
+                    len(record["rows"]),
+                )
                 continue
             chunks = [(int(start), int(end)) for start, end in record["chunks"]] if record.get("chunks") else None
-            self._park(window, self.config.targets[int(record["target"])], list(record["rows"]),
-                       str(record.get("reason", "")), int(record.get("attempts", 0)),
-                       float(record.get("parked_at") or self.clock()), chunks, set(record.get("done") or ()))
+            self._park(
+                window,
+                self.config.targets[int(record["target"])],
+                list(record["rows"]),
+                str(record.get("reason", "")),
+                int(record.get("attempts", 0)),
+                float(record.get("parked_at") or self.clock()),
+                chunks,
+                set(record.get("done") or ()),
+            )
             taken += 1
         return taken
 
     def _record(self, p: Parked) -> dict[str, Any]:
-        return {"start": p.window.start, "end": p.window.end, "part": p.window.part,
-                "target": self._target_index(p.target), "rows": p.rows, "reason": p.reason, "parked_at": p.parked_at,
-                "attempts": p.attempts, "chunks": [list(chunk) for chunk in p.chunks], "done": sorted(p.done)}
+        return {
+            "start": p.window.start,
+            "end": p.window.end,
+            "part": p.window.part,
+            "target": self._target_index(p.target),
+            "rows": p.rows,
+            "reason": p.reason,
+            "parked_at": p.parked_at,
+            "attempts": p.attempts,
+            "chunks": [list(chunk) for chunk in p.chunks],
+            "done": sorted(p.done),
+        }
 
     def _target_index(self, target: InvokeTarget | PublishTarget) -> int:
         return self.config.targets.index(target)
@@ -330,6 +412,9 @@ class WindowSender:
         self.parked.clear()
         if records:
             self.windows_lost += len(records)
-            log.error("stopping with %d undelivered window(s) (%d rows) and no state.store to hand them over: "
-                      "LOST: %s", len(records), sum(len(r["rows"]) for r in records),
-                      ", ".join(Window(r["start"], r["end"], r["part"]).id for r in records[:20]))
+            log.error(
+                "stopping with %d undelivered window(s) (%d rows) and no state.store to hand them over: LOST: %s",
+                len(records),
+                sum(len(r["rows"]) for r in records),
+                ", ".join(Window(r["start"], r["end"], r["part"]).id for r in records[:20]),
+            )

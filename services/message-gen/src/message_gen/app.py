@@ -30,7 +30,10 @@ class GeneratorStats:
 
 
 async def generate(
-    source: MessageSource, publisher: Publisher, settings: GeneratorSettings, stats: GeneratorStats,
+    source: MessageSource,
+    publisher: Publisher,
+    settings: GeneratorSettings,
+    stats: GeneratorStats,
     stop: asyncio.Event | None = None,
 ) -> None:
     """Publish until MESSAGE_COUNT messages went out (0: forever), one every MESSAGE_DELAY, or until

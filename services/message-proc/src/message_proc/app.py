@@ -20,20 +20,20 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
+from message_proc.billed import BilledCalls
 from streaming_runtime.cloudevents import read_body
 from streaming_runtime.errors import MalformedEvent, PayloadTooLarge
 from streaming_runtime.logs import ErrorReport, printable
 from streaming_runtime.service import read_limited
-from streaming_runtime.tokens import require_app_token
 from streaming_runtime.settings import ServiceSettings
 from streaming_runtime.sidecar import Sidecar, SidecarError
+from streaming_runtime.tokens import require_app_token
 from streaming_runtime.values import value_problem
-
-from message_proc.billed import BilledCalls
 
 log = logging.getLogger("message-proc")
 MAX_HEADER_CHARS = 200  # window-id, window-chunk, window-end: the joiner's are under 40
@@ -66,8 +66,15 @@ def create_app(settings: ProcessorSettings, store: Any | None = None) -> FastAPI
 
     app = FastAPI(title="message-proc", lifespan=lifespan)
     require_app_token(app, settings.app_api_token)
-    received = {"calls": 0, "rejected": 0, "rows": 0, "duplicates": 0, "conflicts": 0, "unexpected_errors": 0,
-                "unavailable": 0}
+    received = {
+        "calls": 0,
+        "rejected": 0,
+        "rows": 0,
+        "duplicates": 0,
+        "conflicts": 0,
+        "unexpected_errors": 0,
+        "unavailable": 0,
+    }
     billed = BilledCalls(store if settings.state_store else None, settings.state_store)
     # (window id, window end, seconds since epoch when received): how late windows arrive (bench/)
     windows: deque[dict] = deque(maxlen=1000)
@@ -112,13 +119,19 @@ def create_app(settings: ProcessorSettings, store: Any | None = None) -> FastAPI
                 await billed.record(call, digest)  # before the rows are billed: see message_proc.billed
             except SidecarError as error:
                 received["unavailable"] += 1
-                log.error("window %s chunk %s not billed now, the record of billed calls is unavailable (the "
-                          "joiner sends it again): %s", *map(printable, call), printable(error, 300))
+                log.error(
+                    "window %s chunk %s not billed now, the record of billed calls is unavailable (the "
+                    "joiner sends it again): %s",
+                    *map(printable, call),
+                    printable(error, 300),
+                )
                 return JSONResponse({"error": "the record of billed calls is unavailable"}, status_code=503)
             if seen == "conflict":
                 received["conflicts"] += 1
-                log.error("window %s chunk %s received before with other rows: billed, but look at its sender",
-                          *map(printable, call))
+                log.error(
+                    "window %s chunk %s received before with other rows: billed, but look at its sender",
+                    *map(printable, call),
+                )
         received["calls"] += 1
         received["rows"] += len(data) if isinstance(data, list) else 1
         if "window-end" in request.headers:
@@ -149,5 +162,3 @@ async def _connect(sidecar: Sidecar) -> None:
 def _rejected(status: int, reason: str) -> JSONResponse:
     log.warning("rejected call: %s", printable(reason, 300))
     return JSONResponse({"error": reason}, status_code=status)
-
-

@@ -18,7 +18,9 @@ Seen = Literal["new", "duplicate", "conflict"]
 
 
 class BilledCalls:
-    def __init__(self, store: Any | None = None, store_name: str | None = None, ttl_seconds: int = 7 * 24 * 3600) -> None:
+    def __init__(
+        self, store: Any | None = None, store_name: str | None = None, ttl_seconds: int = 7 * 24 * 3600
+    ) -> None:
         self.store = store  # get_state_bytes / save_state_bytes, as streaming_runtime.sidecar.Sidecar has them
         self.store_name = store_name
         self.ttl_seconds = ttl_seconds
@@ -40,8 +42,9 @@ class BilledCalls:
     async def record(self, call: tuple[str, str], digest: bytes) -> None:
         """Remember ``call`` (before it is billed); raises SidecarError when the store does not take it."""
         if self.store is not None:
-            await self.store.save_state_bytes(self.store_name, self.key(call), digest,
-                                              metadata={"ttlInSeconds": str(self.ttl_seconds)})
+            await self.store.save_state_bytes(
+                self.store_name, self.key(call), digest, metadata={"ttlInSeconds": str(self.ttl_seconds)}
+            )
         self.memory[call] = digest
         self.memory.move_to_end(call)
         if len(self.memory) > SEEN_CALLS:

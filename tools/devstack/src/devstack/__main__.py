@@ -22,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--run-dir", type=Path, default=ROOT / ".devstack" / "last-run")
     run.add_argument("--window", help="override the joiner's window (e.g. 5s)")
     commands.add_parser(
-        "install", help="install what is missing: daprd, sentry and the dapr CLI (pinned), redis-server, rabbitmq-server"
+        "install",
+        help="install what is missing: daprd, sentry and the dapr CLI (pinned), redis-server, rabbitmq-server",
     )
     commands.add_parser(
         "sentry", help="for `dapr run -f .`: sentry on localhost:50001 until Ctrl-C, and the exports the run needs"
@@ -39,8 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with Stack(args.run_file, args.run_dir, overrides) as stack:
             proc = stack.apps["billable-proc"]
-            say(f"all up; logs in {args.run_dir / 'logs'}, the run's API tokens in {args.run_dir / 'tokens.env'}; "
-                "billable rows follow (Ctrl-C stops everything)")
+            say(
+                f"all up; logs in {args.run_dir / 'logs'}, the run's API tokens in {args.run_dir / 'tokens.env'}; "
+                "billable rows follow (Ctrl-C stops everything)"
+            )
             readiness = ReadinessWatch(stack.apps["join-tenants-poweruse"])
             follow(proc.app.log_path, "Data received", lambda: proc.app.death() or proc.sidecar.death(), readiness)
     except KeyboardInterrupt:
@@ -72,7 +75,9 @@ def sentry_for_the_cli() -> int:
         anchors = sentry.credentials / "ca.crt"
         say(f"sentry on {sentry.address}; in the shell that runs `dapr run -f .`:")
         print(f'export DAPR_TRUST_ANCHORS="$(cat {anchors})"')
-        print(f"export DAPR_API_TOKEN={secrets.token_urlsafe(32)} APP_API_TOKEN={secrets.token_urlsafe(32)}", flush=True)
+        print(
+            f"export DAPR_API_TOKEN={secrets.token_urlsafe(32)} APP_API_TOKEN={secrets.token_urlsafe(32)}", flush=True
+        )
         while (death := sentry.process.death()) is None:
             time.sleep(0.5)
         say(f"error: {death}")
@@ -117,7 +122,9 @@ class ReadinessWatch:
         self.next_check = time.monotonic() + self.every
         try:
             answer = self.joiner.get("/readyz")
-            problems = [] if answer.status_code == 200 else answer.json().get("problems", [f"HTTP {answer.status_code}"])
+            problems = (
+                [] if answer.status_code == 200 else answer.json().get("problems", [f"HTTP {answer.status_code}"])
+            )
         except Exception as error:  # noqa: BLE001 - a slow answer is reported, it stops nothing
             problems = [f"/readyz did not answer: {error}"]
         if problems != self.problems:
@@ -133,7 +140,7 @@ def follow(path: Path, marker: str, dead, idle=lambda: None) -> None:
                 if marker in line:
                     print(line.rstrip("\n"), flush=True)
                 continue
-            if (death := dead()):
+            if death := dead():
                 raise StackError(death)
             idle()
             time.sleep(0.2)

@@ -65,8 +65,13 @@ class Broker:
         if self.process is None:
             raise StackError("a broker configured outside the stack cannot be restarted by it")
         self.process.start()
-        wait_until(lambda: port_open(self.port), timeout, f"{self.process.name} restarted", interval=0.25,
-                   alive=self.process.death)
+        wait_until(
+            lambda: port_open(self.port),
+            timeout,
+            f"{self.process.name} restarted",
+            interval=0.25,
+            alive=self.process.death,
+        )
 
 
 def configured_redis() -> Broker | None:
@@ -117,11 +122,23 @@ def start_redis(run_dir: Path) -> Broker:
     passwords = {user: secrets.token_urlsafe(24) for user in ("default", "pubsub", "state")}
     data = run_dir / "redis"
     users = private_file(data / "users.acl", redis_users(passwords))
-    config = private_file(data / "redis.conf", "\n".join([
-        f"port {port}", "bind 127.0.0.1", "protected-mode yes", f"aclfile {users}",
-        # appendonly: what Redis acknowledged survives a kill -9 (streams, the joiner's handover), as in deploy/
-        'save ""', "appendonly yes", "appendfsync everysec", f"dir {data}",
-    ]) + "\n")
+    config = private_file(
+        data / "redis.conf",
+        "\n".join(
+            [
+                f"port {port}",
+                "bind 127.0.0.1",
+                "protected-mode yes",
+                f"aclfile {users}",
+                # appendonly: what Redis acknowledged survives a kill -9 (streams, the joiner's handover), as in deploy/
+                'save ""',
+                "appendonly yes",
+                "appendfsync everysec",
+                f"dir {data}",
+            ]
+        )
+        + "\n",
+    )
     process = Process("redis", [binary, str(config)], run_dir / "logs" / "redis.log").start()
     try:
         wait_until(lambda: port_open(port), 20, "redis-server", alive=process.death)
@@ -143,10 +160,19 @@ def start_rabbitmq(run_dir: Path) -> Broker:
     (home / "enabled_plugins").write_text("[].\n")
     # a user and password generated for this run, in place of guest/guest; not an administrator
     user, password = f"power-usage-{secrets.token_hex(4)}", secrets.token_urlsafe(24)
-    private_file(home / "rabbitmq.conf", "\n".join([
-        f"listeners.tcp.1 = 127.0.0.1:{port}", f"default_user = {user}", f"default_pass = {password}",
-        "default_user_tags.administrator = false", "loopback_users.guest = true",
-    ]) + "\n")
+    private_file(
+        home / "rabbitmq.conf",
+        "\n".join(
+            [
+                f"listeners.tcp.1 = 127.0.0.1:{port}",
+                f"default_user = {user}",
+                f"default_pass = {password}",
+                "default_user_tags.administrator = false",
+                "loopback_users.guest = true",
+            ]
+        )
+        + "\n",
+    )
     env = {
         **os.environ,
         "HOME": str(home),  # the Erlang cookie lives here
@@ -182,4 +208,8 @@ def _stop_rabbitmq(process: Process, epmd_port: int) -> None:
     # the node started its own epmd on a private port; it outlives the node unless told to go
     epmd = shutil.which("epmd") or "/usr/lib/erlang/bin/epmd"
     if os.path.exists(epmd):
-        subprocess.run([epmd, "-port", str(epmd_port), "-kill"], capture_output=True, env={**os.environ, "ERL_EPMD_PORT": str(epmd_port)})
+        subprocess.run(
+            [epmd, "-port", str(epmd_port), "-kill"],
+            capture_output=True,
+            env={**os.environ, "ERL_EPMD_PORT": str(epmd_port)},
+        )

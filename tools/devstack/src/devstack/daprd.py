@@ -99,6 +99,8 @@ def _ensure(name: str, path: Path, version: str, script: str) -> tuple[Path, str
             raise StackError(f"{name} {version} is missing and {script_path} could not install it (see its output)")
     found = trusted_version(path)
     if found != version:
-        raise StackError(f"{name} at {path} is not the one {script} installed at {version} "
-                         f"(install record: {install_record(path) or 'none'})")
+        raise StackError(
+            f"{name} at {path} is not the one {script} installed at {version} "
+            f"(install record: {install_record(path) or 'none'})"
+        )
     return path, version

@@ -11,6 +11,7 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import IO
 
 
 class StackError(RuntimeError):
@@ -59,8 +60,13 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.1,
-               alive: Callable[[], str | None] | None = None) -> None:
+def wait_until(
+    condition: Callable[[], bool],
+    timeout: float,
+    what: str,
+    interval: float = 0.1,
+    alive: Callable[[], str | None] | None = None,
+) -> None:
     """Poll ``condition`` until true; StackError naming ``what`` on timeout or when ``alive`` reports a death."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -81,8 +87,14 @@ def die_with_parent() -> None:
 
 
 class Process:
-    def __init__(self, name: str, argv: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None,
-                 cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
         self.name = name
         self.argv = list(argv)
         self.log_path = log_path
@@ -92,17 +104,24 @@ class Process:
 
     def start(self) -> Process:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab", buffering=0)
+        with open(self.log_path, "ab", buffering=0) as log:  # the child holds its own copy
+            self._start(log)
+        return self
+
+    def _start(self, log: IO[bytes]) -> None:
         try:
             self._popen = subprocess.Popen(
-                self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=self.env, cwd=self.cwd, start_new_session=True, preexec_fn=die_with_parent,
+                self.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                cwd=self.cwd,
+                start_new_session=True,
+                preexec_fn=die_with_parent,
             )
         except OSError as error:
             raise StackError(f"{self.name}: cannot start {self.argv[0]}: {error.strerror}") from None
-        finally:
-            log.close()
-        return self
 
     @property
     def pid(self) -> int | None:
@@ -141,6 +160,8 @@ class Process:
         self._popen.wait(5)
 
     def _signal(self, sig: int) -> None:
+        if self._popen is None:
+            return
         try:
             os.killpg(self._popen.pid, sig)
         except (ProcessLookupError, PermissionError):

@@ -64,17 +64,36 @@ def start_sentry(run_dir: Path, port: int | None = None) -> Sentry:
     healthz_port = free_port()
     process = Process(
         "sentry",
-        [str(binary), "--issuer-credentials", str(credentials), "--trust-domain", TRUST_DOMAIN,
-         "--port", str(port), "--listen-address", "127.0.0.1",
-         # sentry 1.18 ignores --healthz-listen-address and --metrics-listen-address (all interfaces):
-         # metrics are switched off; the health port, which answers only "ok", cannot be moved
-         "--healthz-port", str(healthz_port), "--enable-metrics=false",
-         "--config", str(home / "config.yaml"), "--log-level", "info"],
+        [
+            str(binary),
+            "--issuer-credentials",
+            str(credentials),
+            "--trust-domain",
+            TRUST_DOMAIN,
+            "--port",
+            str(port),
+            "--listen-address",
+            "127.0.0.1",
+            # sentry 1.18 ignores --healthz-listen-address and --metrics-listen-address (all interfaces):
+            # metrics are switched off; the health port, which answers only "ok", cannot be moved
+            "--healthz-port",
+            str(healthz_port),
+            "--enable-metrics=false",
+            "--config",
+            str(home / "config.yaml"),
+            "--log-level",
+            "info",
+        ],
         run_dir / "logs" / "sentry.log",
     ).start()
     try:
-        wait_until(lambda: port_open(port) and (credentials / "ca.crt").exists(), 30, "sentry", interval=0.1,
-                   alive=process.death)
+        wait_until(
+            lambda: port_open(port) and (credentials / "ca.crt").exists(),
+            30,
+            "sentry",
+            interval=0.1,
+            alive=process.death,
+        )
     except StackError:
         process.stop()
         raise

@@ -66,7 +66,9 @@ class RunningApp:
     def call_sidecar(self, method: str, path: str, **kwargs) -> httpx.Response:
         """A call to this app's sidecar, as the app makes it (with the Dapr API token)."""
         headers = {**self.dapr_headers, **kwargs.pop("headers", {})}
-        return httpx.request(method, f"{self.sidecar_url}{path}", headers=headers, timeout=kwargs.pop("timeout", 10), **kwargs)
+        return httpx.request(
+            method, f"{self.sidecar_url}{path}", headers=headers, timeout=kwargs.pop("timeout", 10), **kwargs
+        )
 
     def log_text(self) -> str:
         return self.app.log_path.read_text(errors="replace") if self.app.log_path.exists() else ""
@@ -85,8 +87,15 @@ class Stack:
     token and an app API token generated for the run (or taken from ``DAPR_API_TOKEN``/``APP_API_TOKEN``),
     brokers with generated credentials, every listener on 127.0.0.1, the run's files private (0700)."""
 
-    def __init__(self, run_file: Path, run_dir: Path, env_overrides: dict[str, dict[str, str]] | None = None,
-                 quiet: bool = False, resources: Path | None = None, sidecars_only: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        run_file: Path,
+        run_dir: Path,
+        env_overrides: dict[str, dict[str, str]] | None = None,
+        quiet: bool = False,
+        resources: Path | None = None,
+        sidecars_only: tuple[str, ...] = (),
+    ) -> None:
         self.run_file: RunFile = read_run_file(run_file)
         self.resources = resources or self.run_file.resources_path  # another folder of Dapr resources
         self.run_dir = run_dir.resolve()
@@ -128,7 +137,9 @@ class Stack:
         self._say(f"redis on {self.redis.host}:{self.redis.port}{'' if self.redis.process else ' (REDIS_HOST)'}")
         self.rabbitmq = configured_rabbitmq() or start_rabbitmq(self.run_dir)
         self.brokers.append(self.rabbitmq)
-        self._say(f"rabbitmq on {self.rabbitmq.host}:{self.rabbitmq.port}{'' if self.rabbitmq.process else ' (RABBITMQ_URL)'}")
+        self._say(
+            f"rabbitmq on {self.rabbitmq.host}:{self.rabbitmq.port}{'' if self.rabbitmq.process else ' (RABBITMQ_URL)'}"
+        )
         # for a person who wants to call a route or a sidecar by hand: `source <run dir>/tokens.env`
         private_file(self.run_dir / "tokens.env", f"DAPR_API_TOKEN={self.dapr_token}\nAPP_API_TOKEN={self.app_token}\n")
         self.sentry = start_sentry(self.run_dir)
@@ -186,17 +197,37 @@ class Stack:
         sidecar = Process(
             f"daprd[{spec.app_id}]",
             [
-                str(daprd), "--app-id", spec.app_id, *app_flags,
-                "--app-channel-address", "127.0.0.1",
-                "--enable-mtls", "--sentry-address", self.sentry.address,
+                str(daprd),
+                "--app-id",
+                spec.app_id,
+                *app_flags,
+                "--app-channel-address",
+                "127.0.0.1",
+                "--enable-mtls",
+                "--sentry-address",
+                self.sentry.address,
                 # every listener of the sidecar on loopback: the API, the internal (sidecar to sidecar, plaintext
                 # without a control plane) gRPC port and metrics, which otherwise take every interface
-                "--dapr-listen-addresses", "127.0.0.1", "--dapr-internal-grpc-listen-address", "127.0.0.1",
-                "--metrics-listen-address", "127.0.0.1",
-                "--dapr-http-port", str(http_port), "--dapr-grpc-port", str(grpc_port),
-                "--dapr-internal-grpc-port", str(internal_port), "--metrics-port", str(metrics_port),
-                "--resources-path", str(self.resources), "--config", str(config),
-                "--log-level", "info",
+                "--dapr-listen-addresses",
+                "127.0.0.1",
+                "--dapr-internal-grpc-listen-address",
+                "127.0.0.1",
+                "--metrics-listen-address",
+                "127.0.0.1",
+                "--dapr-http-port",
+                str(http_port),
+                "--dapr-grpc-port",
+                str(grpc_port),
+                "--dapr-internal-grpc-port",
+                str(internal_port),
+                "--metrics-port",
+                str(metrics_port),
+                "--resources-path",
+                str(self.resources),
+                "--config",
+                str(config),
+                "--log-level",
+                "info",
             ],
             logs / f"daprd-{spec.app_id}.log",
             env=sidecar_env,
@@ -209,7 +240,9 @@ class Stack:
             return app.death() or sidecar.death()
 
         wait_until(lambda: _healthy(http_port), 90, f"{spec.app_id} and its sidecar", interval=0.2, alive=dead)
-        self._say(f"{spec.app_id}: {'no app' if alone else f'app on :{app_port}'}, daprd http :{http_port} grpc :{grpc_port}")
+        self._say(
+            f"{spec.app_id}: {'no app' if alone else f'app on :{app_port}'}, daprd http :{http_port} grpc :{grpc_port}"
+        )
         return running
 
     def restart_app(self, app_id: str) -> None:
@@ -230,8 +263,13 @@ class Stack:
         """Start a killed daprd again, same ports; returns once it reports healthy."""
         running = self.apps[app_id]
         running.sidecar.start()
-        wait_until(lambda: _healthy(running.http_port), 90, f"daprd[{app_id}] restarted", interval=0.2,
-                   alive=lambda: running.app.death() or running.sidecar.death())
+        wait_until(
+            lambda: _healthy(running.http_port),
+            90,
+            f"daprd[{app_id}] restarted",
+            interval=0.2,
+            alive=lambda: running.app.death() or running.sidecar.death(),
+        )
 
     def kill_app(self, app_id: str) -> None:
         """SIGKILL one app (no shutdown runs: a crash, an OOM kill), its sidecar left running."""

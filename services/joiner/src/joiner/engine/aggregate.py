@@ -53,8 +53,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-from streaming_runtime.errors import ConfigError
 from joiner.engine.paths import MISSING, field_at
+from streaming_runtime.errors import ConfigError
 
 Function = Literal["sum", "max", "min", "count", "avg", "last"]
 FUNCTIONS: tuple[Function, ...] = ("sum", "max", "min", "count", "avg", "last")
@@ -99,7 +99,9 @@ def parse_aggregate(value: Any, setting: str = "aggregate") -> AggregateSpec:
             raise ConfigError(f"{setting}.{key}: unknown setting; expected group_by and fields")
     group_by = _parse_group_by(_or(value.get("group_by"), []), f"{setting}.group_by")
     if "fields" not in value:
-        raise ConfigError(f'{setting}.fields is missing: name at least one output, such as kwh: "sum(tenant_kwh_usage)"')
+        raise ConfigError(
+            f'{setting}.fields is missing: name at least one output, such as kwh: "sum(tenant_kwh_usage)"'
+        )
     fields = _or(value["fields"], {})
     if not isinstance(fields, Mapping):
         raise ConfigError(f'{setting}.fields: expected a mapping of output name to "fn(field)", got {fields!r}')
@@ -127,7 +129,9 @@ def _parse_group_by(value: Any, setting: str) -> tuple[str, ...]:
     paths: list[str] = []
     for index, path in enumerate(value):
         if not isinstance(path, str) or not _PATH.match(path):
-            raise ConfigError(f"{setting}[{index}]: expected a field path such as customer_id or tenant.id, got {path!r}")
+            raise ConfigError(
+                f"{setting}[{index}]: expected a field path such as customer_id or tenant.id, got {path!r}"
+            )
         if path in paths:
             raise ConfigError(f"{setting}[{index}]: {path} is listed twice")
         paths.append(path)

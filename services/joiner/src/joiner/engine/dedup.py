@@ -20,9 +20,8 @@ import json
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from joiner.engine.state import StateStore
 from joiner.engine.paths import MISSING, field_at
-
+from joiner.engine.state import StateStore
 
 
 class Deduplicator:
@@ -97,7 +96,7 @@ class Deduplicator:
             self._store.delete(self._namespace, key)
         ordered = sorted(merged.items(), key=lambda item: item[1])
         self.evicted += max(0, len(ordered) - self._max_entries)
-        for key, recorded in ordered[-self._max_entries:]:
+        for key, recorded in ordered[-self._max_entries :]:
             self._store.put(self._namespace, key, recorded)
 
     def __len__(self) -> int:
@@ -139,4 +138,7 @@ def dedup_key(stream: str, event_id: str | None, data: Any, key_field: str | Non
 def _typed(value: Any) -> tuple[str, Any]:
     if isinstance(value, (str, int, float)):  # bool is an int: its type name keeps it apart
         return (type(value).__name__, value)
-    return (type(value).__name__, json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr))
+    return (
+        type(value).__name__,
+        json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr),
+    )

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from joiner.engine.paths import MISSING, field_at
@@ -80,7 +80,7 @@ def time_problem(spec: EventTimeSpec, when: float, now: float) -> str | None:
         return f"event time {when:g} (epoch seconds) is outside the years 1970-9999"
     if when - now > spec.max_future_skew:
         return (
-            f"event time {datetime.fromtimestamp(when, tz=timezone.utc).isoformat()} is {when - now:.0f}s ahead "
+            f"event time {datetime.fromtimestamp(when, tz=UTC).isoformat()} is {when - now:.0f}s ahead "
             f"of the clock (eventTime.maxFutureSkew is {spec.max_future_skew:g}s)"
         )
     return None

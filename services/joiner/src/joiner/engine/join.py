@@ -211,7 +211,7 @@ class JoinEngine:
             if _lookup(data, path) is _MISSING:
                 raise MalformedEvent(f"{stream} event has no field {'.'.join(path)} (used by the expressions)")
         if self._select_probe:
-            values = [U, U]
+            values: list[Any] = [U, U]
             values[index] = data
             try:
                 self.plan.select(*values)
@@ -245,7 +245,9 @@ class JoinEngine:
             parts.append(part)
         return tuple(parts)
 
-    def _pair_all(self, state: WindowState, index: int, entry: Entry, partners: Iterable[Entry], conditions: list) -> None:
+    def _pair_all(
+        self, state: WindowState, index: int, entry: Entry, partners: Iterable[Entry], conditions: list
+    ) -> None:
         for partner in partners:
             state.pairs += 1
             if index == 0:
@@ -278,7 +280,12 @@ class JoinEngine:
             slow = []
             other = 1 - index
             accepted, filtered, pairs = generated(
-                entries, *state.pending[index], self.buckets(state, other), state.odd[other], state.rows, slow,
+                entries,
+                *state.pending[index],
+                self.buckets(state, other),
+                state.odd[other],
+                state.rows,
+                slow,
                 self._odd_pair(state, index),
             )
             state.count += accepted
@@ -345,7 +352,7 @@ class JoinEngine:
         select = self.plan.select
 
         def probe(data: dict) -> bool:
-            values = [U, U]
+            values: list[Any] = [U, U]
             values[index] = data
             try:
                 select(*values)
@@ -381,9 +388,11 @@ class JoinEngine:
         # every required field is read once, up front: a missing one is a KeyError (exact path),
         # a value outside the fast path a Fallback (exact path); later code uses the locals
         # fields the filters read come first; a filtered event only needs the others to be present
-        filter_fields = sorted({path[0] for c in self.plan.filters[index] for path in c.expression.paths_under({mine})[mine]})
+        filter_fields = sorted(
+            {path[0] for c in self.plan.filters[index] for path in c.expression.paths_under({mine})[mine]}
+        )
         fields = filter_fields + sorted(self._required_top[index] - set(filter_fields))
-        bound = {(mine, name): f"f{i}" for i, name in enumerate(fields)}
+        bound: dict[tuple[str, ...], str] = {(mine, name): f"f{i}" for i, name in enumerate(fields)}
 
         def bind(names: list[str]) -> list[str]:
             lines: list[str] = []
@@ -397,7 +406,7 @@ class JoinEngine:
             return lines or ["            pass"]
 
         bind_lines = bind(filter_fields)
-        rest_lines = bind(fields[len(filter_fields):])
+        rest_lines = bind(fields[len(filter_fields) :])
         projector = CodeGenerator(self.streams, trusted_inputs=True, program=program, ref_name="_ref_project")
         projector.bound = {mine}
         projector.paths.update(bound)
@@ -429,8 +438,10 @@ class JoinEngine:
                 "            continue",
             ]
         key = "k0" if len(keys) == 1 else "(" + ", ".join(f"k{i}" for i in range(len(keys))) + ")"
-        uses_partner = any(f"{theirs}." in line or f"{theirs}[" in line or f"{theirs}," in line or f"{theirs})" in line
-                           for line in generator.lines)
+        uses_partner = any(
+            f"{theirs}." in line or f"{theirs}[" in line or f"{theirs}," in line or f"{theirs})" in line
+            for line in generator.lines
+        )
         lines = [
             "def accept_many(entries, pending_keys, pending_entries, theirs, their_odd, rows, slow, pair):",
             "    accepted = filtered = pairs = 0",
@@ -507,10 +518,12 @@ class JoinEngine:
         exec(compile("\n".join(lines), f"<arrival loop {mine}>", "exec"), scope)  # noqa: S102 - generated here
         return scope["accept_many"]
 
-    def _filter_code(self, index: int, bound: dict[tuple[str, str], str]) -> list[str]:
+    def _filter_code(self, index: int, bound: dict[tuple[str, ...], str]) -> list[str]:
         """Filter code: sets ``filtered_now`` (the caller counts it once the event is known well-formed)."""
         generator = CodeGenerator(
-            (self.streams[index],), trusted_inputs=True, program=self.plan.where.expression._program,
+            (self.streams[index],),
+            trusted_inputs=True,
+            program=self.plan.where.expression._program,
             ref_name="_ref_filter",
         )
         generator.paths.update(bound)
@@ -637,7 +650,9 @@ def _can_fail(tree: Any) -> bool:
     if kind in ("path", "string", "number", "value", "name"):
         return False
     if kind == "unary" and getattr(tree, "value", None) in ("{", "["):
-        children = [value for _, value in (tree.lhs_object or [])] if tree.value == "{" else list(tree.expressions or [])
+        children = (
+            [value for _, value in (tree.lhs_object or [])] if tree.value == "{" else list(tree.expressions or [])
+        )
         return any(_can_fail(child) for child in children)
     return True
 
@@ -663,7 +678,9 @@ def _fails_with_any_partner(tree: Any) -> bool:
     if kind == "unary" and tree.value == "-":
         return _fails_with_any_partner(tree.expression)
     if kind == "unary" and tree.value in ("{", "["):
-        children = [value for _, value in (tree.lhs_object or [])] if tree.value == "{" else list(tree.expressions or [])
+        children = (
+            [value for _, value in (tree.lhs_object or [])] if tree.value == "{" else list(tree.expressions or [])
+        )
         return all(_fails_with_any_partner(child) for child in children)
     return False
 

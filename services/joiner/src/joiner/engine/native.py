@@ -98,7 +98,7 @@ def _filter(tree: Any, stream: str, position: dict[str, int]) -> tuple[int, int,
     """``(field position, operator code, literal)`` of a filter ``stream.field <op> number``, or
     ``stream.field = "text"`` / ``!=``."""
     op = getattr(tree, "value", None)
-    if getattr(tree, "type", None) != "binary" or op not in OPERATORS:
+    if getattr(tree, "type", None) != "binary" or not isinstance(op, str) or op not in OPERATORS:
         raise NotNative("a filter that is not a comparison")
     path, literal = tree.lhs, tree.rhs
     if getattr(path, "type", None) in ("number", "string"):
@@ -138,9 +138,10 @@ def _row(tree: Any, roots: tuple[Sequence[Any], Sequence[Any]], index: int) -> t
             row.append((key.value, FROM_CONSTANT, len(constants)))
             constants.append(value.value)  # the very object jsonata-python gives for the literal
             continue
-        side, i = where_root.get(id(value), (None, None))
-        if side is None or _plain_path(value) is None or len(_plain_path(value)) != 2:
+        found, plain = where_root.get(id(value)), _plain_path(value)
+        if found is None or plain is None or len(plain) != 2:
             raise NotNative("a select value that is not a top-level field or a constant")
+        side, i = found
         row.append((key.value, FROM_PARTNER if side != index else FROM_EVENT, i))
         reads_a_stream = True
     if not reads_a_stream:

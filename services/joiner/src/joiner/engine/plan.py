@@ -46,12 +46,19 @@ class JoinPlan:
             )
         else:
             shape = "nested loop (no equality between the streams in where)"
-        filters = "; ".join(
-            f"{name}: {len(fs)} filter(s) [{', '.join(f.evaluator for f in fs)}]"
-            for name, fs in zip(self.streams, self.filters)
-            if fs
-        ) or "none"
-        residual = f"{len(self.residual)} conjunct(s) [{', '.join(f.evaluator for f in self.residual)}]" if self.residual else "none"
+        filters = (
+            "; ".join(
+                f"{name}: {len(fs)} filter(s) [{', '.join(f.evaluator for f in fs)}]"
+                for name, fs in zip(self.streams, self.filters)
+                if fs
+            )
+            or "none"
+        )
+        residual = (
+            f"{len(self.residual)} conjunct(s) [{', '.join(f.evaluator for f in self.residual)}]"
+            if self.residual
+            else "none"
+        )
         return f"{shape}; filters on arrival: {filters}; residual: {residual}; select: {self.select.evaluator}"
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 from joiner.engine.state import MemoryStore, StateStore
 
@@ -71,7 +71,7 @@ class TumblingWindows(Generic[S]):
         ``now`` is the clock in processing time, the watermark in event time."""
         if now > self.closed_through:
             self.closed_through = now
-        due = sorted(start for start, (window, _) in self._store.items(NAMESPACE) if window.end <= now)
+        due = sorted(cast(float, start) for start, (window, _) in self._store.items(NAMESPACE) if window.end <= now)
         return [self._store.pop(NAMESPACE, start) for start in due]
 
     def split(self, window: Window) -> tuple[Window, S]:
@@ -83,14 +83,17 @@ class TumblingWindows(Generic[S]):
 
     def close_all(self) -> list[tuple[Window, S]]:
         """Every open window, oldest first (when input goes idle, and when the service stops)."""
-        closed = [self._store.pop(NAMESPACE, start) for start in sorted(start for start, _ in self._store.items(NAMESPACE))]
+        closed = [
+            self._store.pop(NAMESPACE, start)
+            for start in sorted(cast(float, start) for start, _ in self._store.items(NAMESPACE))
+        ]
         if closed and closed[-1][0].end > self.closed_through:
             self.closed_through = closed[-1][0].end
         return closed
 
     def open_windows(self) -> list[tuple[Window, S]]:
         """The open windows and their states, oldest first (they stay open)."""
-        return [entry for _, entry in sorted(self._store.items(NAMESPACE), key=lambda item: item[0])]
+        return [entry for _, entry in sorted(self._store.items(NAMESPACE), key=lambda item: cast(float, item[0]))]
 
     def reopen(self, window: Window) -> S:
         """The state of ``window`` (a handed-over one): the open window with its start if there is

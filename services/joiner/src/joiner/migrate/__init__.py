@@ -49,21 +49,57 @@ JOINER_MEMORY_LIMIT, JOINER_WINDOW_BYTES = "512Mi", "96Mi"  # as deploy/base/app
 
 # Kubernetes kinds copied through unchanged when they are not Dapr apps
 PASS_THROUGH_KINDS = {
-    "Service", "ConfigMap", "Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "ServiceAccount",
-    "Namespace", "PersistentVolumeClaim", "Role", "RoleBinding", "NetworkPolicy", "Ingress",
+    "Service",
+    "ConfigMap",
+    "Deployment",
+    "StatefulSet",
+    "DaemonSet",
+    "Job",
+    "CronJob",
+    "ServiceAccount",
+    "Namespace",
+    "PersistentVolumeClaim",
+    "Role",
+    "RoleBinding",
+    "NetworkPolicy",
+    "Ingress",
 }
 
 # pub/sub metadata this tool knows, per component type; `secret` ones are never written as values
-PUBSUB = {
+PUBSUB: dict[str, dict[str, Any]] = {
     "redis": {
         "type": "pubsub.redis",
         "rename": {},
         "known": {
-            "redisHost", "redisPassword", "redisUsername", "redisDB", "redisType", "consumerID", "enableTLS",
-            "clientCert", "clientKey", "caCert", "redeliverInterval", "processingTimeout", "queueDepth",
-            "concurrency", "maxLenApprox", "streamTTL", "maxRetries", "maxRetryBackoff", "failover",
-            "sentinelMasterName", "sentinelPassword", "dialTimeout", "readTimeout", "writeTimeout", "poolSize",
-            "minIdleConns", "idleCheckFrequency", "idleTimeout", "poolTimeout",
+            "redisHost",
+            "redisPassword",
+            "redisUsername",
+            "redisDB",
+            "redisType",
+            "consumerID",
+            "enableTLS",
+            "clientCert",
+            "clientKey",
+            "caCert",
+            "redeliverInterval",
+            "processingTimeout",
+            "queueDepth",
+            "concurrency",
+            "maxLenApprox",
+            "streamTTL",
+            "maxRetries",
+            "maxRetryBackoff",
+            "failover",
+            "sentinelMasterName",
+            "sentinelPassword",
+            "dialTimeout",
+            "readTimeout",
+            "writeTimeout",
+            "poolSize",
+            "minIdleConns",
+            "idleCheckFrequency",
+            "idleTimeout",
+            "poolTimeout",
         },
         "secret": {"redisPassword", "sentinelPassword", "clientKey"},
         # set explicitly by this project (components/pubsub-redis.yaml) where the original sets nothing
@@ -73,16 +109,42 @@ PUBSUB = {
         "type": "pubsub.rabbitmq",
         "rename": {"host": "connectionString"},
         "known": {
-            "connectionString", "protocol", "hostname", "username", "password", "consumerID", "durable",
-            "deletedWhenUnused", "autoAck", "deliveryMode", "requeueInFailure", "prefetchCount",
-            "reconnectWait", "concurrencyMode", "publisherConfirm", "enableDeadLetter", "maxLen", "maxLenBytes",
-            "exchangeKind", "clientName", "heartBeat", "saslExternal", "caCert", "clientCert", "clientKey",
-            "ttlInSeconds", "singleActiveConsumer",
+            "connectionString",
+            "protocol",
+            "hostname",
+            "username",
+            "password",
+            "consumerID",
+            "durable",
+            "deletedWhenUnused",
+            "autoAck",
+            "deliveryMode",
+            "requeueInFailure",
+            "prefetchCount",
+            "reconnectWait",
+            "concurrencyMode",
+            "publisherConfirm",
+            "enableDeadLetter",
+            "maxLen",
+            "maxLenBytes",
+            "exchangeKind",
+            "clientName",
+            "heartBeat",
+            "saslExternal",
+            "caCert",
+            "clientCert",
+            "clientKey",
+            "ttlInSeconds",
+            "singleActiveConsumer",
         },
         "secret": {"password", "clientKey"},
         "defaults": {
-            "durable": "true", "deletedWhenUnused": "false", "deliveryMode": "2",
-            "requeueInFailure": "true", "prefetchCount": "100", "publisherConfirm": "true",
+            "durable": "true",
+            "deletedWhenUnused": "false",
+            "deliveryMode": "2",
+            "requeueInFailure": "true",
+            "prefetchCount": "100",
+            "publisherConfirm": "true",
         },
     },
 }
@@ -179,8 +241,8 @@ class _Converter:
         if deployments:
             self.note(
                 f"the apps and their sidecars require API tokens of each other: create the Secrets first: "
-                f"kubectl create secret generic {API_TOKEN_SECRET} --from-literal=token=\"$(openssl rand -hex 32)\" && "
-                f"kubectl create secret generic {APP_TOKEN_SECRET} --from-literal=token=\"$(openssl rand -hex 32)\""
+                f'kubectl create secret generic {API_TOKEN_SECRET} --from-literal=token="$(openssl rand -hex 32)" && '
+                f'kubectl create secret generic {APP_TOKEN_SECRET} --from-literal=token="$(openssl rand -hex 32)"'
             )
         self.out.resources = (
             self.configurations(deployments)
@@ -222,7 +284,10 @@ class _Converter:
             else:
                 self.processors.append(document)
         elif kind == "Secret":
-            self.warn(label, "Secrets are not copied (they hold passwords): create it in the cluster with kubectl create secret")
+            self.warn(
+                label,
+                "Secrets are not copied (they hold passwords): create it in the cluster with kubectl create secret",
+            )
         elif kind == "Deployment" and _dapr_app(document):
             self.check_fields(label, metadata, KNOWN_METADATA_FIELDS, "metadata.")
             self.apps.append(document)
@@ -313,7 +378,9 @@ class _Converter:
             target = kind["rename"].get(key, key)
             value = "" if value is None else str(value)
             if target not in kind["known"]:
-                self.warn(label, f"property {key!r} is not a {kind['type']} setting this tool knows: passed through unchanged")
+                self.warn(
+                    label, f"property {key!r} is not a {kind['type']} setting this tool knows: passed through unchanged"
+                )
             if target in kind["secret"] or _url_password(value) is not None:
                 if value == "":
                     continue  # an empty password: no authentication, nothing to carry
@@ -341,7 +408,10 @@ class _Converter:
         spec = stream.get("spec") or {}
         topic = str(spec.get("topic") or name)
         if spec.get("clusterStream") not in self.component_names:
-            self.warn(f"Stream/{name}", f"clusterStream {spec.get('clusterStream')!r} has no Component: nothing delivers this Subscription")
+            self.warn(
+                f"Stream/{name}",
+                f"clusterStream {spec.get('clusterStream')!r} has no Component: nothing delivers this Subscription",
+            )
         subscription = _resource("dapr.io/v2alpha1", "Subscription", name, stream)
         subscription["spec"] = {
             "pubsubname": str(spec.get("clusterStream")),
@@ -352,14 +422,21 @@ class _Converter:
         if readers.get(name):
             subscription["scopes"] = sorted(set(readers[name]))
         else:
-            self.warn(f"Stream/{name}", "no Joiner reads it: its Subscription has no scopes (every app with the route gets the events)")
+            self.warn(
+                f"Stream/{name}",
+                "no Joiner reads it: its Subscription has no scopes (every app with the route gets the events)",
+            )
         return subscription
 
     def configurations(self, deployments: list[dict]) -> list[dict]:
         namespaces = sorted({_namespace(d) or "" for d in deployments if d["kind"] == "Deployment" and _dapr_app(d)})
         out = []
         for namespace in namespaces:
-            configuration = {"apiVersion": "dapr.io/v1alpha1", "kind": "Configuration", "metadata": {"name": CONFIG_NAME}}
+            configuration: dict[str, Any] = {
+                "apiVersion": "dapr.io/v1alpha1",
+                "kind": "Configuration",
+                "metadata": {"name": CONFIG_NAME},
+            }
             if namespace:
                 configuration["metadata"]["namespace"] = namespace
             configuration["spec"] = {
@@ -382,8 +459,13 @@ class _Converter:
                     route = str(target["component"]).partition("/")[2]
                     operations.setdefault(joiner["metadata"]["name"], set()).add("/" + route.lstrip("/"))
         policies = [
-            {"appId": app_id, "defaultAction": "deny", "trustDomain": TRUST_DOMAIN, "namespace": namespace,
-             "operations": [{"name": route, "httpVerb": ["POST"], "action": "allow"} for route in sorted(routes)]}
+            {
+                "appId": app_id,
+                "defaultAction": "deny",
+                "trustDomain": TRUST_DOMAIN,
+                "namespace": namespace,
+                "operations": [{"name": route, "httpVerb": ["POST"], "action": "allow"} for route in sorted(routes)],
+            }
             for app_id, routes in sorted(operations.items())
         ]
         return {"defaultAction": "deny", "trustDomain": TRUST_DOMAIN, "policies": policies}
@@ -394,11 +476,17 @@ class _Converter:
             by_namespace.setdefault(_namespace(component) or "", []).append(component["metadata"]["name"])
         out = []
         for namespace, names in sorted(by_namespace.items()):
-            resiliency = {"apiVersion": "dapr.io/v1alpha1", "kind": "Resiliency", "metadata": {"name": CONFIG_NAME}}
+            resiliency: dict[str, Any] = {
+                "apiVersion": "dapr.io/v1alpha1",
+                "kind": "Resiliency",
+                "metadata": {"name": CONFIG_NAME},
+            }
             if namespace:
                 resiliency["metadata"]["namespace"] = namespace
             resiliency["spec"] = {
-                "policies": {"retries": {"delivery": {"policy": "exponential", "maxInterval": "10s", "maxRetries": 10}}},
+                "policies": {
+                    "retries": {"delivery": {"policy": "exponential", "maxInterval": "10s", "maxRetries": 10}}
+                },
                 "targets": {"components": {name: {"inbound": {"retry": "delivery"}} for name in names}},
             }
             out.append(resiliency)
@@ -416,7 +504,9 @@ class _Converter:
             stream["from"] = [self.joiner_source(label, entry) for entry in stream.get("from") or []]
         # what deploy/ does: redeliveries and the generators' retries (same CloudEvent id) are billed once
         spec.setdefault("dedup", dict(MIGRATED_DEDUP))
-        self.note(f"{label}: dedup of redelivered events added (ttl {MIGRATED_DEDUP['ttl']}), as in this project's deploy/")
+        self.note(
+            f"{label}: dedup of redelivered events added (ttl {MIGRATED_DEDUP['ttl']}), as in this project's deploy/"
+        )
         document = {"apiVersion": joiner["apiVersion"], "kind": "Joiner", "metadata": {"name": name}, "spec": spec}
         text = yaml.dump(document, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1000)
         try:
@@ -434,8 +524,16 @@ class _Converter:
             {"name": "JOINER_MAX_WINDOW_BYTES", "value": JOINER_WINDOW_BYTES},
         ]
         deployment = self.deployment(
-            joiner, name, self.image("joiner"), port, env, replicas=1, memory_limit=JOINER_MEMORY_LIMIT,
-            strategy="Recreate", config_map=name, readiness_path="/readyz",
+            joiner,
+            name,
+            self.image("joiner"),
+            port,
+            env,
+            replicas=1,
+            memory_limit=JOINER_MEMORY_LIMIT,
+            strategy="Recreate",
+            config_map=name,
+            readiness_path="/readyz",
         )
         return [config_map, deployment]
 
@@ -445,7 +543,9 @@ class _Converter:
             return entry
         stream = self.streams.get(entry)
         if stream is None:
-            self.warn(label, f"reads stream {entry!r}, which no Stream of the input defines: no Subscription delivers it")
+            self.warn(
+                label, f"reads stream {entry!r}, which no Stream of the input defines: no Subscription delivers it"
+            )
             return entry
         spec = stream.get("spec") or {}
         route = "/" + str(spec.get("route") or entry).lstrip("/")
@@ -476,8 +576,15 @@ class _Converter:
             return self.foreign_deployment(processor, name, container, port, env, replicas)
         self.check_fields(label, container, KNOWN_CONTAINER_FIELDS, "spec.container.")
         return self.deployment(
-            processor, name, self.image(service), port, env + list(container.get("env") or []), replicas=replicas,
-            container_name=container.get("name") or name, extra=container, image_note=container.get("image"),
+            processor,
+            name,
+            self.image(service),
+            port,
+            env + list(container.get("env") or []),
+            replicas=replicas,
+            container_name=container.get("name") or name,
+            extra=container,
+            image_note=container.get("image"),
         )
 
     def app(self, original: dict) -> dict:
@@ -498,22 +605,44 @@ class _Converter:
         annotations = _annotations(original)
         port = _port(annotations.get("dapr.io/app-port"), label, self)
         return self.deployment(
-            original, _app_id(original), self.image(service), port, list(container.get("env") or []),
-            replicas=(original.get("spec") or {}).get("replicas", 1), container_name=container.get("name") or name,
-            extra=container, image_note=container.get("image"), deployment_name=name,
+            original,
+            _app_id(original),
+            self.image(service),
+            port,
+            list(container.get("env") or []),
+            replicas=(original.get("spec") or {}).get("replicas", 1),
+            container_name=container.get("name") or name,
+            extra=container,
+            image_note=container.get("image"),
+            deployment_name=name,
             annotations={k: v for k, v in annotations.items() if not k.startswith("dapr.io/")},
         )
 
     def deployment(
-        self, source: dict, app_id: str, image: str, port: int, env: list[dict], *, replicas: Any = 1,
-        memory_limit: str = "256Mi", strategy: str | None = None, config_map: str | None = None,
-        container_name: str | None = None, extra: dict | None = None, image_note: str | None = None,
-        deployment_name: str | None = None, annotations: dict | None = None, readiness_path: str = "/healthz",
+        self,
+        source: dict,
+        app_id: str,
+        image: str,
+        port: int,
+        env: list[dict],
+        *,
+        replicas: Any = 1,
+        memory_limit: str = "256Mi",
+        strategy: str | None = None,
+        config_map: str | None = None,
+        container_name: str | None = None,
+        extra: dict | None = None,
+        image_note: str | None = None,
+        deployment_name: str | None = None,
+        annotations: dict | None = None,
+        readiness_path: str = "/healthz",
     ) -> dict:
         """This project's app Deployment: the shape of deploy/base/apps/*.yaml."""
         name = deployment_name or app_id
         if image_note:
-            self.note(f"{source['kind']}/{source['metadata']['name']}: image {image_note} replaced by {image} (this project's service, same variables)")
+            self.note(
+                f"{source['kind']}/{source['metadata']['name']}: image {image_note} replaced by {image} (this project's service, same variables)"
+            )
         variables = [{"name": "APP_HOST", "value": "0.0.0.0"}, *_token_env(), {"name": "APP_PORT", "value": str(port)}]
         variables += [v for v in env if v.get("name") not in {"APP_HOST", "APP_PORT", *TOKEN_VARIABLES}]
         container: dict[str, Any] = {
@@ -559,13 +688,18 @@ class _Converter:
             spec["strategy"] = {"type": strategy}
         spec["selector"] = {"matchLabels": {"app": name}}
         spec["template"] = {
-            "metadata": {"labels": {"app": name}, "annotations": {**(annotations or {}), **_dapr_annotations(app_id, port)}},
+            "metadata": {
+                "labels": {"app": name},
+                "annotations": {**(annotations or {}), **_dapr_annotations(app_id, port)},
+            },
             "spec": pod,
         }
         deployment["spec"] = spec
         return deployment
 
-    def foreign_deployment(self, source: dict, name: str, container: dict, port: int, env: list[dict], replicas: Any) -> dict:
+    def foreign_deployment(
+        self, source: dict, name: str, container: dict, port: int, env: list[dict], replicas: Any
+    ) -> dict:
         container = copy.deepcopy(container)
         container.setdefault("name", name)
         kept = [v for v in container.get("env") or [] if v.get("name") not in {"PROC_SERVICE_ROUTE", *TOKEN_VARIABLES}]
@@ -592,7 +726,9 @@ class _Converter:
                 if isinstance(target, dict) and "component" in target:
                     app_id = str(target["component"]).partition("/")[0]
                     if app_id not in app_ids:
-                        self.warn(label, f"sends its rows to {target['component']!r}, but no app {app_id!r} is in the input")
+                        self.warn(
+                            label, f"sends its rows to {target['component']!r}, but no app {app_id!r} is in the input"
+                        )
                 if isinstance(target, dict) and "stream" in target:
                     pubsub = str(target["stream"]).partition("/")[0]
                     if pubsub not in self.component_names:
@@ -600,8 +736,14 @@ class _Converter:
         for app in self.apps:
             for container in _containers(app):
                 for variable in container.get("env") or []:
-                    if variable.get("name") == "CLUSTER_STREAM" and str(variable.get("value")) not in self.component_names:
-                        self.warn(f"Deployment/{app['metadata']['name']}", f"publishes to {variable.get('value')!r}, which has no Component")
+                    if (
+                        variable.get("name") == "CLUSTER_STREAM"
+                        and str(variable.get("value")) not in self.component_names
+                    ):
+                        self.warn(
+                            f"Deployment/{app['metadata']['name']}",
+                            f"publishes to {variable.get('value')!r}, which has no Component",
+                        )
 
     # ---- helpers
     def image(self, service: str) -> str:

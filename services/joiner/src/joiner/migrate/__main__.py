@@ -19,10 +19,14 @@ PROG = "python -m joiner.migrate"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("input", type=Path, help="the original manifests (multi-document YAML)")
     parser.add_argument("-o", "--output", type=Path, help="file to write (default: standard output)")
-    parser.add_argument("--registry", default="power-usage", help="registry/prefix of this project's images (default: %(default)s)")
+    parser.add_argument(
+        "--registry", default="power-usage", help="registry/prefix of this project's images (default: %(default)s)"
+    )
     parser.add_argument("--tag", default="dev", help="tag of this project's images (default: %(default)s)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when anything was not carried over")
     args = parser.parse_args(argv)
