@@ -180,6 +180,14 @@ def _deliver(engine: JoinEngine, arrivals: list[tuple[int, int, Any]], batches: 
     rights=[{"x": 2**53, "y": 2, "z": 1}],
     data=None,
 )
+@example(  # the arriving side's projected `a.x = 1` is read for each partner: the partner's own code must not
+    # overwrite it (it did: the second partner saw the first one's b.y in its place)
+    where="a.x = b.x",
+    select='{"s": a.x = 1 and b.y * 2}',
+    lefts=[{"x": 1, "y": 1, "z": 1}],
+    rights=[{"x": 1, "y": 1, "z": 1}, {"x": 1, "y": False, "z": 1}],  # reversed, in a batch: the bad partner first
+    data=None,
+)
 def test_engine_rows_equal_the_naive_join(where, select, lefts, rights, data):
     # the C arrival loop where the plan has its shape, and the generated Python loop, both against naive
     for native in (True, False):

@@ -416,6 +416,9 @@ class JoinEngine:
             projected = [projector.node(root, 3) for root in self._roots[index]]
         except NotCompilable:
             return None
+        # the select's code runs once per partner and reads the projection's temporaries, which are computed
+        # once per entry: its own must not reuse their names (a second partner would read the first's values)
+        generator.count = projector.count
         for root, value in zip(self._roots[index], projected):
             generator.precomputed[id(root)] = value
         for position, root in enumerate(self._roots[1 - index]):
