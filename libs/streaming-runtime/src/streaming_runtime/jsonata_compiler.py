@@ -32,6 +32,7 @@ from typing import Any
 from jsonata.functions import Functions as _JFunctions
 from jsonata.utils import Utils as _JUtils
 
+from streaming_runtime import generated
 from streaming_runtime.expressions import IMPURE_FUNCTIONS, Expression
 
 
@@ -265,7 +266,7 @@ def compile_tree(tree: Any, variables: tuple[str, ...], program: Any = None) -> 
     source = f"def compiled({params}):\n" + "\n".join(generator.lines)
     scope = namespace()
     scope.update(generator.references())
-    exec(compile(source, "<jsonata-compiled>", "exec"), scope)  # noqa: S102 - our own generated code
+    generated.load(source, f"jsonata of {', '.join(variables)}", scope)
     return Compiled(scope["compiled"], generator.ref_reasons[0] if whole else "", source, len(generator.ref_nodes))
 
 

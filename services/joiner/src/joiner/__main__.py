@@ -13,6 +13,10 @@ def main() -> None:
         from joiner.replay import main as replay
 
         raise SystemExit(replay(sys.argv[2:]))
+    if len(sys.argv) > 1 and sys.argv[1] == "explain":
+        from joiner.explain import main as explain
+
+        raise SystemExit(explain(sys.argv[2:]))
     serve("joiner", JoinerSettings, create_app)
 
 

@@ -35,6 +35,7 @@ from typing import Any
 
 from joiner.engine.native import NotNative, file_pending, native_arrival
 from joiner.engine.plan import JoinPlan, _plain_path, plan_join
+from streaming_runtime import generated
 from streaming_runtime.errors import EvaluationError, MalformedEvent
 from streaming_runtime.expressions import Expression, truthy
 from streaming_runtime.jsonata_compiler import (
@@ -344,7 +345,7 @@ class JoinEngine:
             f"    return None if {undefined} else ({''.join(value + ', ' for value in values)})",
         ]
         scope = {**namespace(), **generator.references()}
-        exec(compile("\n".join(lines), f"<projection {name}>", "exec"), scope)  # noqa: S102 - generated here
+        generated.load("\n".join(lines), f"projection {name}", scope)
         return scope["project"]
 
     def _probe_function(self, index: int) -> Callable[[dict], bool]:
@@ -518,7 +519,7 @@ class JoinEngine:
         scope["EXACT"] = _EXACT_INT
         scope["project"] = self._project[index]
         scope["probe"] = self._probe_function(index)
-        exec(compile("\n".join(lines), f"<arrival loop {mine}>", "exec"), scope)  # noqa: S102 - generated here
+        generated.load("\n".join(lines), f"arrival loop {mine}", scope)
         return scope["accept_many"]
 
     def _filter_code(self, index: int, bound: dict[tuple[str, ...], str]) -> list[str]:
