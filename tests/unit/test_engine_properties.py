@@ -16,7 +16,7 @@ from typing import Any
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from joiner.engine.join import ACCEPTED, FILTERED, JoinEngine, naive_join
+from joiner.engine.join import FILTERED_OUT, KEPT, JoinEngine, naive_join
 from streaming_runtime.errors import MalformedEvent
 from streaming_runtime.expressions import compile_expression
 
@@ -123,8 +123,8 @@ def _deliver(engine: JoinEngine, arrivals: list[tuple[int, int, Any]], batches: 
                 assert str(error)
                 malformed.add((index, number))
                 continue
-            assert taken is ACCEPTED or taken is FILTERED
-            accepted += taken is ACCEPTED
+            assert taken is KEPT or taken is FILTERED_OUT
+            accepted += taken is KEPT
         return state, malformed, accepted
     position, sizes = 0, iter(batches)
     while position < len(arrivals):

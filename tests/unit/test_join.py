@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from joiner.engine.join import ACCEPTED, FILTERED, JoinEngine, naive_join
+from joiner.engine.join import FILTERED_OUT, KEPT, JoinEngine, naive_join
 from streaming_runtime.errors import MalformedEvent
 from streaming_runtime.expressions import compile_expression
 
@@ -263,7 +263,7 @@ def test_check_does_not_evaluate_cross_stream_conjuncts_alone():
 
     engine.check(TENANTS, tenant)  # does not raise
 
-    assert engine.accept(engine.new_state(), TENANTS, tenant, "t1") is ACCEPTED
+    assert engine.accept(engine.new_state(), TENANTS, tenant, "t1") is KEPT
 
 
 def test_check_accepts_extra_fields():
@@ -272,7 +272,7 @@ def test_check_accepts_extra_fields():
 
     engine.check(TENANTS, tenant)  # does not raise
 
-    assert engine.accept(engine.new_state(), TENANTS, tenant) is ACCEPTED
+    assert engine.accept(engine.new_state(), TENANTS, tenant) is KEPT
 
 
 def test_a_valid_reading_is_accepted_and_buffered():
@@ -280,7 +280,7 @@ def test_a_valid_reading_is_accepted_and_buffered():
     state = engine.new_state()
     reading = {"panel_id": 1, "tenant_id": "dc:eqix:us:chi1:12", "power_use": 1.05, "kwh_use": 1034}
 
-    assert engine.accept(state, POWERUSE, reading, "p1") is ACCEPTED
+    assert engine.accept(state, POWERUSE, reading, "p1") is KEPT
     assert state.count == 1
 
 
@@ -291,7 +291,7 @@ def test_a_reading_the_filter_rejects_is_filtered_not_buffered(power_use):
     engine.accept(state, TENANTS, {"tenant_id": "dc:eqix:us:chi1:12", "customer_id": 924}, "t1")
     reading = {"panel_id": 1, "tenant_id": "dc:eqix:us:chi1:12", "power_use": power_use, "kwh_use": 1034}
 
-    assert engine.accept(state, POWERUSE, reading, "p1") is FILTERED
+    assert engine.accept(state, POWERUSE, reading, "p1") is FILTERED_OUT
     assert state.count == 1
     assert engine.result(state).rows == []
     assert engine.result(state).pairs == 0

@@ -53,8 +53,8 @@ _EXACT_INT = 2**53  # ints up to this are keys as they are; beyond, as the float
 
 Entry = tuple  # (event data, CloudEvent id[, has projection, *projection]): see JoinEngine._entry
 
-ACCEPTED = True
-FILTERED = False
+KEPT = True  # accept(): buffered and paired (the processor counts it "accepted")
+FILTERED_OUT = False  # accept(): a filter refused it (counted "filtered")
 
 
 @dataclass
@@ -141,18 +141,18 @@ class JoinEngine:
     # -- arrival: one event, exactly -------------------------------------------------------------
 
     def accept(self, state: WindowState, index: int, data: Any, event_id: str | None = None) -> bool:
-        """Take one event of stream ``index``: ACCEPTED (buffered, paired) or FILTERED.
+        """Take one event of stream ``index``: KEPT (buffered, paired) or FILTERED_OUT.
 
         Raises MalformedEvent (nothing is buffered then)."""
         self.check(index, data)
         if not self.passes_filters(index, data):
-            return FILTERED
+            return FILTERED_OUT
         entry = self._entry(index, data, event_id)
         other = 1 - index
         if self.plan.keys:
             key = self._key(index, data)
             if key is _MISSING:
-                return FILTERED  # `undefined = x` is false: this event can never be in a row
+                return FILTERED_OUT  # `undefined = x` is false: this event can never be in a row
             if key is _ODD:
                 state.odd[index].append(entry)
                 partners = _chain(self.buckets(state, other).values()) + state.odd[other]
@@ -167,7 +167,7 @@ class JoinEngine:
             state.odd[index].append(entry)
             self._pair_all(state, index, entry, state.odd[other], self.plan.residual)
         state.count += 1
-        return ACCEPTED
+        return KEPT
 
     def buckets(self, state: WindowState, index: int) -> dict[Any, list[Entry]]:
         """Stream ``index``'s events by key, its pending ones filed first."""

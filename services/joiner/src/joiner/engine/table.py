@@ -15,7 +15,7 @@ from __future__ import annotations
 import bisect
 from typing import Any
 
-from joiner.engine.join import FILTERED, JoinEngine, WindowState, is_true
+from joiner.engine.join import FILTERED_OUT, JoinEngine, WindowState, is_true
 from joiner.engine.state import StateStore
 from streaming_runtime.errors import ConfigError, EvaluationError, MalformedEvent
 from streaming_runtime.expressions import Expression
@@ -119,7 +119,7 @@ class TableJoin:
         engine = self.engine
         engine.check(1, data)
         if not engine.passes_filters(1, data):
-            return FILTERED
+            return FILTERED_OUT
         state.count += 1
         state.timed.append((data, event_id, event_time))
         return True
