@@ -14,7 +14,7 @@ import httpx
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
-from streaming_runtime.sidecar import SidecarError, dumps
+from streaming_runtime.sidecar import SidecarError, SidecarPort, dumps
 
 
 @contextlib.asynccontextmanager
@@ -69,19 +69,22 @@ class RecordingSidecar:
         self.publications.append((pubsub, topic, data))
         self.event_ids.append(event_id)
 
-    async def publish_event(self, pubsub: str, topic: str, data: Any, event_type: str, extensions: dict) -> None:
+    async def publish_event(
+        self, pubsub: str, topic: str, data: Any, event_type: str, extensions: dict[str, str]
+    ) -> None:
         self._maybe_fail()
         self.publications.append((pubsub, topic, data))
         self.extensions.append(dict(extensions, type=event_type))
 
     async def publish_many(self, pubsub: str, topic: str, items: list[Any], event_ids: list[str] | None = None) -> None:
-        self.attempted_ids.append(list(event_ids or [None] * len(items)))
+        ids: list[str | None] = list(event_ids) if event_ids else [None] * len(items)
+        self.attempted_ids.append(ids)
         self._maybe_fail()
         self.bulk_calls += 1
         self.publications.extend((pubsub, topic, item) for item in items)
-        self.event_ids.extend(event_ids or [None] * len(items))
+        self.event_ids.extend(ids)
 
-    async def wait_ready(self) -> None:
+    async def wait_ready(self, timeout: float = 60.0) -> None:
         return None
 
     def _state_call(self) -> None:
@@ -107,6 +110,9 @@ class RecordingSidecar:
     async def delete_state(self, store: str, key: str) -> None:
         self._state_call()
         self.state.pop((store, key), None)
+
+
+_THE_FAKE_IS_A_SIDECAR: SidecarPort = RecordingSidecar()  # checked by `make typecheck`
 
 
 class ManualClock:

@@ -14,7 +14,7 @@ import asyncio
 import json
 import time
 import uuid
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import httpx
 
@@ -44,6 +44,32 @@ class Publisher(Protocol):
     async def publish_many(
         self, pubsub: str, topic: str, items: list[Any], event_ids: list[str] | None = None
     ) -> None: ...
+
+
+@runtime_checkable
+class SidecarPort(Publisher, Protocol):
+    """What an app asks of its sidecar: :class:`Sidecar` is the real one; a test's fake must be one too
+    (tests/contract/support.py declares its fake as this type, which the type check verifies)."""
+
+    async def wait_ready(self, timeout: float = 60.0) -> None: ...
+
+    async def invoke(self, app_id: str, method: str, data: Any, headers: dict[str, str] | None = None) -> None: ...
+
+    async def publish_event(
+        self, pubsub: str, topic: str, data: Any, event_type: str, extensions: dict[str, str]
+    ) -> None: ...
+
+    async def get_state(self, store: str, key: str) -> Any | None: ...
+
+    async def get_state_bytes(self, store: str, key: str) -> bytes | None: ...
+
+    async def save_state(self, store: str, key: str, value: Any) -> None: ...
+
+    async def save_state_bytes(
+        self, store: str, key: str, data: bytes, metadata: dict[str, str] | None = None
+    ) -> None: ...
+
+    async def delete_state(self, store: str, key: str) -> None: ...
 
 
 def dumps(data: Any) -> bytes:

@@ -41,7 +41,7 @@ from streaming_runtime.errors import MalformedEvent, PayloadTooLarge
 from streaming_runtime.logs import ErrorReport, LogBudget, printable
 from streaming_runtime.service import read_limited
 from streaming_runtime.settings import DEFAULT_MAX_BODY_BYTES, ServiceSettings
-from streaming_runtime.sidecar import Sidecar, SidecarError, dumps
+from streaming_runtime.sidecar import Sidecar, SidecarError, SidecarPort, dumps
 from streaming_runtime.tokens import require_app_token
 
 log = logging.getLogger("joiner")
@@ -71,7 +71,7 @@ class Joiner:
         self,
         config: JoinerConfig,
         engine: JoinEngine,
-        sink: Any,
+        sink: SidecarPort,
         clock: Callable[[], float] = time.time,
         max_body_bytes: int = 1024 * 1024,
         retry_base_delay: float = 0.25,
@@ -358,14 +358,15 @@ class Joiner:
 
     async def forget_journal(self) -> None:
         """After a clean stop that left nothing undelivered: the journal and the checkpoint are not needed."""
-        if self.journal is None:
+        store = self.config.state_store
+        if self.journal is None or store is None:
             return
         if self._checkpoint_task is not None:
             await asyncio.gather(self._checkpoint_task, return_exceptions=True)
         try:
             for run in list(self.journal.runs):
                 await self.journal.forget(run)
-            await self.sink.delete_state(self.config.state_store, CHECKPOINT_KEY)
+            await self.sink.delete_state(store, CHECKPOINT_KEY)
         except SidecarError as error:
             log.warning(
                 "state store %s: the journal not removed (the next start ignores it after a handover): %s",
@@ -401,9 +402,10 @@ class Joiner:
             log.error("state store %s: %s left there, not taken over: %s", store, HANDOVER_KEY, error)
             return
         try:
-            if any(chunk is None for chunk in chunks):
+            present = [chunk for chunk in chunks if chunk is not None]
+            if len(present) < len(chunks):
                 raise ValueError("a part of it is missing")
-            snapshot = json.loads(b"".join(chunks))
+            snapshot = json.loads(b"".join(present))
             count = self.processor.restore(snapshot)
             undelivered = self.sender.take_over(snapshot.get("undelivered") or [])
         except ValueError as error:
@@ -611,7 +613,7 @@ def _parts_of(manifest: Any) -> int:
 def create_app(
     settings: JoinerSettings,
     config: JoinerConfig | None = None,
-    sink: Any | None = None,
+    sink: SidecarPort | None = None,
     clock: Callable[[], float] = time.time,
 ) -> FastAPI:
     config = config or load_config(os.environ)

@@ -21,7 +21,7 @@ from typing import Any
 
 from joiner.config import PublishTarget
 from streaming_runtime.logs import LogBudget, printable
-from streaming_runtime.sidecar import SidecarError
+from streaming_runtime.sidecar import SidecarError, SidecarPort
 
 log = logging.getLogger("joiner")
 QUEUE_LIMIT = 10_000
@@ -45,7 +45,7 @@ def event_text(event: Any, limit: int) -> tuple[str, bool]:
 
 
 class DeadLetters:
-    def __init__(self, targets: dict[str, PublishTarget], sink: Any, max_event_chars: int) -> None:
+    def __init__(self, targets: dict[str, PublishTarget], sink: SidecarPort, max_event_chars: int) -> None:
         self.targets = targets
         self.sink = sink
         self.max_event_chars = max_event_chars

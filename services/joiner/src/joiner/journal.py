@@ -28,7 +28,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from streaming_runtime.sidecar import SidecarError
+from streaming_runtime.sidecar import SidecarError, SidecarPort
 
 log = logging.getLogger("joiner")
 RUNS_KEY = "journal.runs"
@@ -42,7 +42,7 @@ def segment_key(run: str, seq: int, part: int = 0) -> str:
 
 
 class Journal:
-    def __init__(self, sink: Any, store: str) -> None:
+    def __init__(self, sink: SidecarPort, store: str) -> None:
         self.sink = sink
         self.store = store
         self.run = str(time.time_ns())
@@ -124,7 +124,7 @@ class Journal:
             log.warning("state store %s: journal segments of run %s not removed yet: %s", self.store, run, error)
 
 
-async def save_parts(sink: Any, store: str, key: str, text: bytes, part_bytes: int = PART_BYTES) -> int:
+async def save_parts(sink: SidecarPort, store: str, key: str, text: bytes, part_bytes: int = PART_BYTES) -> int:
     """JSON ``text`` in parts under ``key.<n>``, the manifest ``key`` last (a document exists once all its
     parts do); how many parts. The handover and the checkpoint are saved so."""
     chunks = [text[start : start + part_bytes] for start in range(0, len(text), part_bytes)] or [b""]
@@ -134,7 +134,7 @@ async def save_parts(sink: Any, store: str, key: str, text: bytes, part_bytes: i
     return len(chunks)
 
 
-async def read_parts(sink: Any, store: str, key: str) -> Any | None:
+async def read_parts(sink: SidecarPort, store: str, key: str) -> Any | None:
     """What :func:`save_parts` saved, or None; ValueError when a part is missing or it is not JSON."""
     manifest = await sink.get_state(store, key)
     if manifest is None:
@@ -142,6 +142,7 @@ async def read_parts(sink: Any, store: str, key: str) -> Any | None:
     if not isinstance(manifest, dict) or not isinstance(manifest.get("parts"), int):
         raise ValueError(f"{key} is not a manifest of parts")
     chunks = [await sink.get_state_bytes(store, f"{key}.{n}") for n in range(manifest["parts"])]
-    if any(chunk is None for chunk in chunks):
+    present = [chunk for chunk in chunks if chunk is not None]
+    if len(present) < len(chunks):
         raise ValueError(f"a part of {key} is missing")
-    return json.loads(b"".join(chunks))
+    return json.loads(b"".join(present))

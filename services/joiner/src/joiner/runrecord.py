@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from streaming_runtime.sidecar import SidecarError
+from streaming_runtime.sidecar import SidecarError, SidecarPort
 
 log = logging.getLogger("joiner")
 RUN_KEY = "run"
@@ -26,7 +26,7 @@ BEAT_SECONDS = 2.0
 
 
 class RunRecord:
-    def __init__(self, sink: Any, store: str, holding: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, sink: SidecarPort, store: str, holding: Callable[[], dict[str, Any]]) -> None:
         self.sink = sink
         self.store = store
         self.holding = holding  # what the joiner holds now: {"events", "windows", "undelivered", "rows"}

@@ -30,7 +30,7 @@ from joiner.config import InvokeTarget, JoinerConfig, PublishTarget
 from joiner.engine.windows import Window
 from streaming_runtime.logs import ErrorReport
 from streaming_runtime.settings import DEFAULT_MAX_BODY_BYTES
-from streaming_runtime.sidecar import Refused, SidecarError, UnsendableBody, dumps
+from streaming_runtime.sidecar import Refused, SidecarError, SidecarPort, UnsendableBody, dumps
 
 log = logging.getLogger("joiner")
 
@@ -96,7 +96,7 @@ class WindowSender:
     def __init__(
         self,
         config: JoinerConfig,
-        sink: Any,
+        sink: SidecarPort,
         errors: ErrorReport,
         clock: Callable[[], float] = time.time,
         retry_base_delay: float = 0.25,
