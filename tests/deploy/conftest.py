@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from joiner.migrate import Migration, migrate_text
+from streaming_migrate import Migration, migrate_text
 from tests.deploy.support import (
     DEPLOY,
     ORIGINAL_MANIFESTS,

@@ -1,4 +1,4 @@
-"""`python -m joiner.migrate`: the original project's manifests carried over to this project's resources.
+"""`python -m streaming_migrate`: the original project's manifests carried over to this project's resources.
 
 On the power-usage example in the original format (tests/data/original-power-usage.yaml) the result must be what deploy/ holds for the
 same pipeline; on tests/data/original-manifests-small.yaml every conversion, and with
@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from joiner.config import InvokeTarget, PublishTarget, config_from_yaml
-from joiner.migrate import migrate_text
+from streaming_migrate import migrate_text
 from streaming_runtime.errors import ConfigError
 from tests.deploy.conftest import SMALL_ORIGINAL
 from tests.deploy.support import (
@@ -311,7 +311,7 @@ def test_input_that_is_not_manifests_is_refused(text, message):
 
 def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "joiner.migrate", *args], capture_output=True, text=True, timeout=60, cwd=ROOT
+        [sys.executable, "-m", "streaming_migrate", *args], capture_output=True, text=True, timeout=60, cwd=ROOT
     )
 
 
@@ -322,7 +322,7 @@ def test_the_command_writes_the_example_and_tells_what_to_do(tmp_path):
     assert done.stdout == ""
     assert "note: ClusterStream/rabbit-stream: the password is not written" in done.stderr
     assert "kubectl create secret generic rabbit-stream-credentials" in output.read_text()  # as a comment on top
-    assert done.stderr.strip().splitlines()[-1] == f"python -m joiner.migrate: 14 resources to {output}, 0 warnings"
+    assert done.stderr.strip().splitlines()[-1] == f"python -m streaming_migrate: 14 resources to {output}, 0 warnings"
     assert validate([d for d in yaml.safe_load_all(output.read_text()) if d]) == []
 
 
@@ -342,7 +342,7 @@ def test_the_command_refuses_an_unreadable_input_in_one_line(tmp_path):
     assert missing.returncode == 2
     assert (
         missing.stderr.strip()
-        == f"python -m joiner.migrate: error: cannot read {tmp_path / 'nope.yaml'}: No such file or directory"
+        == f"python -m streaming_migrate: error: cannot read {tmp_path / 'nope.yaml'}: No such file or directory"
     )
     broken = tmp_path / "broken.yaml"
     broken.write_text("kind: [unclosed\n")

@@ -66,7 +66,7 @@ def test_the_readme_fits_on_about_two_screens():
         ("make help test-unit", []),
         ("make WINDOW=5s run", []),
         ("make no-such-target", ["make: no target 'no-such-target' in the Makefile"]),
-        ("python -m joiner.migrate --help", []),
+        ("python -m streaming_migrate --help", []),
         (
             "python -m joiner.no_such_module",
             ["python -m joiner.no_such_module: no such module in the project's environment"],

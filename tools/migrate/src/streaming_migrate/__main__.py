@@ -1,5 +1,5 @@
-"""``python -m joiner.migrate manifests-all.yaml [-o out.yaml]``: the original project's manifests as this
-project's Dapr Components, Subscriptions and Deployments (see :mod:`joiner.migrate`).
+"""``python -m streaming_migrate manifests-all.yaml [-o out.yaml]``: the original project's manifests as this
+project's Dapr Components, Subscriptions and Deployments (see :mod:`streaming_migrate`).
 
 The resources go to ``--output`` (or standard output); notes and warnings go to standard error and,
 as comments, to the top of the output. Exit 0; 1 with ``--strict`` when there were warnings; 2 when
@@ -12,10 +12,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from joiner.migrate import migrate_text
+from streaming_migrate import migrate_text
 from streaming_runtime.errors import ConfigError
 
-PROG = "python -m joiner.migrate"
+PROG = "python -m streaming_migrate"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """Carry the original project's manifests (streaming-runtime-go) over to this project's Dapr resources.
 
-``python -m joiner.migrate manifests-all.yaml [-o out.yaml]`` reads the original CRDs and writes:
+``python -m streaming_migrate manifests-all.yaml [-o out.yaml]`` reads the original CRDs and writes:
 
 =======================================  ===========================================================
 original                                 written
@@ -173,7 +173,7 @@ class Migration:
     notes: list[str] = field(default_factory=list)
 
     def to_yaml(self) -> str:
-        header = ["# Written by `python -m joiner.migrate` from the original project's manifests."]
+        header = ["# Written by `python -m streaming_migrate` from the original project's manifests."]
         header += [f"# NOTE: {line}" for line in self.notes]
         header += [f"# WARNING: {line}" for line in self.warnings]
         body = "---\n".join(
