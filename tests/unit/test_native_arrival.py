@@ -10,6 +10,7 @@ import gc
 import json
 import sys
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +25,8 @@ from streaming_runtime.expressions import compile_expression
 STREAMS = ("tenants", "poweruse")
 WHERE = "tenants.tenant_id = poweruse.tenant_id and poweruse.power_use >= 1.0"
 SELECT = '{"customer_id": tenants.customer_id, "tenant_id": tenants.tenant_id, "kwh": poweruse.kwh_use}'
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _engine(where: str = WHERE, select: str = SELECT, *, use_native: bool = True) -> JoinEngine:
@@ -310,3 +313,37 @@ def test_entries_of_odd_shapes_go_to_the_exact_path():
     odd = [("only data",), ["a", "list"], ({"k": 1},), ({"k": True}, "id"), ({"k": 1.0}, "id"), ({"k": 2**60}, "id")]
     arrival(odd, keys, entries, {}, [], [], slow, lambda *_: None)
     assert slow == odd and keys == [] and entries == []
+
+
+def test_the_built_c_loop_keeps_the_entry_contract_the_engine_defines():
+    import join_kernel
+    from joiner.engine import entries, native
+
+    assert entries.contract_problem(join_kernel) == ""
+    assert native.UNAVAILABLE == ""
+    assert {name: getattr(join_kernel, name) for name in entries.CONTRACT} == entries.CONTRACT
+
+
+def test_a_c_loop_built_for_another_layout_is_named_and_not_used():
+    """In a fresh interpreter whose join_kernel says PROJECTION_AT 4: the engine uses its generated loops."""
+    import subprocess
+
+    code = """
+import sys, types
+from joiner.engine import entries
+fake = types.ModuleType("join_kernel")
+fake.__dict__.update(entries.CONTRACT, PROJECTION_AT=4, OPERATORS={"=": 4}, Arrival=object, file_pending=print)
+sys.modules["join_kernel"] = fake
+from joiner.engine import native
+from joiner.config import config_from_yaml
+from joiner.processor import build_engine
+print(native.UNAVAILABLE)
+print(native.Arrival is None, native.OPERATORS == {})
+print(build_engine(config_from_yaml(open("services/joiner/joiner.yaml").read())).describe())
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    problem, unused, described = done.stdout.strip().splitlines()
+    assert problem == "join_kernel was built for another entry layout: PROJECTION_AT is 4, not 3"
+    assert unused == "True True"
+    assert "native" not in described.split("arrival loop:")[1].split(";")[0].replace("not native", ""), described

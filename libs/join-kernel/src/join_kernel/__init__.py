@@ -6,6 +6,26 @@ the engine generates in Python. The engine decides when the shape fits; see
 ``joiner.engine.native``.
 """
 
-from join_kernel._arrival import OPERATORS, Arrival, file_pending
+from join_kernel._arrival import (
+    EXACT_INT,
+    FROM_CONSTANT,
+    FROM_EVENT,
+    FROM_PARTNER,
+    MAX_FIELDS,
+    OPERATORS,
+    PROJECTION_AT,
+    Arrival,
+    file_pending,
+)
 
-__all__ = ["OPERATORS", "Arrival", "file_pending"]
+__all__ = [
+    "EXACT_INT",
+    "FROM_CONSTANT",
+    "FROM_EVENT",
+    "FROM_PARTNER",
+    "MAX_FIELDS",
+    "OPERATORS",
+    "PROJECTION_AT",
+    "Arrival",
+    "file_pending",
+]

@@ -23,7 +23,9 @@ typedef struct {
     PyObject *text; /* owned: a string literal (= and != only), or NULL for a number */
 } Filter;
 
+/* the entry layout and row sources of joiner.engine.entries, exported below and checked there at import */
 enum { FROM_EVENT, FROM_PARTNER, FROM_CONSTANT };
+#define PROJECTION_AT 3 /* an entry: (data, event id, projection ok, *projection) */
 
 typedef struct {
     PyObject_HEAD
@@ -297,8 +299,8 @@ Arrival_init(Arrival *self, PyObject *args, PyObject *kwargs)
         self->row_keys[i] = name;
         self->row_source[i] = source;
         self->row_index[i] = index;
-        if (source == FROM_PARTNER && 3 + index + 1 > self->partner_size)
-            self->partner_size = 3 + index + 1;
+        if (source == FROM_PARTNER && PROJECTION_AT + index + 1 > self->partner_size)
+            self->partner_size = PROJECTION_AT + index + 1;
     }
     Py_DECREF(fast);
     return 0;
@@ -320,7 +322,7 @@ make_row(Arrival *self, PyObject *entry, PyObject *partner)
     for (Py_ssize_t i = 0; i < self->n_row; i++) {
         Py_ssize_t index = self->row_index[i];
         PyObject *value = self->row_source[i] == FROM_CONSTANT ? PyTuple_GET_ITEM(self->constants, index)
-                          : PyTuple_GET_ITEM(self->row_source[i] == FROM_PARTNER ? partner : entry, 3 + index);
+                          : PyTuple_GET_ITEM(self->row_source[i] == FROM_PARTNER ? partner : entry, PROJECTION_AT + index);
         if (PyDict_SetItem(row, self->row_keys[i], value) < 0) {
             Py_DECREF(row);
             return NULL;
@@ -461,7 +463,7 @@ read_event(Arrival *self, Batch *batch, PyObject *item, Candidate *candidate)
         return PyList_Append(batch->slow, item);
 
     int status = -1;
-    PyObject *entry = PyTuple_New(3 + self->n_projection);
+    PyObject *entry = PyTuple_New(PROJECTION_AT + self->n_projection);
     if (entry == NULL)
         goto done;
     Py_INCREF(data);
@@ -474,7 +476,7 @@ read_event(Arrival *self, Batch *batch, PyObject *item, Candidate *candidate)
     for (Py_ssize_t p = 0; p < self->n_projection; p++) {
         PyObject *value = values[self->projection[p]];
         Py_INCREF(value);
-        PyTuple_SET_ITEM(entry, 3 + p, value);
+        PyTuple_SET_ITEM(entry, PROJECTION_AT + p, value);
     }
     /* buffered in arrival order; the engine files it under its key when the other stream needs it */
     if (PyList_Append(batch->pending_keys, key) < 0 || PyList_Append(batch->pending_entries, entry) < 0)
@@ -567,7 +569,7 @@ prefetch_row_values(Arrival *self, Candidate *candidates, Py_ssize_t n)
                 continue;
             for (Py_ssize_t r = 0; r < self->n_row; r++)
                 if (self->row_source[r] == FROM_PARTNER)
-                    PREFETCH(PyTuple_GET_ITEM(partner, 3 + self->row_index[r]));
+                    PREFETCH(PyTuple_GET_ITEM(partner, PROJECTION_AT + self->row_index[r]));
         }
     }
 }
@@ -725,6 +727,17 @@ arrival_exec(PyObject *module)
     }
     if (PyModule_AddObject(module, "OPERATORS", operators) < 0) {
         Py_DECREF(operators);
+        return -1;
+    }
+    if (PyModule_AddIntConstant(module, "PROJECTION_AT", PROJECTION_AT) < 0 ||
+        PyModule_AddIntConstant(module, "FROM_EVENT", FROM_EVENT) < 0 ||
+        PyModule_AddIntConstant(module, "FROM_PARTNER", FROM_PARTNER) < 0 ||
+        PyModule_AddIntConstant(module, "FROM_CONSTANT", FROM_CONSTANT) < 0 ||
+        PyModule_AddIntConstant(module, "MAX_FIELDS", MAX_FIELDS) < 0)
+        return -1;
+    PyObject *exact = PyLong_FromLongLong(EXACT_INT);
+    if (exact == NULL || PyModule_AddObject(module, "EXACT_INT", exact) < 0) {
+        Py_XDECREF(exact);
         return -1;
     }
     return 0;

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from joiner.engine.entries import EXACT_INT, PROJECTION_AT
 from joiner.engine.native import NotNative, file_pending, native_arrival
 from joiner.engine.plan import JoinPlan, _plain_path, plan_join
 from streaming_runtime import generated
@@ -49,7 +50,7 @@ from streaming_runtime.jsonata_compiler import (
 _MISSING = object()
 _ODD = object()  # a key that is not a plain value
 _BOOL = object()  # tags boolean keys: JSONata's true is not 1
-_EXACT_INT = 2**53  # ints up to this are keys as they are; beyond, as the float jsonata-python compares
+_EXACT_INT = EXACT_INT  # ints up to this are keys as they are; beyond, as the float jsonata-python compares
 
 Entry = tuple  # (event data, CloudEvent id[, has projection, *projection]): see JoinEngine._entry
 
@@ -423,7 +424,7 @@ class JoinEngine:
         for root, value in zip(self._roots[index], projected):
             generator.precomputed[id(root)] = value
         for position, root in enumerate(self._roots[1 - index]):
-            generator.precomputed[id(root)] = f"partner[{3 + position}]"
+            generator.precomputed[id(root)] = f"partner[{PROJECTION_AT + position}]"
         generator.defined = set(generator.precomputed.values())  # an entry has a projection only if all are defined
         try:
             row = generator.node(self.plan.select.expression.tree, 5)
@@ -486,6 +487,7 @@ class JoinEngine:
             *key_lines,
             "        try:",
             *(projector.lines or ["            pass"]),
+            # the entry layout of joiner.engine.entries: (data, event id, projection ok, *projection)
             f"            entry = ({mine}, entry[1], False) if {undefined} else ({mine}, entry[1], True{own})",
             "        except Fallback:",
             f"            entry = ({mine}, entry[1], False)",

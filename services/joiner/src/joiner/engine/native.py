@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from joiner.engine.entries import EXACT_INT, FROM_CONSTANT, FROM_EVENT, FROM_PARTNER, MAX_FIELDS, contract_problem
 from joiner.engine.plan import JoinPlan, _plain_path
 
 
@@ -32,15 +33,16 @@ def _file_pending(buckets: dict[Any, list], keys: list, entries: list) -> None:
 
 
 try:
+    import join_kernel
     from join_kernel import OPERATORS, Arrival, file_pending
 except ImportError as error:  # the package is built with the joiner; a broken build must not stop the service
     OPERATORS, Arrival, file_pending = {}, None, _file_pending
     UNAVAILABLE = f"join_kernel is not importable ({error})"
 else:
-    UNAVAILABLE = ""
-
-_EXACT_INT = 2**53
-_MAX_FIELDS = 64  # as _arrival.c reads them: a plan reading more fields of one stream stays in Python
+    # a C loop built for another entry layout would read the wrong slots: it is not used at all then
+    UNAVAILABLE = contract_problem(join_kernel)
+    if UNAVAILABLE:
+        OPERATORS, Arrival, file_pending = {}, None, _file_pending
 _MIRRORED = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "=": "=", "!=": "!="}
 
 
@@ -66,8 +68,8 @@ def native_arrival(
     if not plan.keys:
         raise NotNative("no hash key")
     fields = sorted(required_fields)
-    if len(fields) > _MAX_FIELDS:
-        raise NotNative(f"more than {_MAX_FIELDS} fields of {mine}")
+    if len(fields) > MAX_FIELDS:
+        raise NotNative(f"more than {MAX_FIELDS} fields of {mine}")
     position = {name: i for i, name in enumerate(fields)}
     key_paths = [part.left if index == 0 else part.right for part in plan.keys]
     if any(len(path) != 1 or path[0] not in position for path in key_paths):
@@ -111,12 +113,9 @@ def _filter(tree: Any, stream: str, position: dict[str, int]) -> tuple[int, int,
         return position[field[1]], OPERATORS[op], value
     if getattr(literal, "type", None) != "number" or value.__class__ not in (int, float):
         raise NotNative("a filter that compares with something other than a number (or a string, by = or !=)")
-    if abs(value) > _EXACT_INT or not math.isfinite(value):
+    if abs(value) > EXACT_INT or not math.isfinite(value):
         raise NotNative("a filter literal beyond 2**53")
     return position[field[1]], OPERATORS[op], float(value)
-
-
-FROM_EVENT, FROM_PARTNER, FROM_CONSTANT = 0, 1, 2
 
 
 def _row(tree: Any, roots: tuple[Sequence[Any], Sequence[Any]], index: int) -> tuple[list[tuple[str, int, int]], list]:
