@@ -38,12 +38,15 @@ def publish_url(stack: Stack, pubsub: str, topic: str, bulk: bool = False) -> tu
     return sidecar.sidecar_url + path, sidecar.dapr_headers
 
 
-def redis_command(stack: Stack, *args: str) -> str:
-    """``redis-cli`` against the stack's Redis (its password passed in the environment, not the command line)."""
+def redis_command(stack: Stack, *args: str, user: str | None = None) -> str:
+    """``redis-cli`` against the stack's Redis, as its default user or as ``user`` (pubsub, state); the
+    password goes in the environment, not on the command line."""
     assert stack.redis is not None
-    env = {**os.environ, "REDISCLI_AUTH": stack.redis.admin_password} if stack.redis.admin_password else None
+    password = stack.redis.secrets[f"REDIS_{user.upper()}_PASSWORD"] if user else stack.redis.admin_password
+    env = {**os.environ, "REDISCLI_AUTH": password} if password else None
+    login = ["--user", user] if user else []
     return subprocess.run(
-        ["redis-cli", "-h", stack.redis.host, "-p", str(stack.redis.port), "--raw", *args],
+        ["redis-cli", "-h", stack.redis.host, "-p", str(stack.redis.port), *login, "--raw", *args],
         capture_output=True,
         text=True,
         timeout=10,

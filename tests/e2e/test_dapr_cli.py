@@ -121,12 +121,12 @@ def cli_run(tmp_path_factory) -> Iterator[CliRun]:
     ensure_daprd()
     run_dir = tmp_path_factory.mktemp("dapr-cli")
     brokers_dir = tmp_path_factory.mktemp("brokers")  # apart: processes_of(run_dir) finds the run's only
-    brokers = []
+    started: list = []  # the brokers and sentry, stopped last-first
     try:
-        brokers.append(start_redis(brokers_dir))
-        brokers.append(start_rabbitmq(brokers_dir))
-        brokers.append(start_sentry(brokers_dir, port=50001))  # the CLI's fixed address; taken: the test fails
-        redis, rabbitmq, sentry = brokers
+        started.append(start_redis(brokers_dir))
+        started.append(start_rabbitmq(brokers_dir))
+        started.append(start_sentry(brokers_dir, port=50001))  # the CLI's fixed address; taken: the test fails
+        redis, rabbitmq, sentry = started
         env = {
             **os.environ,
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",  # `python` is the venv's
@@ -158,7 +158,7 @@ def cli_run(tmp_path_factory) -> Iterator[CliRun]:
                 except ProcessLookupError:
                     pass
     finally:
-        for broker in reversed(brokers):
+        for broker in reversed(started):
             broker.stop()
 
 

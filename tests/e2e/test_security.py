@@ -11,9 +11,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-
 import httpx
 import pytest
 
@@ -148,16 +145,7 @@ def test_the_secrets_api_gives_no_secret_of_the_local_store(stack: Stack):
 
 
 def redis_as(stack: Stack, user: str, *command: str) -> str:
-    assert stack.redis is not None
-    password = stack.redis.secrets[f"REDIS_{user.upper()}_PASSWORD"]
-    env = {**os.environ, "REDISCLI_AUTH": password}
-    return subprocess.run(
-        ["redis-cli", "-h", stack.redis.host, "-p", str(stack.redis.port), "--user", user, "--raw", *command],
-        capture_output=True,
-        text=True,
-        timeout=10,
-        env=env,
-    ).stdout.strip()
+    return redis_command(stack, *command, user=user).strip()
 
 
 def test_the_redis_users_of_the_components_have_what_they_need_and_no_more(stack: Stack):

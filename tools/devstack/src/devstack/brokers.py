@@ -82,10 +82,17 @@ def configured_redis() -> Broker | None:
         return None
     host, _, port = address.rpartition(":")
     password = os.environ.get("REDIS_PASSWORD", "")
-    secrets_ = {"REDIS_HOST": address}
-    for user in ("PUBSUB", "STATE"):
-        secrets_ |= {f"REDIS_{user}_USERNAME": "", f"REDIS_{user}_PASSWORD": password}
+    secrets_ = redis_secrets(address, {"pubsub": ("", password), "state": ("", password)})
     return Broker(None, host or "127.0.0.1", int(port or 6379), address, secrets_, password)
+
+
+def redis_secrets(address: str, users: dict[str, tuple[str, str]]) -> dict[str, str]:
+    """What the Redis components read (components/*.yaml): the address, and per component user (pubsub,
+    state) its name and password; an empty name is Redis' default user."""
+    found = {"REDIS_HOST": address}
+    for role, (name, password) in users.items():
+        found |= {f"REDIS_{role.upper()}_USERNAME": name, f"REDIS_{role.upper()}_PASSWORD": password}
+    return found
 
 
 def configured_rabbitmq() -> Broker | None:
@@ -146,9 +153,7 @@ def start_redis(run_dir: Path) -> Broker:
         process.stop()
         raise
     address = f"127.0.0.1:{port}"
-    secrets_ = {"REDIS_HOST": address}
-    for user in ("pubsub", "state"):
-        secrets_ |= {f"REDIS_{user.upper()}_USERNAME": user, f"REDIS_{user.upper()}_PASSWORD": passwords[user]}
+    secrets_ = redis_secrets(address, {user: (user, passwords[user]) for user in ("pubsub", "state")})
     return Broker(process, "127.0.0.1", port, address, secrets_, passwords["default"])
 
 
