@@ -45,35 +45,34 @@ class Cluster:
         """Python in an app's own container (its sidecar answers on localhost there)."""
         return self.kubectl("exec", f"deploy/{app}", "-c", app, "--", "python", "-c", code, timeout=timeout)
 
-    def http_from(self, app: str, method: str, url: str, body: str = "", token: bool = True) -> tuple[int, str]:
+    def http_from(
+        self, app: str, method: str, url: str, body: str = "", token: str | None = "DAPR_API_TOKEN"
+    ) -> tuple[int, str]:
         """An HTTP call made from inside ``app``'s container (to its sidecar on localhost, or to a pod's IP),
-        with the pod's Dapr API token unless ``token`` is False: (status, body)."""
+        with the pod's ``token`` (DAPR_API_TOKEN for a sidecar, APP_API_TOKEN for an app; None: no token):
+        (status, body)."""
         out = self.kubectl(
-            "exec",
-            f"deploy/{app}",
-            "-c",
-            app,
-            "--",
-            "python",
-            "-c",
-            HTTP_CALL,
-            method,
-            url,
-            body,
-            "token" if token else "none",
+            "exec", f"deploy/{app}", "-c", app, "--", "python", "-c", HTTP_CALL, method, url, body, token or "none"
         )
         answer = json.loads(out.strip().splitlines()[-1])
         return answer["status"], answer["body"]
 
+    def app_stats(self, app: str) -> dict:
+        """An app's /stats, asked from inside its container with its app token."""
+        status, body = self.http_from(app, "GET", "http://127.0.0.1:8080/stats", token="APP_API_TOKEN")
+        assert status == 200, (app, status, body)
+        return json.loads(body)
 
-# run by python in an app's container: one HTTP call, printed as {"status": ..., "body": ...}; the Dapr API
-# token of the pod is sent when the call says so (it is in the container's environment)
+
+# run by python in an app's container: one HTTP call, printed as {"status": ..., "body": ...}; the token the
+# call names (DAPR_API_TOKEN, for the sidecar; APP_API_TOKEN, for an app) is sent from the container's
+# environment, "none" sends none
 HTTP_CALL = """
 import json, os, sys, urllib.request, urllib.error
-method, url, body, with_token = sys.argv[1], sys.argv[2], sys.argv[3].encode(), sys.argv[4] == "token"
+method, url, body, token = sys.argv[1], sys.argv[2], sys.argv[3].encode(), sys.argv[4]
 headers = {"content-type": "application/json"}
-if with_token:
-    headers["dapr-api-token"] = os.environ["DAPR_API_TOKEN"]
+if token != "none":
+    headers["dapr-api-token"] = os.environ[token]
 request = urllib.request.Request(url, body or None, headers, method=method)
 try:
     with urllib.request.urlopen(request, timeout=10) as answer:

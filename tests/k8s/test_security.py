@@ -66,18 +66,18 @@ def test_the_apps_refuse_what_does_not_come_through_their_sidecar(pipeline: Clus
             "POST" if route != "/stats" else "GET",
             f"http://{pod_ip(pipeline, target)}:8080{route}",
             "[]",
-            token=False,
+            token=None,
         )
         assert status == 401, (target, route, status, body)
     status, _ = pipeline.http_from(
-        "poweruse-gen", "GET", f"http://{pod_ip(pipeline, 'billable-proc')}:8080/healthz", token=False
+        "poweruse-gen", "GET", f"http://{pod_ip(pipeline, 'billable-proc')}:8080/healthz", token=None
     )
     assert status == 200  # the probes' route stays open
 
 
 def test_every_sidecar_api_needs_the_dapr_token_and_no_secret_can_be_read(pipeline: Cluster):
     for app in APPS:
-        status, _ = pipeline.http_from(app, "GET", f"{SIDECAR}/v1.0/metadata", token=False)
+        status, _ = pipeline.http_from(app, "GET", f"{SIDECAR}/v1.0/metadata", token=None)
         assert status == 401, app
         # no secret store in the sidecar at all (dapr.io/disable-builtin-k8s-secret-store)
         status, body = pipeline.http_from(app, "GET", f"{SIDECAR}/v1.0/secrets/kubernetes/redis-credentials")
