@@ -348,7 +348,7 @@ async def test_a_restart_hands_the_open_window_over_to_the_next_run():
     sidecar, clock = RecordingSidecar(), ManualClock(1_000_001.0)
     first = app_on(sidecar, clock, WITH_STATE)
     async with serve(first) as client:
-        await wait_for(lambda: first.state.joiner.may_hand_over, what="the start's take-over done")
+        await wait_for(lambda: first.state.joiner.handover.may_hand_over, what="the start's take-over done")
         await post(client, "/tenants", {"tenant_id": "t1", "customer_id": 7})
         await post(client, "/poweruse", {"tenant_id": "t1", "power_use": 1.5, "kwh_use": 10})
     assert sidecar.invocations == []  # not closed early: handed over
@@ -374,7 +374,7 @@ async def test_a_failed_save_closes_the_open_window_instead(caplog):
     sidecar, clock = RecordingSidecar(), ManualClock()
     app = app_on(sidecar, clock, WITH_STATE)
     async with serve(app) as client:
-        await wait_for(lambda: app.state.joiner.may_hand_over, what="the start's take-over done")
+        await wait_for(lambda: app.state.joiner.handover.may_hand_over, what="the start's take-over done")
         await post(client, "/tenants", {"tenant_id": "t1", "customer_id": 7})
         await post(client, "/poweruse", {"tenant_id": "t1", "power_use": 1.5, "kwh_use": 10})
         sidecar.state_down = True
@@ -405,7 +405,7 @@ async def test_windows_of_another_joiner_are_set_aside_and_this_joiner_hands_ove
     save_handover(sidecar, foreign)
     app = app_on(sidecar, clock, WITH_STATE)
     async with serve(app) as client:
-        await wait_for(lambda: app.state.joiner.may_hand_over, what="the start's take-over done")
+        await wait_for(lambda: app.state.joiner.handover.may_hand_over, what="the start's take-over done")
         await post(client, "/tenants", {"tenant_id": "t1", "customer_id": 7})
         stats = (await client.get("/stats")).json()
     [aside] = [key for _, key in sidecar.state if key.startswith("open-windows.set-aside.") and key.count(".") == 2]
@@ -423,7 +423,7 @@ async def test_a_changed_join_carries_the_open_windows_over_into_the_new_one(bef
     sidecar, clock = RecordingSidecar(), ManualClock(1_000_001.0)
     first = app_on(sidecar, clock, WITH_STATE + f"join: {before}\n")
     async with serve(first) as client:
-        await wait_for(lambda: first.state.joiner.may_hand_over, what="the start's take-over done")
+        await wait_for(lambda: first.state.joiner.handover.may_hand_over, what="the start's take-over done")
         await post(client, "/tenants", {"tenant_id": "t1", "customer_id": 7})
         await post(client, "/poweruse", {"tenant_id": "t1", "power_use": 1.5, "kwh_use": 10})
     assert sidecar.invocations == [] and HANDOVER in sidecar.state
@@ -451,8 +451,8 @@ async def test_windows_wait_to_close_until_the_previous_runs_are_back():
     sidecar, clock = SlowStateSidecar(), ManualClock(1_000_001.0)
     previous_run = app_on(RecordingSidecar(), clock, WITH_STATE)
     async with serve(previous_run):
-        previous_run.state.joiner.processor.offer(0, {"tenant_id": "t1", "customer_id": 7})
-        save_handover(sidecar, previous_run.state.joiner.processor.snapshot())
+        previous_run.state.joiner.core.offer(0, {"tenant_id": "t1", "customer_id": 7})
+        save_handover(sidecar, previous_run.state.joiner.core.snapshot())
 
     app = app_on(sidecar, clock, WITH_STATE)
     async with serve(app) as client:
@@ -460,7 +460,7 @@ async def test_windows_wait_to_close_until_the_previous_runs_are_back():
         clock.advance(25)  # the window's end has passed while the state store has not answered yet
         for _ in range(100):
             await asyncio.sleep(0)
-        assert app.state.joiner.processor.windows.open_count == 1 and sidecar.invocations == []
+        assert app.state.joiner.core.windows.open_count == 1 and sidecar.invocations == []
         sidecar.answer.set()
         await wait_for(lambda: sidecar.invocations, what="the window closed after the take-over")
     assert [(row["customer_id"], row["tenant_kwh_usage"]) for row in sidecar.invocations[0][2]] == [(7, 10)]
@@ -513,8 +513,8 @@ async def test_a_large_handover_goes_in_parts_under_the_sidecars_request_limit()
     sidecar, clock = RecordingSidecar(), ManualClock(1_000_001.0)
     first = app_on(sidecar, clock, WITH_STATE)
     async with serve(first) as client:
-        await wait_for(lambda: first.state.joiner.may_hand_over, what="the start's take-over done")
-        first.state.joiner.handover_part_bytes = 200  # daprd's 4 MiB, scaled down
+        await wait_for(lambda: first.state.joiner.handover.may_hand_over, what="the start's take-over done")
+        first.state.joiner.handover.part_bytes = 200  # daprd's 4 MiB, scaled down
         await post(client, "/tenants", {"tenant_id": "t1", "customer_id": 7})
         for kwh in range(10):
             await post(client, "/poweruse", {"tenant_id": "t1", "power_use": 1.5, "kwh_use": kwh, "note": "é" * 7})
@@ -526,7 +526,7 @@ async def test_a_large_handover_goes_in_parts_under_the_sidecars_request_limit()
     second = app_on(sidecar, clock, WITH_STATE)
     async with serve(second):
         await wait_for(lambda: handover_keys(sidecar) == {}, what="the handover taken and every part removed")
-        assert second.state.joiner.stats_dict()["restored"] == 11
+        assert second.state.joiner.report.as_dict()["restored"] == 11
 
 
 # -- the run record: a crash is told apart from a clean start (joiner.runrecord) ----------------------

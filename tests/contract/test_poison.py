@@ -176,14 +176,14 @@ async def test_an_error_of_our_own_on_some_input_is_dropped_counted_and_logged_o
     app, sidecar, clock = make_app()
     async with serve(app) as client:
         joiner = app.state.joiner
-        real_offer = joiner.processor.offer
+        real_offer = joiner.core.offer
 
         def failing_offer(index, data, *rest):
             if data.get("tenant_id") == "bug":
                 raise KeyError("an engine bug")
             return real_offer(index, data, *rest)
 
-        joiner.processor.offer = failing_offer
+        joiner.core.offer = failing_offer
         await client.post("/tenants", json=cloud_event(TENANT, "tenants"))
         with caplog.at_level(logging.ERROR):
             answers = [
@@ -208,7 +208,7 @@ async def test_a_window_that_cannot_be_sent_stays_with_its_window_and_the_next_g
     app, sidecar, clock = make_app()
     async with serve(app) as client:
         joiner = app.state.joiner
-        joiner.outbox.put_nowait((joiner.processor.windows.window_at(clock()), [{"kwh": float("inf")}]))
+        joiner.outbox.put_nowait((joiner.core.windows.window_at(clock()), [{"kwh": float("inf")}]))
         await wait_for(lambda: joiner.sender.deliveries_failed == 1, what="the unsendable window counted")
         await client.post("/tenants", json=cloud_event(TENANT, "tenants"))
         await client.post("/poweruse", json=cloud_event(reading(), "poweruse"))
@@ -228,7 +228,7 @@ async def test_an_error_of_our_own_in_a_bulk_delivery_drops_each_of_its_entries(
         def failing_offer_many(index, entries, *rest):
             raise RuntimeError("an engine bug")
 
-        joiner.processor.offer_many = failing_offer_many
+        joiner.core.offer_many = failing_offer_many
         answer = await client.post("/poweruse", json=bulk(*(cloud_event(reading(n), "poweruse") for n in range(3))))
         stats = (await client.get("/stats")).json()
     assert answer.json() == {"statuses": [{"entryId": f"e{n}", "status": "DROP"} for n in (1, 2, 3)]}
@@ -239,7 +239,7 @@ async def test_in_event_time_an_error_of_our_own_on_one_bulk_entry_drops_that_en
     yaml_text = EXAMPLE.replace("window: 20s", "window: 20s\neventTime: {field: ts, grace: 1s}")
     app, sidecar, clock = make_app(yaml_text)
     async with serve(app) as client:
-        engine = app.state.joiner.processor.engine
+        engine = app.state.joiner.core.engine
         real_accept = engine.accept
 
         def failing_accept(state, index, data, *rest):
@@ -263,7 +263,7 @@ async def test_a_redelivered_bulk_is_joined_once_with_dedup_and_stays_on_the_fas
     app, sidecar, clock = make_app(EXAMPLE + "dedup: {ttl: 10m}\n")
     delivery = bulk(*(cloud_event(reading(n), "poweruse") for n in range(5)))
     async with serve(app) as client:
-        assert "poweruse: native" in app.state.joiner.processor.describe()
+        assert "poweruse: native" in app.state.joiner.core.describe()
         await client.post("/tenants", json=cloud_event(TENANT, "tenants"))
         first = await client.post("/poweruse", json=delivery)
         again = await client.post("/poweruse", json=delivery)

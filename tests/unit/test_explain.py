@@ -15,7 +15,7 @@ from pathlib import Path
 
 from joiner.config import config_from_yaml
 from joiner.explain import explain
-from joiner.processor import build_engine
+from joiner.core import build_engine
 from streaming_runtime import generated
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from joiner.config import config_from_yaml
-from joiner.processor import Processor, build_engine
+from joiner.core import JoinCore, build_engine
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = yaml.safe_load((ROOT / "services" / "joiner" / "joiner.yaml").read_text())["spec"]
@@ -35,9 +35,9 @@ class Clock:
         return self.now
 
 
-def make(mode: str, clock: Clock, windows: list, late: list) -> Processor:
+def make(mode: str, clock: Clock, windows: list, late: list) -> JoinCore:
     config = config_from_yaml(yaml.safe_dump({**BASE, **MODES[mode]}))
-    return Processor(
+    return JoinCore(
         config,
         build_engine(config),
         on_window=lambda w, rows: windows.append((w, rows)),

@@ -6,7 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from joiner.config import InvokeTarget, PublishTarget, StreamSource, config_from_yaml, load_config
+from joiner.config import (
+    InvokeTarget,
+    PublishTarget,
+    StreamSource,
+    TableJoinConfig,
+    WindowJoinConfig,
+    config_from_yaml,
+    load_config,
+)
+from joiner.config.names import NAMES
 from streaming_runtime.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -340,10 +349,16 @@ def test_state_store_with_every_mode(extra):
     assert config_from_yaml(SPEC_YAML + "state: {store: joiner-state}\n" + extra + "\n").state_store == "joiner-state"
 
 
-@pytest.mark.parametrize("value", ["joiner-state", "{}", "{store: ''}", "[1]"])
+@pytest.mark.parametrize("value", ["joiner-state", "{}", "[1]"])
 def test_state_must_name_a_store(value):
     assert _yaml_error(SPEC_YAML + f"state: {value}\n") == (
-        "state must be {store: <Dapr state store component>}, such as {store: joiner-state}"
+        "joiner YAML: state must be {store: <Dapr state store component>}, such as {store: joiner-state}"
+    )
+
+
+def test_state_store_must_be_a_name():
+    assert _yaml_error(SPEC_YAML + "state: {store: ''}\n") == (
+        "state.store='': expected the name of a Dapr state store component, such as joiner-state"
     )
 
 
@@ -427,3 +442,55 @@ def test_the_journal_needs_a_state_store_and_dedup():
         "JOINER_JOURNAL: the journal needs a state store (state.store or JOINER_STATE_STORE)"
     )
     assert _error(_env(JOINER_JOURNAL="maybe")) == "JOINER_JOURNAL='maybe': expected true or false"
+
+
+# --- one typed configuration per join mode, validated in one step ------------------------------------
+
+
+def test_the_join_mode_decides_the_configurations_type():
+    assert isinstance(config_from_yaml(SPEC_YAML), WindowJoinConfig)
+    table = config_from_yaml(SPEC_YAML + "join: table\ntable: {deletedWhen: left.gone = true}\n")
+    assert isinstance(table, TableJoinConfig)
+    assert table.table_deleted_when == "left.gone = true"
+    assert isinstance(load_config(_env(JOINER_JOIN_MODE="table")), TableJoinConfig)
+
+
+def test_a_setting_of_the_table_join_is_refused_in_a_window_join():
+    assert _yaml_error(SPEC_YAML + "table: {deletedWhen: left.gone = true}\n") == (
+        "table.deletedWhen only applies with join: table"
+    )
+    assert _error(_env(JOINER_TABLE_DELETED_WHEN="tenants.gone")) == (
+        "JOINER_TABLE_DELETED_WHEN only applies with join: table"
+    )
+
+
+def test_an_expression_that_does_not_parse_stops_the_configuration_naming_its_setting():
+    assert _error(_env(JOINER_STREAM_SELECT='{"a": tenants.}')).startswith("JOINER_STREAM_SELECT does not parse: ")
+    assert _yaml_error(SPEC_YAML.replace("where: left.k == right.k", "where: left.k ==")).startswith(
+        "stream.where does not parse: "
+    )
+    table = SPEC_YAML + "join: table\ntable: {deletedWhen: 'left.gone ='}\n"
+    assert _yaml_error(table).startswith("table.deletedWhen does not parse: ")
+
+
+def test_a_variable_wins_over_the_yaml_for_every_kind_of_value(tmp_path):
+    path = tmp_path / "joiner.yaml"
+    path.write_text(SPEC_YAML + "dedup: {ttl: 1m, maxEntries: 10}\noutput: {envelope: false}\n")
+    config = load_config(
+        {
+            "JOINER_CONFIG": str(path),
+            "JOINER_DEDUP_TTL": "2m",
+            "JOINER_DEDUP_MAX_ENTRIES": "20",
+            "JOINER_OUTPUT_ENVELOPE": "true",
+            "JOINER_STREAM_TO_COMPONENT": "billable-proc/billables",
+        }
+    )
+    assert (config.dedup_ttl, config.dedup_max_entries, config.envelope) == (120, 20, True)
+    assert config.targets == (InvokeTarget(app_id="billable-proc", method="billables"),)
+
+
+def test_every_setting_has_a_yaml_path_and_every_variable_is_read_once():
+    variables = [variable for name in NAMES for variable in name.env]
+    assert len(variables) == len(set(variables))
+    assert all(name.yaml for name in NAMES)
+    assert len({name.field for name in NAMES}) == len(NAMES)

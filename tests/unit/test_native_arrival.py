@@ -336,7 +336,7 @@ fake.__dict__.update(entries.CONTRACT, PROJECTION_AT=4, OPERATORS={"=": 4}, Arri
 sys.modules["join_kernel"] = fake
 from joiner.engine import native
 from joiner.config import config_from_yaml
-from joiner.processor import build_engine
+from joiner.core import build_engine
 print(native.UNAVAILABLE)
 print(native.Arrival is None, native.OPERATORS == {})
 print(build_engine(config_from_yaml(open("services/joiner/joiner.yaml").read())).describe())

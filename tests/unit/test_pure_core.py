@@ -17,7 +17,9 @@ PURE = [
     "joiner.engine.join",
     "joiner.engine.table",
     "joiner.engine.aggregate",
-    "joiner.processor",
+    "joiner.core",
+    "joiner.modes",
+    "joiner.handover.snapshot",
     "joiner.replay",
 ]
 WEB = ("fastapi", "starlette", "uvicorn", "dapr", "httpx", "grpc")

@@ -230,8 +230,8 @@ def test_an_unexpected_error_on_one_line_is_reported_in_one_line_and_the_replay_
             raise KeyError("parse")
         return real_event_time(spec, data, *rest)
 
-    real_offer, real_event_time = module.Processor.offer, module.event_time
-    monkeypatch.setattr(module.Processor, "offer", offer)
+    real_offer, real_event_time = module.JoinCore.offer, module.event_time
+    monkeypatch.setattr(module.JoinCore, "offer", offer)
     monkeypatch.setattr(module, "event_time", event_time)
     poweruse = fixture_with(
         tmp_path,

@@ -1,4 +1,4 @@
-"""The joiner service: a thin shell of FastAPI and Dapr around :class:`joiner.processor.Processor`.
+"""The joiner service: a thin shell of FastAPI and Dapr around :class:`joiner.core.JoinCore`.
 
 * one POST route per input stream, fed by declarative Dapr Subscriptions (single or bulk deliveries);
 * a window task that closes windows on time (processing time) or when input goes idle (event time);
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import time
@@ -29,25 +28,26 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import Field
 
 from joiner.config import JoinerConfig, StreamSource, load_config
+from joiner.core import JoinCore, LateEvent, build_engine
 from joiner.deadletters import DeadLetters
 from joiner.engine.join import JoinEngine
-from joiner.journal import CHECKPOINT_KEY, PART_BYTES, RUNS_KEY, Journal, read_parts, save_parts
+from joiner.handover.store import Handover
+from joiner.journal import Journal
 from joiner.metrics import StatsCollector, exposition, registry_of
-from joiner.processor import LateEvent, Processor, build_engine
+from joiner.recovery import Recovery
 from joiner.runrecord import RunRecord
 from joiner.sender import MAX_PARKED_BYTES, PARKED_RETRY_SECONDS, ROWS_PER_CALL, WindowSender
+from joiner.stats import JoinerStats, Stats
 from streaming_runtime.cloudevents import bulk_entries, delivery_of, is_bulk, read_body
 from streaming_runtime.errors import MalformedEvent, PayloadTooLarge
 from streaming_runtime.logs import ErrorReport, LogBudget, printable
 from streaming_runtime.service import read_limited
 from streaming_runtime.settings import DEFAULT_MAX_BODY_BYTES, ServiceSettings
-from streaming_runtime.sidecar import Sidecar, SidecarError, SidecarPort, dumps
+from streaming_runtime.sidecar import Sidecar, SidecarError, SidecarPort
 from streaming_runtime.tokens import require_app_token
 
 log = logging.getLogger("joiner")
 
-HANDOVER_KEY = "open-windows"  # in the state store (Dapr prefixes keys with the app id); parts: open-windows.<n>
-HANDOVER_PART_BYTES = PART_BYTES  # each part under daprd's default request limit (4 MiB, --max-body-size)
 # a bulk delivery holds up to maxMessagesCount events (100 in components/): its body may be that many
 # times an event's limit, else one large delivery would send every entry in it to the dead letters
 BULK_BODY_BYTES = 16 * 1024 * 1024
@@ -65,7 +65,7 @@ class JoinerSettings(ServiceSettings):
 
 
 class Joiner:
-    """The service around a :class:`~joiner.processor.Processor`: deliveries in, windows and late events out."""
+    """The service around a :class:`~joiner.core.JoinCore`: deliveries in, windows and late events out."""
 
     def __init__(
         self,
@@ -91,7 +91,7 @@ class Joiner:
         )
         self.outbox = self.sender.outbox
         self.late_box: asyncio.Queue[LateEvent] = asyncio.Queue()
-        self.processor = Processor(
+        self.core = JoinCore(
             config,
             engine,
             on_window=lambda w, rows: self.outbox.put_nowait((w, rows)),
@@ -102,31 +102,34 @@ class Joiner:
         self.stream_index = {source.name: index for index, source in enumerate(config.sources)}
         self.bulk_deliveries: Counter = Counter()
         self.late_published = 0
-        # saving open windows at shutdown would overwrite a previous run's that were not taken over yet
-        self.may_hand_over = False
         # windows close only once the previous run's are back: else a window both runs had could close
         # before its handed-over events join it
         self.taken_over = asyncio.Event()
-        self.handover_part_bytes = HANDOVER_PART_BYTES
+        self.handover = (
+            Handover(sink, config.state_store, self.core, self.sender, self.errors) if config.state_store else None
+        )
         self.run_record = RunRecord(sink, config.state_store, self._holding) if config.state_store else None
-        self.took_handover = False
         self.stopping = False
-        self.handovers_set_aside = 0
         self.replaying = False
         self.journal = Journal(sink, config.state_store) if config.journal and config.state_store else None
         self.journal_ready = asyncio.Event()  # live deliveries wait for the recovery (journal.start) first
-        self._checkpoint_task: asyncio.Task | None = None
-        self._checkpoint_again = False
-        if self.journal is not None:
-            self.sender.on_sent = self.schedule_checkpoint
+        self.recovery = (
+            Recovery(self.journal, sink, config.state_store, self.core, self.sender, self.errors, self._replay)
+            if self.journal is not None and config.state_store
+            else None
+        )
+        if self.recovery is not None:
+            self.sender.on_sent = self.recovery.schedule
         else:
             self.journal_ready.set()
         if config.state_store is None:
             self.taken_over.set()
 
+        self.report = JoinerStats(self.core, self.sender, self.dead_letters, self)
+
     @property
-    def stats(self):  # the processor's counters, for tests and /stats
-        return self.processor.stats
+    def stats(self) -> Stats:  # the core's counters, for tests
+        return self.core.stats
 
     # -- deliveries ---------------------------------------------------------------------------
 
@@ -152,7 +155,7 @@ class Joiner:
         except MalformedEvent as error:
             return self.drop(source, None, error, body)
         try:
-            self.processor.offer(self.stream_index[source.name], delivery.data, delivery.id, delivery.time, len(body))
+            self.core.offer(self.stream_index[source.name], delivery.data, delivery.id, delivery.time, len(body))
         except MalformedEvent as error:
             return self.drop(source, delivery.id, error, body)
         return {"status": "SUCCESS"}
@@ -177,7 +180,7 @@ class Joiner:
             statuses[entry_id] = "SUCCESS"
             entry_ids.append(entry_id)
             entries.append((parsed.data, parsed.id or entry_id, parsed.time))
-        outcomes = self.processor.offer_many(self.stream_index[source.name], entries, size)
+        outcomes = self.core.offer_many(self.stream_index[source.name], entries, size)
         for entry_id, entry, position, outcome in zip(entry_ids, entries, positions, outcomes):
             if isinstance(outcome, MalformedEvent):
                 self.drop(source, entry[1], outcome, _event_of(raw[position]))
@@ -191,13 +194,13 @@ class Joiner:
             document = read_body(body, max_bytes=self.max_bulk_body_bytes)
             if is_bulk(document):
                 ids = [entry_id for entry_id, _ in bulk_entries(document)]
-                self.processor.stats.dropped[source.name] += len(ids)
+                self.core.stats.dropped[source.name] += len(ids)
                 for entry_id, entry in zip(ids, document["entries"]):
                     self.dead_letters.offer(source.name, entry_id, "an error of the joiner's own", _event_of(entry))
                 return {"statuses": [{"entryId": entry_id, "status": "DROP"} for entry_id in ids]}
         except Exception:  # noqa: BLE001 - the body could not be read a second time: one DROP for all
             pass
-        self.processor.stats.dropped[source.name] += 1
+        self.core.stats.dropped[source.name] += 1
         self.dead_letters.offer(source.name, None, "an error of the joiner's own", body)
         return {"status": "DROP"}
 
@@ -205,7 +208,7 @@ class Joiner:
         self, source: StreamSource, event_id: str | None, error: MalformedEvent, event: Any = None
     ) -> dict[str, str]:
         """Count, log (sampled) and, for a stream with ``deadLetter``, publish a copy of a dropped event."""
-        self.processor.stats.dropped[source.name] += 1
+        self.core.stats.dropped[source.name] += 1
         if event is not None and not self.replaying:  # a replayed drop was dead-lettered the first time
             self.dead_letters.offer(source.name, event_id, str(error), event)
         # a flood of poison must not become a flood of log: every drop is counted, the log samples them
@@ -225,11 +228,11 @@ class Joiner:
         there, and say whether the previous run stopped or was killed (:mod:`joiner.runrecord`). Deliveries
         may come in meanwhile: they join the same windows, which wait to close."""
         store = self.config.state_store
-        assert store is not None, "take_over runs only with a state store"
+        assert store is not None and self.handover is not None, "take_over runs only with a state store"
         try:
-            await self._take_over(store)
-            if self.journal is not None:
-                await self._recover_from_journal(store)
+            await self.handover.take_over()
+            if self.recovery is not None:
+                await self.recovery.recover(took_handover=self.handover is not None and self.handover.took_over)
             if self.run_record is not None:
                 await self.run_record.check_previous(recovered=self.journal is not None)
         finally:
@@ -248,9 +251,9 @@ class Joiner:
         if self.journal is None:
             return self.ingest(source, body)
         await self.journal_ready.wait()
-        now = self.processor.clock()
+        now = self.core.clock()
         seq = self.journal.reserve()
-        with self.processor.clock_at(now):  # the time the journal records, and its replay takes it in at
+        with self.core.clock_at(now):  # the time the journal records, and its replay takes it in at
             answer = self.ingest(source, body)
         try:
             await self.journal.write(seq, self.stream_index[source.name], now, body)
@@ -265,118 +268,19 @@ class Joiner:
             return {"status": "RETRY"}
         return answer
 
-    async def _recover_from_journal(self, store: str) -> None:
-        journal = self.journal
-        assert journal is not None
-        try:
-            runs = await self.sink.get_state(store, RUNS_KEY) or []
-            if self.took_handover:  # a graceful stop covered everything: what it journaled is stale
-                for run in runs:
-                    await journal.forget(run)
-                await self.sink.delete_state(store, CHECKPOINT_KEY)
-                await journal.start([])
-                return
-            checkpoint = await read_parts(self.sink, store, CHECKPOINT_KEY)
-            covered = (checkpoint or {}).get("journal") or {}
-            pending: list[tuple[int, float, bytes]] = []
-            older = True
-            for run in runs:
-                if run == covered.get("run"):
-                    older = False
-                    pending += await journal.segments(run, int(covered.get("seq", 0)))
-                elif not (older and covered):
-                    pending += await journal.segments(run, 0)
-            await journal.start(list(runs))
-        except (SidecarError, ValueError) as error:
-            log.error("state store %s: the journal could not be read, nothing replayed: %s", store, error)
-            await self._start_journal_anyway()
-            return
-        if checkpoint is not None:
-            try:
-                self.processor.restore(checkpoint)
-                self.sender.take_over(checkpoint.get("undelivered") or [])
-            except ValueError as error:
-                log.error(
-                    "state store %s: the checkpoint is another joiner's or damaged, not restored: %s", store, error
-                )
+    def _replay(self, pending: list[tuple[int, float, bytes]]) -> None:
+        """Journaled deliveries taken in again, in order, each at its time: the same windows and rows."""
         self.replaying = True
         try:
-            for stream, arrival, body in pending:  # in order, each at its time: the same windows and rows
-                with self.processor.clock_at(arrival):
+            for stream, arrival, body in pending:
+                with self.core.clock_at(arrival):
                     self.ingest(self.config.sources[stream], body)
         finally:
             self.replaying = False
-        journal.replayed += len(pending)
-        if checkpoint is not None or pending:
-            log.warning(
-                "state store %s: recovered from the journal: the checkpoint (%s) and %d deliveries after it replayed",
-                store,
-                "restored" if checkpoint is not None else "none",
-                len(pending),
-            )
-            self.schedule_checkpoint()
-
-    async def _start_journal_anyway(self) -> None:
-        assert self.journal is not None
-        try:
-            await self.journal.start([])
-        except SidecarError as error:
-            log.error(
-                "state store %s: the journal is not recorded: a crash of this run would lose its windows: %s",
-                self.config.state_store,
-                error,
-            )
-
-    def schedule_checkpoint(self) -> None:
-        """After a window is delivered: save a checkpoint, then forget the journal it covers (coalesced)."""
-        if self.journal is None:
-            return
-        if self._checkpoint_task is not None and not self._checkpoint_task.done():
-            self._checkpoint_again = True
-            return
-        self._checkpoint_task = asyncio.create_task(self._checkpoints())
-
-    async def _checkpoints(self) -> None:
-        journal, store = self.journal, self.config.state_store
-        assert journal is not None and store is not None, "checkpoints are scheduled only with a journal"
-        while True:
-            self._checkpoint_again = False
-            covered = journal.next_seq  # every delivery before it is taken in (synchronously, in order)
-            try:
-                snapshot = self.processor.snapshot()
-                snapshot["undelivered"] = self.sender.pending()
-                snapshot["journal"] = {"run": journal.run, "seq": covered}
-                await save_parts(self.sink, store, CHECKPOINT_KEY, dumps(snapshot))
-            except Exception as error:  # noqa: BLE001 - the journal stays until the next checkpoint
-                self.errors("saving a checkpoint", error)
-            else:
-                await journal.forget(journal.run, below=covered)
-                for run in [run for run in journal.runs if run != journal.run]:
-                    await journal.forget(run)
-            if not self._checkpoint_again:
-                return
-
-    async def forget_journal(self) -> None:
-        """After a clean stop that left nothing undelivered: the journal and the checkpoint are not needed."""
-        store = self.config.state_store
-        if self.journal is None or store is None:
-            return
-        if self._checkpoint_task is not None:
-            await asyncio.gather(self._checkpoint_task, return_exceptions=True)
-        try:
-            for run in list(self.journal.runs):
-                await self.journal.forget(run)
-            await self.sink.delete_state(store, CHECKPOINT_KEY)
-        except SidecarError as error:
-            log.warning(
-                "state store %s: the journal not removed (the next start ignores it after a handover): %s",
-                self.config.state_store,
-                error,
-            )
 
     def _holding(self) -> dict[str, int]:
         """What a crash now would lose (for the run record)."""
-        states = self.processor.windows.states()
+        states = self.core.windows.states()
         parked = list(self.sender.parked.values())
         return {
             "events": sum(state.count for state in states),
@@ -385,128 +289,17 @@ class Joiner:
             "rows": sum(len(p.rows) for p in parked),
         }
 
-    async def _take_over(self, store: str) -> None:
-        try:
-            await self.sink.wait_ready()
-            manifest = await self.sink.get_state(store, HANDOVER_KEY)
-            if manifest is None:
-                log.info("state store %s: no open windows handed over", store)
-                self.may_hand_over = True
-                return
-            parts = _parts_of(manifest)
-            chunks = [await self.sink.get_state_bytes(store, f"{HANDOVER_KEY}.{n}") for n in range(parts)]
-        except SidecarError as error:
-            log.error("open windows of the previous run not read from state store %s: %s", store, error)
-            return
-        except ValueError as error:
-            log.error("state store %s: %s left there, not taken over: %s", store, HANDOVER_KEY, error)
-            return
-        try:
-            present = [chunk for chunk in chunks if chunk is not None]
-            if len(present) < len(chunks):
-                raise ValueError("a part of it is missing")
-            snapshot = json.loads(b"".join(present))
-            count = self.processor.restore(snapshot)
-            undelivered = self.sender.take_over(snapshot.get("undelivered") or [])
-        except ValueError as error:
-            await self._set_aside(store, parts, chunks, error)
-            return
-        self.may_hand_over = True
-        self.took_handover = True
-        log.info(
-            "state store %s: took over %d open window(s), %d events, %d undelivered window(s)",
-            store,
-            len(snapshot["windows"]),
-            count,
-            undelivered,
-        )
-        try:
-            await self.sink.delete_state(store, HANDOVER_KEY)  # first: what is left without it is ignored
-            for n in range(parts):
-                await self.sink.delete_state(store, f"{HANDOVER_KEY}.{n}")
-        except SidecarError as error:
-            log.warning(
-                "state store %s: taken-over windows not removed (a later start would take them again): %s", store, error
-            )
-
-    async def _set_aside(self, store: str, parts: int, chunks: list[bytes | None], why: Exception) -> None:
-        """A handover this joiner cannot continue (another joiner's streams, or damaged): moved to a key of its
-        own, kept for whoever can use it, counted and logged, so that this joiner's own stop hands over again
-        (left in place, it would make every later stop close its windows early)."""
-        aside = f"{HANDOVER_KEY}.set-aside.{int(self.processor.clock() * 1000)}"
-        self.handovers_set_aside += 1
-        try:
-            for n, chunk in enumerate(chunks):
-                if chunk is not None:
-                    await self.sink.save_state_bytes(store, f"{aside}.{n}", chunk)
-            await self.sink.save_state(store, aside, {"parts": parts, "why": str(why)})
-            await self.sink.delete_state(store, HANDOVER_KEY)
-        except SidecarError as error:
-            log.error(
-                "state store %s: open windows this joiner cannot continue (%s) left at %s, not set aside (%s): "
-                "its stops close their windows early until they are removed",
-                store,
-                why,
-                HANDOVER_KEY,
-                error,
-            )
-            return
-        self.may_hand_over = True
-        log.error(
-            "state store %s: open windows this joiner cannot continue (%s), not taken over: set aside at %s "
-            "(%d part(s)) for whoever can; this joiner hands over its own",
-            store,
-            why,
-            aside,
-            parts,
-        )
-
     async def hand_over(self) -> bool:
-        """At stop: save the open windows in the state store instead of closing them early, with the
-        windows not delivered yet (parked, or still in the outbox). False when they must be closed now:
-        no store, the previous run's not taken over, a failed save."""
-        store = self.config.state_store
-        if store is None:
-            return False
-        if not self.may_hand_over:
-            log.warning("state store %s: the previous run's windows were not taken over; closing these now", store)
-            return False
-        # even with no window open: the watermark, the dedup memory and the table travel too
-        undelivered = self.sender.undelivered()
-        try:
-            snapshot = self.processor.snapshot()
-            snapshot["undelivered"] = undelivered
-            text = dumps(snapshot)
-        except Exception as error:  # noqa: BLE001 - then the windows close now, as without a store
-            self.errors("saving the open windows", error)
-            self.sender.take_over(undelivered)  # back to the park: counted as lost at exit
-            return False
-        try:
-            parts = await save_parts(self.sink, store, HANDOVER_KEY, text, self.handover_part_bytes)
-        except SidecarError as error:
-            log.error("state store %s: open windows not handed over, closing them now: %s", store, error)
-            self.sender.take_over(undelivered)
-            return False
-        self.sender.parked.clear()
-        events = sum(len(events) for window in snapshot["windows"] for events in window["events"].values())
-        log.info(
-            "state store %s: handed over %d open window(s), %d events, %d undelivered window(s) "
-            "(%d bytes in %d part(s))",
-            store,
-            len(snapshot["windows"]),
-            events,
-            len(undelivered),
-            len(text),
-            parts,
-        )
-        return True
+        """At stop: save the open windows in the state store (:mod:`joiner.handover`); False when they must
+        be closed now."""
+        return await self.handover.hand_over() if self.handover is not None else False
 
     async def stop(self) -> None:
         """At shutdown: deliver what is due, then hand over (state.store) or close what is open and send it;
         what is still undelivered after that is handed over too, or counted and logged as lost."""
         await self._drain(10)
         if await self.hand_over():
-            await self.forget_journal()
+            await self._forget_journal()
         else:
             self.close_all()  # what is buffered goes out before we stop
             await self._drain(10)
@@ -516,12 +309,16 @@ class Joiner:
                     len(self.sender.parked),
                 )
             else:
-                await self.forget_journal()
+                await self._forget_journal()
                 self.sender.give_up()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.gather(self.late_box.join(), self.dead_letters.queue.join()), timeout=5)
         if self.run_record is not None:
             await self.run_record.stopped_cleanly()
+
+    async def _forget_journal(self) -> None:
+        if self.recovery is not None:
+            await self.recovery.forget()
 
     async def _drain(self, seconds: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
@@ -530,17 +327,17 @@ class Joiner:
     # -- windows ------------------------------------------------------------------------------
 
     def close_due(self) -> None:
-        self.processor.tick()
+        self.core.tick()
 
     def close_all(self) -> None:
-        self.processor.flush()
+        self.core.flush()
 
     async def run_windows(self) -> None:
         """Close windows on time: at each window end (processing time), or when input goes idle."""
         await self.taken_over.wait()
         while True:
-            await asyncio.sleep(self.processor.next_tick())
-            self.processor.tick()
+            await asyncio.sleep(self.core.next_tick())
+            self.core.tick()
 
     async def run_late_sender(self) -> None:
         """Publish late events to the configured late topic (they are counted and logged either way)."""
@@ -555,28 +352,16 @@ class Joiner:
                     log.error("late event %s not published to %s: %s", late.id, target, error)
             self.late_box.task_done()
 
-    def stats_dict(self) -> dict[str, Any]:
+    def figures(self) -> dict[str, Any]:
+        """The service's own part of :attr:`report`."""
         return {
-            **self.processor.stats.as_dict(),
             "bulk_deliveries": dict(self.bulk_deliveries),
-            "rows_emitted": self.sender.rows_emitted,
-            "deliveries_failed": self.sender.deliveries_failed,
-            "windows_parked": len(self.sender.parked),
-            "parked_bytes": self.sender.parked_bytes,
-            "windows_resent": self.sender.windows_resent,
-            "windows_lost": self.sender.windows_lost,
             "late_published": self.late_published,
-            "dead_lettered": self.dead_letters.published,
             "journal_failures": self.journal.failures if self.journal else 0,
             "journal_replayed": self.journal.replayed if self.journal else 0,
-            "handovers_set_aside": self.handovers_set_aside,
+            "handovers_set_aside": self.handover.set_aside if self.handover else 0,
             "crashes_detected": self.run_record.crashes_detected if self.run_record else 0,
             "events_lost_in_crash": self.run_record.events_lost_in_crash if self.run_record else 0,
-            "dead_letters_lost": self.dead_letters.lost,
-            "buffered": sum(state.count for state in self.processor.windows.states()),
-            "buffered_bytes": sum(state.bytes for state in self.processor.windows.states()),
-            "outbox": self.outbox.qsize(),
-            "table_keys": self.processor.table.size if self.processor.table else 0,
             "unexpected_errors": self.errors.total,
         }
 
@@ -604,12 +389,6 @@ def _event_of(entry: Any) -> Any:
     return entry.get("event", entry) if isinstance(entry, dict) else entry
 
 
-def _parts_of(manifest: Any) -> int:
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("parts"), int) or manifest["parts"] < 1:
-        raise ValueError(f"not a handover manifest: {str(manifest)[:80]}")
-    return manifest["parts"]
-
-
 def create_app(
     settings: JoinerSettings,
     config: JoinerConfig | None = None,
@@ -618,7 +397,6 @@ def create_app(
 ) -> FastAPI:
     config = config or load_config(os.environ)
     engine = build_engine(config)
-    Processor.check_config(config, engine)
     state: dict[str, Any] = {}  # "joiner" and its "metrics" registry, set by the lifespan
 
     @contextlib.asynccontextmanager
@@ -639,14 +417,14 @@ def create_app(
         )
         joiner.sender.max_parked_bytes = settings.max_parked_bytes
         state["joiner"] = app.state.joiner = joiner
-        state["metrics"] = registry_of(StatsCollector(joiner.stats_dict, engine.streams, joiner.processor.describe()))
+        state["metrics"] = registry_of(StatsCollector(joiner.report.as_dict, engine.streams, joiner.core.describe()))
         log.info(
             "joining %s over %gs windows -> %s",
             " x ".join(f"{s.name} (route {s.route})" for s in config.sources),
             config.window_seconds,
             ", ".join(str(t) for t in config.targets),
         )
-        log.info("plan: %s", joiner.processor.describe())
+        log.info("plan: %s", joiner.core.describe())
         tasks = [
             asyncio.create_task(joiner.run_windows()),
             asyncio.create_task(joiner.sender.run()),
@@ -727,7 +505,7 @@ def create_app(
 
     @app.get("/stats")
     async def stats() -> dict:
-        return state["joiner"].stats_dict()
+        return state["joiner"].report.as_dict()
 
     @app.get("/metrics")
     async def metrics() -> Response:

@@ -55,6 +55,9 @@ class DeadLetters:
         self.queued_bytes = 0
         self.failures = LogBudget(log)
 
+    def figures(self) -> dict[str, Any]:
+        return {"dead_lettered": self.published, "dead_letters_lost": self.lost}
+
     def offer(self, stream: str, event_id: str | None, reason: str, event: Any) -> None:
         """Queue the copy of a dropped event of ``stream`` (nothing when the stream has no dead letters)."""
         target = self.targets.get(stream)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TextIO
 
 from joiner.config import config_from_yaml
-from joiner.processor import Processor, build_engine
+from joiner.core import JoinCore, build_engine
 from streaming_runtime import generated
 from streaming_runtime.errors import ConfigError
 
@@ -21,10 +21,10 @@ def explain(config_text: str, origin: str, out: TextIO) -> None:
     config = config_from_yaml(config_text, origin)
     before = set(generated.SOURCES)
     engine = build_engine(config)
-    processor = Processor(config, engine, on_window=lambda window, rows: None)
+    core = JoinCore(config, engine, on_window=lambda window, rows: None)
     plan = engine.plan
     print(f"# {origin}", file=out)
-    print(f"plan: {processor.describe()}", file=out)
+    print(f"plan: {core.describe()}", file=out)
     print("expressions:", file=out)
     for name, fast in (("where", plan.where), ("select", plan.select)):
         print(f"  {name} ({', '.join(fast.variables)}): {fast.evaluator}", file=out)

@@ -37,7 +37,7 @@ from typing import Any, TextIO
 from joiner.config import config_from_yaml
 from joiner.engine.eventtime import EARLIEST_TIME, LATEST_TIME, EventTimeSpec, event_time
 from joiner.engine.windows import Window
-from joiner.processor import LateEvent, Processor, build_engine
+from joiner.core import JoinCore, LateEvent, build_engine
 from streaming_runtime.cloudevents import loads
 from streaming_runtime.errors import ConfigError, MalformedEvent
 from streaming_runtime.logs import printable
@@ -116,7 +116,7 @@ def replay(config_text: str, inputs: list[tuple[str, Path]], out: TextIO, late_o
         if name not in streams:
             raise ConfigError(f"--input {name}=...: {name!r} is not one of the streams {streams}")
     now = [float("-inf")]
-    processor = Processor(
+    processor = JoinCore(
         config,
         build_engine(config),
         on_window=lambda window, rows: print(window_line(window, rows), file=out),

@@ -304,6 +304,17 @@ class WindowSender:
     def parked_bytes(self) -> int:
         return sum(parked.size for parked in self.parked.values())
 
+    def figures(self) -> dict[str, Any]:
+        return {
+            "rows_emitted": self.rows_emitted,
+            "deliveries_failed": self.deliveries_failed,
+            "windows_parked": len(self.parked),
+            "parked_bytes": self.parked_bytes,
+            "windows_resent": self.windows_resent,
+            "windows_lost": self.windows_lost,
+            "outbox": self.outbox.qsize(),
+        }
+
     def problems(self) -> list[str]:
         """Why deliveries are not healthy (empty when they are): for ``/readyz``."""
         found = []

@@ -31,7 +31,6 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 
 from joiner.config import config_from_yaml
-from joiner.processor import Processor, build_engine
 from streaming_runtime.errors import ConfigError
 
 ORIGINAL_GROUP = "streaming.vivien.io"
@@ -510,9 +509,8 @@ class _Converter:
         document = {"apiVersion": joiner["apiVersion"], "kind": "Joiner", "metadata": {"name": name}, "spec": spec}
         text = yaml.dump(document, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1000)
         try:
-            # what the joiner checks at start-up: the settings, then the expressions and the plan
-            config = config_from_yaml(text, origin=label)
-            Processor.check_config(config, build_engine(config))
+            # what the joiner checks at start-up, in one step: the settings, the expressions, the plan
+            config_from_yaml(text, origin=label)
         except ConfigError as error:
             self.warn(label, f"the joiner would not start with this configuration: {error}")
         port = _port(spec.get("servicePort"), label, self)

@@ -17,7 +17,7 @@ from typing import Any
 
 from joiner.engine.join import FILTERED_OUT, JoinEngine, WindowState, is_true
 from joiner.engine.state import StateStore
-from streaming_runtime.errors import ConfigError, EvaluationError, MalformedEvent
+from streaming_runtime.errors import EvaluationError, MalformedEvent
 from streaming_runtime.expressions import Expression
 from streaming_runtime.jsonata_compiler import FastExpression
 
@@ -25,10 +25,10 @@ _DELETED = None  # a version that removes the key
 NAMESPACE = "table"
 
 
-class TableJoin:
+class VersionedTable:
     def __init__(self, engine: JoinEngine, store: StateStore, deleted_when: Expression | None = None) -> None:
-        if not engine.plan.keys:
-            raise ConfigError(
+        if not engine.plan.keys:  # joiner.config.TableJoinConfig says so to the user first
+            raise ValueError(
                 "join: table needs an equality between the two streams in where "
                 f"(such as {engine.streams[0]}.id = {engine.streams[1]}.id) to key the table"
             )

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from joiner.config import config_from_yaml
-from joiner.processor import ACCEPTED, DUPLICATE, FILTERED, LATE, Processor, build_engine
+from joiner.core import ACCEPTED, DUPLICATE, FILTERED, LATE, JoinCore, build_engine
 from streaming_runtime.errors import ConfigError, MalformedEvent
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,12 +23,12 @@ class Clock:
         return self.now
 
 
-def processor(extra: str = "", clock: Clock | None = None) -> tuple[Processor, list, list]:
+def processor(extra: str = "", clock: Clock | None = None) -> tuple[JoinCore, list, list]:
     spec = yaml.safe_load(BASE)["spec"]
     spec.update(yaml.safe_load(extra) or {})
     config = config_from_yaml(yaml.safe_dump(spec))
     windows, late = [], []
-    proc = Processor(
+    proc = JoinCore(
         config,
         build_engine(config),
         on_window=lambda w, rows: windows.append((w, rows)),
@@ -158,17 +158,15 @@ def test_table_join_needs_a_key_between_the_streams():
     spec = yaml.safe_load(BASE)["spec"]
     spec["join"] = "table"
     spec["stream"]["where"] = "poweruse.power_use >= 1.0"
-    config = config_from_yaml(yaml.safe_dump(spec))
     with pytest.raises(ConfigError, match="join: table needs an equality between the two streams"):
-        Processor.check_config(config, build_engine(config))
+        config_from_yaml(yaml.safe_dump(spec))
 
 
 def test_aggregate_errors_stop_the_configuration():
     spec = yaml.safe_load(BASE)["spec"]
     spec["aggregate"] = {"group_by": ["customer_id"], "fields": {"kwh": "total(tenant_kwh_usage)"}}
-    config = config_from_yaml(yaml.safe_dump(spec))
     with pytest.raises(ConfigError, match=r"aggregate.fields.kwh: .*total\(tenant_kwh_usage\)"):
-        Processor.check_config(config, build_engine(config))
+        config_from_yaml(yaml.safe_dump(spec))
 
 
 # -- handover of open windows (state.store) ------------------------------------------------------
@@ -404,7 +402,7 @@ def test_a_table_record_the_filters_reject_does_not_move_the_watermark():
     spec.update(yaml.safe_load("join: table\n" + EVENT_TIME))
     config = config_from_yaml(yaml.safe_dump(spec))
     windows: list = []
-    proc = Processor(
+    proc = JoinCore(
         config, build_engine(config), on_window=lambda w, rows: windows.append((w, rows)), clock=Clock(1_700_000_001.0)
     )
     proc.offer(0, {"ts": 1_700_000_001, "tenant_id": "t", "customer_id": 1})

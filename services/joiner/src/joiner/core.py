@@ -1,0 +1,326 @@
+"""The joiner's core: its stream processing without I/O, what the service and ``joiner replay`` both run.
+
+Per event: deduplicate (CloudEvent id, or a configured key field), place it in time (event time
+or arrival; an event time too far ahead of the clock is bad input), set late ones aside, then hand
+it to the join mode (:mod:`joiner.modes`: update the table, or buffer it in its window). Windows close
+when the clock (processing time) or the watermark (event time) passes their end, when input has
+been idle, when they reach ``maxWindowEvents`` or ``maxWindowBytes``, or on ``flush``. A closed
+window's rows are aggregated if configured and handed to ``on_window``.
+
+The configuration is trusted: :mod:`joiner.config` validated it (expressions, aggregate, table key).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from joiner.config import JoinerConfig
+from joiner.engine.aggregate import aggregate
+from joiner.engine.dedup import Deduplicator, dedup_key
+from joiner.engine.eventtime import Watermark, event_time, time_problem
+from joiner.engine.join import JoinEngine, WindowState
+from joiner.engine.state import MemoryStore, StateStore
+from joiner.engine.windows import TumblingWindows, Window
+from joiner.handover import snapshot
+from joiner.modes import JoinMode, join_mode
+from joiner.stats import ACCEPTED, DUPLICATE, FILTERED, LATE, TABLE, Stats
+from streaming_runtime.errors import MalformedEvent
+from streaming_runtime.logs import ErrorReport, printable
+
+log = logging.getLogger("joiner")
+
+__all__ = ["ACCEPTED", "DUPLICATE", "FILTERED", "LATE", "TABLE", "JoinCore", "LateEvent", "build_engine"]
+
+
+@dataclass(frozen=True)
+class LateEvent:
+    stream: str
+    id: str | None
+    event_time: float
+    window: Window
+    data: Any
+
+    def as_record(self) -> dict[str, Any]:
+        return {
+            "stream": self.stream,
+            "id": self.id,
+            "event_time": self.event_time,
+            "window_start": self.window.start,
+            "window_end": self.window.end,
+            "data": self.data,
+        }
+
+
+def build_engine(config: JoinerConfig) -> JoinEngine:
+    """The join's engine: both expressions compiled and the join planned."""
+    return JoinEngine(config.streams, config.compiled_where(), config.compiled_select())
+
+
+class JoinCore:
+    def __init__(
+        self,
+        config: JoinerConfig,
+        engine: JoinEngine,
+        on_window: Callable[[Window, list[Any]], None],
+        on_late: Callable[[LateEvent], None] = lambda late: None,
+        clock: Callable[[], float] | None = None,
+        store: StateStore | None = None,
+        errors: ErrorReport | None = None,
+    ) -> None:
+        self.config = config
+        self.engine = engine
+        self.streams = engine.streams
+        self.on_window = on_window
+        self.on_late = on_late
+        self.clock = clock or time.time
+        self.store = store or MemoryStore()
+        self.errors = errors or ErrorReport(log)
+        self.stats = Stats()
+        self.mode: JoinMode = join_mode(config, engine, self.store, self.stats)
+        self.windows = TumblingWindows(config.window_seconds, engine.new_state, self.store)
+        self.time_spec = config.event_time
+        self.watermark = Watermark(self.time_spec.grace if self.time_spec else 0.0)
+        self.idle_after = (
+            (self.time_spec.idle or config.window_seconds + self.time_spec.grace) if self.time_spec else None
+        )
+        self.last_arrival = self.clock()
+        self.dedup = (
+            Deduplicator(self.store, "dedup", config.dedup_ttl, config.dedup_max_entries, self.clock)
+            if config.dedup_ttl
+            else None
+        )
+
+    @contextlib.contextmanager
+    def clock_at(self, now: float) -> Iterator[None]:
+        """The clock reads ``now`` meanwhile: one delivery taken in at one time (as the journal records it,
+        and as its replay takes it in again)."""
+        saved = self.clock
+        self.clock = lambda: now
+        try:
+            yield
+        finally:
+            self.clock = saved
+
+    @property
+    def event_time_mode(self) -> bool:
+        return self.time_spec is not None
+
+    def describe(self) -> str:
+        time_mode = (
+            f"event time from {'.'.join(self.time_spec.field)} (grace {self.time_spec.grace:g}s, idle {self.idle_after:g}s)"
+            if self.time_spec
+            else "processing time"
+        )
+        extras = [
+            f"join: {self.mode.name}",
+            time_mode,
+            f"dedup {self.config.dedup_ttl:g}s" if self.dedup is not None else "no dedup",
+            "aggregate" if self.config.aggregate else "rows as selected",
+        ]
+        return f"{self.engine.describe()}; " + "; ".join(extras)
+
+    def figures(self) -> dict[str, Any]:
+        """The counters, and what is buffered now (for /stats and /metrics)."""
+        states = self.windows.states()
+        return {
+            **self.stats.as_dict(),
+            "buffered": sum(state.count for state in states),
+            "buffered_bytes": sum(state.bytes for state in states),
+            "table_keys": self.mode.table_keys,
+        }
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def offer(
+        self, index: int, data: Any, event_id: str | None = None, cloudevent_time: str | None = None, size: int = 0
+    ) -> str:
+        """Take one event of stream ``index`` (``size``: its bytes as delivered, for maxWindowBytes);
+        returns its outcome, raises MalformedEvent."""
+        stream = self.streams[index]
+        arrival = self.clock()
+        self.last_arrival = arrival
+        when = event_time(self.time_spec, data, cloudevent_time, arrival)
+        if self.time_spec is not None and (problem := time_problem(self.time_spec, when, arrival)) is not None:
+            if when > arrival:
+                self.stats.future[stream] += 1
+            raise MalformedEvent(f"{stream} event: {problem}")
+        if self.dedup is not None:  # after the checks: an event refused as bad is not remembered as seen
+            key = dedup_key(stream, event_id, data, self.config.dedup_key_fields.get(stream))
+            if key is not None and self.dedup.seen(key):
+                self.stats.duplicates[stream] += 1
+                return DUPLICATE
+        if self.mode.is_table(index):
+            outcome = self.mode.update(data, when)
+            self.stats.accepted[stream] += 1
+            if outcome != "rejected":
+                self._observe(when)
+            return TABLE
+        if self.windows.is_late(when):
+            late = LateEvent(stream, event_id, when, self.windows.window_at(when), data)
+            self.stats.late[stream] += 1
+            log.warning(
+                "late event stream=%s id=%s event_time=%s window=%s (closed)", stream, event_id, when, late.window.id
+            )
+            self.on_late(late)
+            return LATE
+        window, state = self.windows.state_at(when)
+        kept = self.mode.accept(state, index, data, event_id, when)
+        self.stats.count(ACCEPTED if kept else FILTERED, stream)
+        if not kept:
+            return FILTERED  # nor does it move the watermark: only events that can be joined do
+        state.bytes += size
+        self._split_if_full(window, state)
+        self._observe(when)
+        return ACCEPTED
+
+    def offer_many(
+        self, index: int, entries: list[tuple[Any, str | None, str | None]], size: int = 0
+    ) -> list[str | MalformedEvent]:
+        """Take a batch of ``(data, id, cloudevent time)`` (``size``: the bytes of the delivery, shared
+        among its entries); an outcome (or the MalformedEvent) per entry.
+
+        In processing time with a join mode that batches, the batch goes through the engine's generated
+        loop in one call (after dedup, which takes out the entries it remembers: a redelivered bulk is
+        joined once); otherwise event by event, where an error of our own costs its entry alone."""
+        share = size // len(entries) if entries else 0
+        if self.event_time_mode or not self.mode.batches:
+            return [self._offer_one(index, entry, share) for entry in entries]
+        stream = self.streams[index]
+        self.last_arrival = now = self.clock()
+        window, state = self.windows.state_at(now)
+        answers: list[str | MalformedEvent] = [ACCEPTED] * len(entries)
+        batch, positions = [], []
+        key_field = self.config.dedup_key_fields.get(stream)
+        for position, (data, event_id, _) in enumerate(entries):
+            if self.dedup is not None and self.dedup.seen(dedup_key(stream, event_id, data, key_field)):
+                self.stats.duplicates[stream] += 1
+                answers[position] = DUPLICATE
+                continue
+            batch.append((data, event_id))
+            positions.append(position)
+        outcome = self.mode.accept_many(state, index, batch)
+        self.stats.accepted[stream] += outcome.accepted
+        self.stats.filtered[stream] += outcome.filtered
+        state.bytes += share * outcome.accepted
+        self._split_if_full(window, state)
+        # the engine counts filtered events but does not name them: both are answered SUCCESS
+        where = {id(entry): position for entry, position in zip(batch, positions)}
+        for entry, reason in outcome.malformed:
+            answers[where[id(entry)]] = MalformedEvent(reason)
+        return answers
+
+    def _offer_one(self, index: int, entry: tuple[Any, str | None, str | None], size: int) -> str | MalformedEvent:
+        data, event_id, ce_time = entry
+        try:
+            return self.offer(index, data, event_id, ce_time, size)
+        except MalformedEvent as error:
+            return error
+        except Exception as error:  # noqa: BLE001 - the entries before it are buffered: not all DROP
+            self.errors(f"an event of {self.streams[index]}", error, f"id {printable(event_id, 80)}")
+            return MalformedEvent(f"an error of the joiner's own ({type(error).__name__})")
+
+    # -- time -----------------------------------------------------------------------------------
+
+    def _observe(self, when: float) -> None:
+        if self.event_time_mode:
+            self.watermark.observe(when)
+            self.close_through(self.watermark.value)
+
+    def tick(self) -> None:
+        """Called by a timer: close what the clock (processing time) or idleness (event time) closes."""
+        now = self.clock()
+        if not self.event_time_mode:
+            self.close_through(now)
+        elif self.idle_after is not None and now - self.last_arrival >= self.idle_after and self.windows.open_count:
+            self.stats.windows_idle_closed += self.windows.open_count
+            log.info(
+                "input idle for %.1fs: closing %d open window(s)", now - self.last_arrival, self.windows.open_count
+            )
+            for window, state in self.windows.close_all():
+                self._close(window, state)
+
+    def next_tick(self) -> float:
+        """Seconds until ``tick`` has something to do (a bound, not a promise)."""
+        now = self.clock()
+        if not self.event_time_mode:
+            # an open window's end, not only the current window's: when a timer fires a little early the
+            # tick closes nothing, and the clock may pass that end before this is computed
+            due = self.windows.window_at(now).end
+            oldest = self.windows.earliest_end()
+            return max(0.0, min(due, oldest) - now if oldest is not None else due - now)
+        return max(0.05, min(1.0, (self.last_arrival + (self.idle_after or 1.0)) - now))
+
+    def flush(self) -> None:
+        """Close every open window (end of a replay, service shutdown)."""
+        for window, state in self.windows.close_all():
+            self._close(window, state)
+
+    def close_through(self, when: float) -> None:
+        """Close the windows that end by ``when``."""
+        for window, state in self.windows.close_due(when):
+            self._close(window, state)
+        if math.isfinite(self.windows.closed_through):
+            # an on-time event may still come for the window that holds closed_through, from its start
+            self.mode.closed_through(self.windows.window_at(self.windows.closed_through).start)
+
+    # -- handover of open windows (state.store): see joiner.handover ---------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        return snapshot.take(self)
+
+    def restore(self, saved: Any) -> int:
+        return snapshot.restore(self, saved)
+
+    # -- closing a window -------------------------------------------------------------------------
+
+    def _split_if_full(self, window: Window, state: WindowState) -> None:
+        """At maxWindowEvents or maxWindowBytes, close the window early and go on in a new part of it.
+
+        Nothing is lost: the rows made so far are sent; pairs between events of different parts
+        are not made, which is what the count `windows_split` and the warning say."""
+        if state.count < self.config.max_window_events and state.bytes < self.config.max_window_bytes:
+            return
+        self.stats.windows_split += 1
+        bound = (
+            f"{state.count} buffered events (maxWindowEvents)"
+            if state.count >= self.config.max_window_events
+            else f"{state.bytes} bytes of buffered events (maxWindowBytes)"
+        )
+        log.warning(
+            "window %s reached %s: closing it early; "
+            "later events of this window go to part %d and do not pair with earlier ones",
+            window.id,
+            bound,
+            window.part + 1,
+        )
+        self._close(*self.windows.split(window))
+
+    def _close(self, window: Window, state: WindowState) -> None:
+        unmatched = self.mode.close(window, state)
+        result = self.engine.result(state)
+        self.stats.windows_closed += 1
+        self.stats.pair_errors += len(result.errors)
+        for error in result.errors[:5]:
+            log.warning("pair skipped window=%s %s", window.id, error)
+        rows = result.rows
+        if self.config.aggregate is not None and rows:
+            aggregated = aggregate(rows, self.config.aggregate)
+            self.stats.aggregate_ignored += aggregated.ignored
+            rows = aggregated.rows
+        self.stats.rows_made += len(rows)
+        log.info(
+            "window closed id=%s events=%d pairs=%d rows=%d unmatched=%s",
+            window.id,
+            state.count,
+            result.pairs,
+            len(rows),
+            ",".join(f"{name}:{count}" for name, count in zip(self.streams, unmatched)),
+        )
+        if rows:
+            self.on_window(window, rows)
