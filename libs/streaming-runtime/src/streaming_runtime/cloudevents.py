@@ -42,12 +42,18 @@ class Delivery:
 PARSE_RECURSION_LIMIT = 12_000
 
 
+def ensure_parse_depth() -> None:
+    """Let the parser read what daprd delivers. Services call it when their app is made (after every
+    import: jsonata-python sets the limit when imported); :func:`loads` checks again each time."""
+    if sys.getrecursionlimit() < PARSE_RECURSION_LIMIT:
+        sys.setrecursionlimit(PARSE_RECURSION_LIMIT)
+
+
 def loads(text: bytes | str) -> Any:
     """Strict JSON: NaN and Infinity (which Python's json accepts) are not JSON and are refused; so is
     nesting deeper than the parser can read (ValueError either way). Anything daprd delivers is read,
     so that a too-deep entry of a bulk delivery is refused alone (by value_problem), not the delivery."""
-    if sys.getrecursionlimit() < PARSE_RECURSION_LIMIT:  # checked each time: a library may lower it
-        sys.setrecursionlimit(PARSE_RECURSION_LIMIT)
+    ensure_parse_depth()  # each time: a library may lower it
     try:
         return json.loads(text, parse_constant=_refuse_constant)
     except RecursionError:

@@ -38,7 +38,7 @@ from joiner.recovery import Recovery
 from joiner.runrecord import RunRecord
 from joiner.sender import MAX_PARKED_BYTES, PARKED_RETRY_SECONDS, ROWS_PER_CALL, WindowSender
 from joiner.stats import JoinerStats, Stats
-from streaming_runtime.cloudevents import bulk_entries, delivery_of, is_bulk, read_body
+from streaming_runtime.cloudevents import bulk_entries, delivery_of, ensure_parse_depth, is_bulk, read_body
 from streaming_runtime.errors import MalformedEvent, PayloadTooLarge
 from streaming_runtime.logs import ErrorReport, LogBudget, printable
 from streaming_runtime.service import read_limited
@@ -397,6 +397,7 @@ def create_app(
 ) -> FastAPI:
     config = config or load_config(os.environ)
     engine = build_engine(config)
+    ensure_parse_depth()
     state: dict[str, Any] = {}  # "joiner" and its "metrics" registry, set by the lifespan
 
     @contextlib.asynccontextmanager

@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from message_proc.billed import BilledCalls
-from streaming_runtime.cloudevents import read_body
+from streaming_runtime.cloudevents import ensure_parse_depth, read_body
 from streaming_runtime.errors import MalformedEvent, PayloadTooLarge
 from streaming_runtime.logs import ErrorReport, printable
 from streaming_runtime.service import read_limited
@@ -49,6 +49,7 @@ class ProcessorSettings(ServiceSettings):
 def create_app(settings: ProcessorSettings, store: Any | None = None) -> FastAPI:
     """``store``: what keeps the record of billed calls (the sidecar; a fake in tests) when
     ``PROC_STATE_STORE`` is set."""
+    ensure_parse_depth()
     sidecar: Sidecar | None = None
     if settings.state_store and store is None:
         store = sidecar = Sidecar(settings)
