@@ -208,7 +208,7 @@ async def test_a_window_that_cannot_be_sent_stays_with_its_window_and_the_next_g
     app, sidecar, clock = make_app()
     async with serve(app) as client:
         joiner = app.state.joiner
-        joiner.outbox.put_nowait((joiner.core.windows.window_at(clock()), [{"kwh": float("inf")}]))
+        joiner.sender.enqueue(joiner.core.windows.window_at(clock()), [{"kwh": float("inf")}])
         await wait_for(lambda: joiner.sender.deliveries_failed == 1, what="the unsendable window counted")
         await client.post("/tenants", json=cloud_event(TENANT, "tenants"))
         await client.post("/poweruse", json=cloud_event(reading(), "poweruse"))

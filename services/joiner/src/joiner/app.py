@@ -94,7 +94,7 @@ class Joiner:
         self.core = JoinCore(
             config,
             engine,
-            on_window=lambda w, rows: self.outbox.put_nowait((w, rows)),
+            on_window=self.sender.enqueue,
             on_late=self.late_box.put_nowait,
             clock=clock,
             errors=self.errors,

@@ -123,6 +123,10 @@ class WindowSender:
         self.on_sent: Callable[[], None] = lambda: None  # after each window (the journal's checkpoint)
         self.retry_interval = PARKED_RETRY_SECONDS
 
+    def enqueue(self, window: Window, rows: list[Any]) -> None:
+        """A closed window's rows, to deliver after the windows closed before it (the core's ``on_window``)."""
+        self.outbox.put_nowait((window, rows))
+
     # -- the loops ------------------------------------------------------------------------------
 
     async def run(self) -> None:
