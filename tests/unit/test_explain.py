@@ -14,8 +14,8 @@ import traceback
 from pathlib import Path
 
 from joiner.config import config_from_yaml
-from joiner.explain import explain
 from joiner.core import build_engine
+from joiner.explain import explain
 from streaming_runtime import generated
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -180,25 +180,27 @@ def _end_of_group(source: str, start: int) -> int | None:
 class Expression:
     """A parsed JSONata expression, or one node of one (see :meth:`conjuncts`).
 
-    ``setting`` names where it came from, for messages.
+    ``setting`` names where it came from, for messages. ``program`` is the parsed jsonata-python program
+    (shared by the conjuncts of one expression): the reference evaluator, and what the compiler
+    (:mod:`streaming_runtime.jsonata_compiler`) evaluates the parts outside its subset with.
     """
 
     setting: str
     source: str
     normalized: str
-    _program: jsonata.Jsonata = field(repr=False, compare=False)
+    program: jsonata.Jsonata = field(repr=False, compare=False)
     _node: Any = field(default=None, repr=False, compare=False)
 
     def evaluate(self, data: Any, bindings: Mapping[str, Any] | None = None) -> Any:
         """The result (``None`` when JSONata's result is undefined); raises EvaluationError."""
         try:
             if self._node is None:
-                return self._program.evaluate(data, dict(bindings) if bindings else None)
-            frame = self._program.create_frame(self._program.environment)
+                return self.program.evaluate(data, dict(bindings) if bindings else None)
+            frame = self.program.create_frame(self.program.environment)
             for name, value in (bindings or {}).items():
                 frame.bind(name, value)
             frame.bind("$", data)
-            return self._program.eval(self._node, data, frame)
+            return self.program.eval(self._node, data, frame)
         except JException as error:
             raise EvaluationError(f"{self.setting}: {_describe(error)}") from None
         except (RecursionError, TypeError, ValueError, ArithmeticError, AttributeError) as error:
@@ -206,7 +208,7 @@ class Expression:
 
     @property
     def tree(self) -> Any:
-        return self._program.ast if self._node is None else self._node
+        return self.program.ast if self._node is None else self._node
 
     def conjuncts(self) -> list[Expression]:
         """The operands of the top-level ``and`` chain (the expression itself if there is none)."""
@@ -214,7 +216,7 @@ class Expression:
         _split_and(self.tree, parts)
         if len(parts) == 1:
             return [self]
-        return [Expression(self.setting, self.source, self.normalized, self._program, part) for part in parts]
+        return [Expression(self.setting, self.source, self.normalized, self.program, part) for part in parts]
 
     def paths_under(self, roots: set[str]) -> dict[str, frozenset[tuple[str, ...]]]:
         """Field paths the expression reads below each of ``roots``, such as
@@ -279,7 +281,7 @@ def compile_expression(source: str, *, setting: str) -> Expression:
         ) from None
     except RecursionError:
         raise ExpressionError(f"{setting} does not parse: it is nested too deeply") from None
-    return Expression(setting=setting, source=source, normalized=normalized.text, _program=program)
+    return Expression(setting=setting, source=source, normalized=normalized.text, program=program)
 
 
 def _find_outside_literals(text: str, symbol: str) -> int:

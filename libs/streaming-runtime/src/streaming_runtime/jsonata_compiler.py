@@ -19,13 +19,32 @@ Outside the subset: given the parsed program, a node the generator does not know
 a predicate, a lambda) is evaluated by jsonata-python from inside the generated code, and when it is
 a pure function of plain fields, memoised on their typed values (streams repeat their values).
 
-The joiner builds its arrival loops from :class:`CodeGenerator` directly (see joiner.engine.join).
+API used by the joiner's engine
+-------------------------------
+
+The joiner writes its arrival loops and projections itself (``joiner.engine.codegen``) and has
+:class:`CodeGenerator` emit the expressions' parts inside them. What it relies on, and nothing else:
+
+* ``CodeGenerator(variables, trusted_inputs=True, program=expression.program, ref_name=..., bound=...,
+  temps_taken=...)``: ``bound`` names the variables that hold a value where the code runs (a part left to
+  the reference evaluator gets ``U`` for the others); ``temps_taken`` starts the temporaries after another
+  generator's, for code that runs while that one's values are still live;
+* :meth:`CodeGenerator.given_path` and :meth:`CodeGenerator.given_value`: a path or a node whose value the
+  caller's code already holds in a local, so the generated code reads the local instead;
+* :meth:`CodeGenerator.node`, then :meth:`CodeGenerator.take_lines`: the statements computing a node,
+  indented relative to the depth given (0: the caller indents them), and the name holding its value;
+* :attr:`CodeGenerator.reads`: the variables the emitted code reads (so the caller binds only those);
+  :attr:`CodeGenerator.temps`: how many temporaries it took;
+* :meth:`CodeGenerator.references`: what the scope of the generated code must hold for the parts left to
+  the reference evaluator, with :func:`namespace` for the rest;
+* :func:`single_variable_roots`, :data:`U`, :class:`Fallback`, :class:`NotCompilable`, and
+  ``streaming_runtime.expressions.Expression.program`` (the parsed program those parts are evaluated by).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -263,7 +282,7 @@ def compile_tree(tree: Any, variables: tuple[str, ...], program: Any = None) -> 
     whole = bool(generator.ref_nodes) and generator.ref_nodes[0] is tree
     generator.emit(f"return None if {result} is U else {result}", 1)
     params = ", ".join(variables)
-    source = f"def compiled({params}):\n" + "\n".join(generator.lines)
+    source = f"def compiled({params}):\n" + "\n".join(generator.take_lines())
     scope = namespace()
     scope.update(generator.references())
     generated.load(source, f"jsonata of {', '.join(variables)}", scope)
@@ -450,14 +469,24 @@ def _is_literal(code: str) -> bool:
 
 
 class CodeGenerator:
-    """Emits Python for a jsonata-python syntax tree (see the module docstring for the subset).
+    """Emits Python for a jsonata-python syntax tree (see the module docstring for the subset, and for
+    the part of this class the joiner's engine uses).
 
     ``trusted_inputs``: the variables are known to be dicts of JSON values as ``json.loads`` makes them
     without NaN/Infinity (the joiner checks events on arrival), which drops per-step type checks.
+    ``bound``: the variables holding a value where the code runs (default: all of them).
+    ``temps_taken``: temporaries are numbered after this, so they do not overwrite another generator's.
     """
 
     def __init__(
-        self, variables: tuple[str, ...], trusted_inputs: bool = False, program: Any = None, ref_name: str = "_ref"
+        self,
+        variables: tuple[str, ...],
+        trusted_inputs: bool = False,
+        program: Any = None,
+        ref_name: str = "_ref",
+        *,
+        bound: Collection[str] | None = None,
+        temps_taken: int = 0,
     ) -> None:
         self.variables = variables
         self.trusted = trusted_inputs
@@ -465,25 +494,57 @@ class CodeGenerator:
         self.ref_name = ref_name
         self.ref_nodes: list[Any] = []
         self.ref_reasons: list[str] = []
-        self.bound: set[str] = set(variables)  # variables holding a value where code is emitted
-        self.defined: set[str] = set()  # names known never to hold U (lets constructors skip checks)
-        self.lines: list[str] = []
-        self.count = 0
-        self.precomputed: dict[int, str] = {}
-        self.paths: dict[tuple[str, ...], str] = {}  # paths computed unconditionally so far
+        self._bound = set(variables if bound is None else bound)
+        self._defined: set[str] = set()  # names known never to hold U (lets constructors skip checks)
+        self._lines: list[str] = []
+        self._count = temps_taken
+        self._given: dict[int, str] = {}  # id(node) -> the local holding its value
+        self._paths: dict[tuple[str, ...], str] = {}  # paths computed unconditionally so far
+        self._reads: set[str] = set()
         self.branch = 0  # >0 inside a conditional branch, where nothing is remembered
 
+    # -- the surface the joiner's engine uses (module docstring) ---------------------------------
+
+    def given_path(self, path: tuple[str, ...], name: str) -> None:
+        """The caller's code holds the value of ``path`` (variable first) in ``name``, as a path's end
+        value (passed through ``_value``): code for that path reads ``name``."""
+        self._paths[path] = name
+
+    def given_value(self, node: Any, name: str, *, defined: bool = False) -> None:
+        """The caller's code holds the value of ``node`` in ``name`` (``defined``: never ``U``, which lets
+        constructors drop their checks): code for that node reads ``name``."""
+        self._given[id(node)] = name
+        if defined:
+            self._defined.add(name)
+
+    def take_lines(self) -> list[str]:
+        """The statements emitted since the last call, indented by the depths given to :meth:`node`."""
+        lines, self._lines = self._lines, []
+        return lines
+
+    @property
+    def reads(self) -> frozenset[str]:
+        """The variables the code emitted so far reads (a path below one, a reference call given one)."""
+        return frozenset(self._reads)
+
+    @property
+    def temps(self) -> int:
+        """How many temporaries (``t1``, ``t2``, ...) are taken, counting ``temps_taken``."""
+        return self._count
+
+    # -- emitting ---------------------------------------------------------------------------------
+
     def emit(self, line: str, depth: int) -> None:
-        self.lines.append("    " * depth + line)
+        self._lines.append("    " * depth + line)
 
     def temp(self) -> str:
-        self.count += 1
-        return f"t{self.count}"
+        self._count += 1
+        return f"t{self._count}"
 
     def node(self, node: Any, depth: int) -> str:
         """Emit code computing ``node``; return the name (or literal) holding its value."""
-        if id(node) in self.precomputed:
-            return self.precomputed[id(node)]
+        if id(node) in self._given:
+            return self._given[id(node)]
         kind = getattr(node, "type", None)
         handler = getattr(self, f"_{kind}", None)
         try:
@@ -500,7 +561,8 @@ class CodeGenerator:
         index = len(self.ref_nodes)
         self.ref_nodes.append(node)
         self.ref_reasons.append(reason)
-        arguments = ", ".join(name if name in self.bound else "U" for name in self.variables)
+        arguments = ", ".join(name if name in self._bound else "U" for name in self.variables)
+        self._reads.update(name for name in self.variables if name in self._bound)
         out = self.temp()
         self.emit(f"{out} = {self.ref_name}({index}, {arguments})", depth)
         return out
@@ -549,8 +611,8 @@ class CodeGenerator:
             names.append(str(step.value))
         if not names:
             raise NotCompilable("empty path")
-        if tuple(names) in self.paths:
-            return self.paths[tuple(names)]
+        if tuple(names) in self._paths:
+            return self._paths[tuple(names)]
         out = self.temp()
         if names[0] not in self.variables:
             # the input holds only the named variables: any other field is undefined
@@ -559,6 +621,7 @@ class CodeGenerator:
         if len(names) == 1:
             raise NotCompilable("a whole stream event used as a value is not compiled")
         current = names[0]
+        self._reads.add(current)
         for position, step in enumerate(names[1:]):
             if position == 0 and self.trusted:
                 self.emit(f"{out} = {current}.get({step!r}, U)", depth)
@@ -573,7 +636,7 @@ class CodeGenerator:
         test = " and ".join(f"{out}.__class__ is not {name}" for name in plain)
         self.emit(f"if {test}: {out} = _value({out})", depth)
         if not self.branch:
-            self.paths[tuple(names)] = out
+            self._paths[tuple(names)] = out
         return out
 
     def _binary(self, node: Any, depth: int) -> str:
@@ -651,7 +714,7 @@ class CodeGenerator:
         values = [self.node(value, depth) for _, value in pairs]
         out = self.temp()
         literal = ", ".join(f"{key!r}: {value}" for key, value in zip(keys, values))
-        unknown = [value for value in values if value not in self.defined and not _is_literal(value)]
+        unknown = [value for value in values if value not in self._defined and not _is_literal(value)]
         if not unknown:
             self.emit(f"{out} = {{{literal}}}", depth)
             return out
@@ -709,7 +772,7 @@ class FastExpression:
     def __init__(self, expression: Expression, variables: tuple[str, ...]) -> None:
         self.expression = expression
         self.variables = variables
-        compiled = compile_tree(expression.tree, variables, program=expression._program)
+        compiled = compile_tree(expression.tree, variables, program=expression.program)
         self._fast = compiled.function
         if compiled.function is None:
             self.evaluator = f"reference ({compiled.reason})"

@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from joiner.config import config_from_yaml
+from joiner.core import JoinCore, LateEvent, build_engine
 from joiner.engine.eventtime import EARLIEST_TIME, LATEST_TIME, EventTimeSpec, event_time
 from joiner.engine.windows import Window
-from joiner.core import JoinCore, LateEvent, build_engine
 from streaming_runtime.cloudevents import loads
 from streaming_runtime.errors import ConfigError, MalformedEvent
 from streaming_runtime.logs import printable

@@ -2,6 +2,7 @@
 
 * :mod:`~joiner.engine.plan` — `where` split into hash keys, per-stream filters and a residual.
 * :mod:`~joiner.engine.join` — the symmetric hash join per window (generated arrival loops) and the naive reference.
+* :mod:`~joiner.engine.codegen` — the Python generated for the join's projections and arrival loops.
 * :mod:`~joiner.engine.windows` — tumbling windows: which window, which are due, lateness, early split.
 * :mod:`~joiner.engine.eventtime` — event time from a field or the CloudEvent, and the watermark.
 * :mod:`~joiner.engine.table` — ``join: table``: versions per key by event time, deletes.

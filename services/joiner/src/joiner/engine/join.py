@@ -18,9 +18,10 @@ array, an object) is kept aside and paired with every event of the other stream 
 ``where``, so unusual data is slower, never wrong. Without a key conjunct every pair is examined
 (a nested loop), with the filters still applied on arrival.
 
-The hot paths are generated Python (see :mod:`streaming_runtime.jsonata_compiler`), or for plans of the
-most common shape a loop in C (:mod:`joiner.engine.native`); whatever they do not handle goes through
-:meth:`JoinEngine.accept`, which evaluates exactly, event by event.
+The hot paths are generated Python (:mod:`joiner.engine.codegen`, with the expressions' parts from
+:mod:`streaming_runtime.jsonata_compiler`), or for plans of the most common shape a loop in C
+(:mod:`joiner.engine.native`); whatever they do not handle goes through :meth:`JoinEngine.accept`, which
+evaluates exactly, event by event.
 
 An event with a plain key is buffered in its stream's pending list and filed under its key only when
 an event of the other stream looks for partners: when one stream (tenants) arrives before the other
@@ -33,19 +34,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from joiner.engine.entries import EXACT_INT, PROJECTION_AT
+from joiner.engine.codegen import arrival_loop, projection
+from joiner.engine.entries import EXACT_INT
 from joiner.engine.native import NotNative, file_pending, native_arrival
 from joiner.engine.plan import JoinPlan, _plain_path, plan_join
-from streaming_runtime import generated
 from streaming_runtime.errors import EvaluationError, MalformedEvent
 from streaming_runtime.expressions import Expression, truthy
-from streaming_runtime.jsonata_compiler import (
-    CodeGenerator,
-    NotCompilable,
-    U,
-    namespace,
-    single_variable_roots,
-)
+from streaming_runtime.jsonata_compiler import U, single_variable_roots
 
 _MISSING = object()
 _ODD = object()  # a key that is not a plain value
@@ -106,8 +101,8 @@ class JoinEngine:
         self._key_paths = ([k.left for k in self.plan.keys], [k.right for k in self.plan.keys])
         self._select_probe = _can_fail(select.tree) and _fails_with_any_partner(select.tree)
         self._roots = self._projection_roots(select.tree)
-        self._project = [self._generate_projection(index) for index in (0, 1)]
-        self._generated = [self._generate_ingest(index) for index in (0, 1)]
+        self._project = [projection(self.plan, index, self._roots[index]) for index in (0, 1)]
+        self._generated = [self._arrival_loop(index) for index in (0, 1)]
         self.arrival = ["generated" if loop else "per event" for loop in self._generated]
         for index in (0, 1):
             if native and self._generated[index] is not None:
@@ -328,27 +323,6 @@ class JoinEngine:
         second = [node for node in single_variable_roots(tree, self.streams[1]) if id(node) not in taken]
         return first, second
 
-    def _generate_projection(self, index: int) -> Callable[[dict], tuple | None] | None:
-        name = self.streams[index]
-        generator = CodeGenerator(self.streams, trusted_inputs=True, program=self.plan.select.expression._program)
-        generator.bound = {name}
-        try:
-            values = [generator.node(root, 2) for root in self._roots[index]]
-        except NotCompilable:
-            return None
-        undefined = " or ".join(f"{value} is U" for value in values) or "False"
-        lines = [
-            f"def project({name}):",
-            "    try:",
-            *(generator.lines or ["        pass"]),
-            "    except Fallback:",
-            "        return None",
-            f"    return None if {undefined} else ({''.join(value + ', ' for value in values)})",
-        ]
-        scope = {**namespace(), **generator.references()}
-        generated.load("\n".join(lines), f"projection {name}", scope)
-        return scope["project"]
-
     def _probe_function(self, index: int) -> Callable[[dict], bool]:
         """True when ``select`` evaluates on this event alone (the arrival check), else False."""
         select = self.plan.select
@@ -370,184 +344,13 @@ class JoinEngine:
         values = project(data) if project is not None else None
         return (data, event_id, False) if values is None else (data, event_id, True, *values)
 
-    def _generate_ingest(self, index: int) -> Callable[..., tuple[int, int, int]] | None:
-        """The arrival loop of one stream as generated Python, or None when the plan is outside it.
-
-        It takes events whose required fields are top-level, whose filters stay on the compiled fast
-        path and whose key is a string or an integer; every other event goes to ``slow``. Pairs whose
-        row it cannot compute go to ``pair`` (exact evaluation).
-        """
-        if self._required_deep[index] or self.plan.residual:
+    def _arrival_loop(self, index: int) -> Callable[..., tuple[int, int, int]] | None:
+        """The generated arrival loop of stream ``index`` (:func:`~joiner.engine.codegen.arrival_loop`), or
+        None when the plan is outside it: it reads top-level fields only and pairs through both projections."""
+        if self._required_deep[index] or any(project is None for project in self._project):
             return None
-        if not self.plan.keys or any(len(path) != 1 for path in self._key_paths[index]):
-            return None
-        if not all(condition.compiled for condition in self.plan.filters[index]):
-            return None
-        if self._project[0] is None or self._project[1] is None:
-            return None
-        mine, theirs = self.streams[index], self.streams[1 - index]
-        program = self.plan.select.expression._program
-        # every required field is read once, up front: a missing one is a KeyError (exact path),
-        # a value outside the fast path a Fallback (exact path); later code uses the locals
-        # fields the filters read come first; a filtered event only needs the others to be present
-        filter_fields = sorted(
-            {path[0] for c in self.plan.filters[index] for path in c.expression.paths_under({mine})[mine]}
-        )
-        fields = filter_fields + sorted(self._required_top[index] - set(filter_fields))
-        bound: dict[tuple[str, ...], str] = {(mine, name): f"f{i}" for i, name in enumerate(fields)}
-
-        def bind(names: list[str]) -> list[str]:
-            lines: list[str] = []
-            for name in names:
-                local = bound[(mine, name)]
-                lines += [
-                    f"            {local} = {mine}[{name!r}]",
-                    f"            if {local}.__class__ is not str and {local}.__class__ is not int "
-                    f"and {local}.__class__ is not float: {local} = _value({local})",
-                ]
-            return lines or ["            pass"]
-
-        bind_lines = bind(filter_fields)
-        rest_lines = bind(fields[len(filter_fields) :])
-        projector = CodeGenerator(self.streams, trusted_inputs=True, program=program, ref_name="_ref_project")
-        projector.bound = {mine}
-        projector.paths.update(bound)
-        generator = CodeGenerator(self.streams, trusted_inputs=True, program=program, ref_name="_ref_select")
-        try:
-            filters = self._filter_code(index, bound)
-            projected = [projector.node(root, 3) for root in self._roots[index]]
-        except NotCompilable:
-            return None
-        # the select's code runs once per partner and reads the projection's temporaries, which are computed
-        # once per entry: its own must not reuse their names (a second partner would read the first's values)
-        generator.count = projector.count
-        for root, value in zip(self._roots[index], projected):
-            generator.precomputed[id(root)] = value
-        for position, root in enumerate(self._roots[1 - index]):
-            generator.precomputed[id(root)] = f"partner[{PROJECTION_AT + position}]"
-        generator.defined = set(generator.precomputed.values())  # an entry has a projection only if all are defined
-        try:
-            row = generator.node(self.plan.select.expression.tree, 5)
-        except NotCompilable:
-            return None
-        undefined = " or ".join(f"{value} is U" for value in projected if value not in bound.values()) or "False"
-        own = "".join(", " + value for value in projected)
-        keys = [path[0] for path in self._key_paths[index]]
-        key_lines: list[str] = []
-        for i, key in enumerate(keys):
-            local = bound[(mine, key)]
-            key_lines += [
-                f"        k{i} = {local}",
-                f"        if k{i}.__class__ is not str and (k{i}.__class__ is not int or not -EXACT <= k{i} <= EXACT):",
-                "            slow.append(entry)",
-                "            continue",
-            ]
-        key = "k0" if len(keys) == 1 else "(" + ", ".join(f"k{i}" for i in range(len(keys))) + ")"
-        uses_partner = any(
-            f"{theirs}." in line or f"{theirs}[" in line or f"{theirs}," in line or f"{theirs})" in line
-            for line in generator.lines
-        )
-        lines = [
-            "def accept_many(entries, pending_keys, pending_entries, theirs, their_odd, rows, slow, pair):",
-            "    accepted = filtered = pairs = 0",
-            "    filtered_now = False",
-            "    append = rows.append",
-            "    add_key, add_entry = pending_keys.append, pending_entries.append",
-            "    for entry in entries:",
-            f"        {mine} = entry[0]",
-            f"        if {mine}.__class__ is not dict:",
-            "            slow.append(entry)",
-            "            continue",
-            "        try:",
-            *(bind_lines or ["            pass"]),
-            "        except (KeyError, Fallback):",
-            "            slow.append(entry)",
-            "            continue",
-            *(  # before the filters, as accept checks before it filters (malformed, not filtered)
-                [f"        if not probe({mine}):", "            slow.append(entry)", "            continue"]
-                if self._select_probe
-                else []
-            ),
-            "        try:",
-            *(filters or ["            pass"]),
-            "        except Fallback:",
-            "            slow.append(entry)",
-            "            continue",
-            "        if filtered_now:",
-            f"            if REQUIRED <= {mine}.keys():  # a missing field makes it malformed, not filtered",
-            "                filtered += 1",
-            "            else:",
-            "                slow.append(entry)",
-            "            continue",
-            "        try:",
-            *rest_lines,
-            "        except (KeyError, Fallback):",
-            "            slow.append(entry)",
-            "            continue",
-            *key_lines,
-            "        try:",
-            *(projector.lines or ["            pass"]),
-            # the entry layout of joiner.engine.entries: (data, event id, projection ok, *projection)
-            f"            entry = ({mine}, entry[1], False) if {undefined} else ({mine}, entry[1], True{own})",
-            "        except Fallback:",
-            f"            entry = ({mine}, entry[1], False)",
-            f"        add_key({key})",
-            "        add_entry(entry)",
-            "        accepted += 1",
-            f"        partners = theirs.get({key})",
-            "        if partners:",
-            "            pairs += len(partners)",
-            "            mine_ok = entry[2]",
-            "            for partner in partners:",
-            "                if not mine_ok or not partner[2]:",
-            "                    pair(entry, partner, False)",
-            "                    continue",
-            *([f"                {theirs} = partner[0]"] if uses_partner else []),
-            "                try:",
-            *(generator.lines or ["                    pass"]),
-            "                except Fallback:",
-            "                    pair(entry, partner, False)",
-            "                    continue",
-            f"                if {row} is not U:",
-            f"                    append({row})",
-            "        if their_odd:",
-            "            pairs += len(their_odd)",
-            "            for partner in their_odd:",
-            "                pair(entry, partner, True)",
-            "    return accepted, filtered, pairs",
-        ]
-        scope = {**namespace(), **generator.references(), **projector.references(), **self._filter_scope}
-        scope["REQUIRED"] = self._required_top[index]
-        scope["EXACT"] = _EXACT_INT
-        scope["project"] = self._project[index]
-        scope["probe"] = self._probe_function(index)
-        generated.load("\n".join(lines), f"arrival loop {mine}", scope)
-        return scope["accept_many"]
-
-    def _filter_code(self, index: int, bound: dict[tuple[str, ...], str]) -> list[str]:
-        """Filter code: sets ``filtered_now`` (the caller counts it once the event is known well-formed)."""
-        generator = CodeGenerator(
-            (self.streams[index],),
-            trusted_inputs=True,
-            program=self.plan.where.expression._program,
-            ref_name="_ref_filter",
-        )
-        generator.paths.update(bound)
-        lines: list[str] = ["            filtered_now = False"]
-        depth = 3
-        for condition in self.plan.filters[index]:
-            generator.lines = []
-            result = generator.node(condition.expression.tree, depth)
-            lines += generator.lines
-            lines += [
-                "    " * depth + f"if {result} is not True and not _bool({result}):",
-                "    " * depth + "    filtered_now = True",
-                "    " * depth + "else:",
-            ]
-            depth += 1
-        lines.append("    " * depth + "pass")
-        self._filter_scope = generator.references()
-        return lines
+        probe = self._probe_function(index) if self._select_probe else None
+        return arrival_loop(self.plan, index, self._required_top[index], self._roots, probe)
 
 
 def naive_join(
