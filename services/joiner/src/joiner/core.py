@@ -35,6 +35,8 @@ from streaming_runtime.logs import ErrorReport, printable
 
 log = logging.getLogger("joiner")
 
+_Placed = tuple[int, float, tuple[Any, str | None]]  # an entry of a batch: (position, event time, (data, id))
+
 __all__ = ["ACCEPTED", "DUPLICATE", "FILTERED", "LATE", "TABLE", "JoinCore", "LateEvent", "build_engine"]
 
 
@@ -150,11 +152,8 @@ class JoinCore:
             if when > arrival:
                 self.stats.future[stream] += 1
             raise MalformedEvent(f"{stream} event: {problem}")
-        if self.dedup is not None:  # after the checks: an event refused as bad is not remembered as seen
-            key = dedup_key(stream, event_id, data, self.config.dedup_key_fields.get(stream))
-            if key is not None and self.dedup.seen(key):
-                self.stats.duplicates[stream] += 1
-                return DUPLICATE
+        if self._duplicate(stream, event_id, data):  # after the checks: an event refused is not remembered
+            return DUPLICATE
         if self.mode.is_table(index):
             outcome = self.mode.update(data, when)
             self.stats.accepted[stream] += 1
@@ -162,13 +161,7 @@ class JoinCore:
                 self._observe(when)
             return TABLE
         if self.windows.is_late(when):
-            late = LateEvent(stream, event_id, when, self.windows.window_at(when), data)
-            self.stats.late[stream] += 1
-            log.warning(
-                "late event stream=%s id=%s event_time=%s window=%s (closed)", stream, event_id, when, late.window.id
-            )
-            self.on_late(late)
-            return LATE
+            return self._late(stream, event_id, when, self.windows.window_at(when), data)
         window, state = self.windows.state_at(when)
         kept = self.mode.accept(state, index, data, event_id, when)
         self.stats.count(ACCEPTED if kept else FILTERED, stream)
@@ -185,35 +178,125 @@ class JoinCore:
         """Take a batch of ``(data, id, cloudevent time)`` (``size``: the bytes of the delivery, shared
         among its entries); an outcome (or the MalformedEvent) per entry.
 
-        In processing time with a join mode that batches, the batch goes through the engine's generated
-        loop in one call (after dedup, which takes out the entries it remembers: a redelivered bulk is
-        joined once); otherwise event by event, where an error of our own costs its entry alone."""
+        With a join mode that batches, each window's share of the batch goes through the engine's
+        generated loop (or the C loop) in one call, after dedup, which takes out the entries it remembers
+        (a redelivered bulk is joined once); in event time the batch is cut where a window could close
+        within it, so that lateness and the watermark are exactly those of one event at a time. A table
+        join takes it event by event, where an error of our own costs its entry alone."""
         share = size // len(entries) if entries else 0
-        if self.event_time_mode or not self.mode.batches:
+        if not self.mode.batches:
             return [self._offer_one(index, entry, share) for entry in entries]
+        if self.event_time_mode:
+            return self._offer_timed(index, entries, share)
         stream = self.streams[index]
         self.last_arrival = now = self.clock()
-        window, state = self.windows.state_at(now)
         answers: list[str | MalformedEvent] = [ACCEPTED] * len(entries)
-        batch, positions = [], []
-        key_field = self.config.dedup_key_fields.get(stream)
+        batch: list[_Placed] = []
         for position, (data, event_id, _) in enumerate(entries):
-            if self.dedup is not None and self.dedup.seen(dedup_key(stream, event_id, data, key_field)):
-                self.stats.duplicates[stream] += 1
+            if self._duplicate(stream, event_id, data):
                 answers[position] = DUPLICATE
                 continue
-            batch.append((data, event_id))
-            positions.append(position)
+            batch.append((position, now, (data, event_id)))
+        self._take(index, now, batch, answers, share)
+        return answers
+
+    def _offer_timed(
+        self, index: int, entries: list[tuple[Any, str | None, str | None]], share: int
+    ) -> list[str | MalformedEvent]:
+        """``offer_many`` in event time: each entry is placed in time, checked, deduplicated and judged
+        late in order, as :meth:`offer` does; those kept for their windows are gathered into a run, taken
+        in per window, and the watermark moves once at the end of the run to the latest kept event time.
+
+        That is exact while no window can close within the run. Before an entry with which the run's
+        highest event time (kept or not: a bound on the watermark) minus grace could reach the end of
+        an open window, or of the entry's own (it could be late), the run is taken in and the windows due
+        closed first: windows close, and late events come out, in the order one by one gives them."""
+        stream, spec, grace = self.streams[index], self.time_spec, self.watermark.grace
+        assert spec is not None
+        arrival = self.clock()
+        self.last_arrival = arrival
+        answers: list[str | MalformedEvent] = [ACCEPTED] * len(entries)
+        by_window: dict[float, tuple[Window, list[_Placed]]] = {}
+        highest, first_end = self.watermark.highest, self.windows.earliest_end() or math.inf
+        for position, (data, event_id, ce_time) in enumerate(entries):
+            when = event_time(spec, data, ce_time, arrival)
+            if (problem := time_problem(spec, when, arrival)) is not None:
+                if when > arrival:
+                    self.stats.future[stream] += 1
+                answers[position] = MalformedEvent(f"{stream} event: {problem}")
+                continue
+            window = self.windows.window_at(when)
+            bound = highest - grace  # what the watermark may have reached before this entry, one by one
+            if bound >= first_end or (window.end > self.windows.closed_through and bound >= window.end):
+                self._take_run(index, by_window, answers, share)  # a window may close here: close it first
+                by_window = {}
+                highest, first_end = self.watermark.highest, self.windows.earliest_end() or math.inf
+            if self._duplicate(stream, event_id, data):
+                answers[position] = DUPLICATE
+                continue
+            if window.end <= self.windows.closed_through:
+                answers[position] = self._late(stream, event_id, when, window, data)
+                continue
+            by_window.setdefault(window.start, (window, []))[1].append((position, when, (data, event_id)))
+            highest, first_end = max(highest, when), min(first_end, window.end)
+        self._take_run(index, by_window, answers, share)
+        return answers
+
+    def _take_run(
+        self,
+        index: int,
+        by_window: dict[float, tuple[Window, list[_Placed]]],
+        answers: list[str | MalformedEvent],
+        share: int,
+    ) -> None:
+        kept: list[_Placed] = []
+        for _, placed in by_window.values():
+            self._take(index, placed[0][1], placed, answers, share)
+            kept += placed
+        # only events that can be joined move the watermark: the latest of the run that the join kept
+        for position, when, (data, _) in sorted(kept, key=lambda item: item[1], reverse=True):
+            if not isinstance(answers[position], MalformedEvent) and self.mode.keeps(index, data):
+                self._observe(when)
+                break
+
+    def _take(
+        self, index: int, at: float, placed: list[_Placed], answers: list[str | MalformedEvent], share: int
+    ) -> None:
+        """One window's share of a batch (the window that holds the time ``at``), through the join mode's
+        loop in one call."""
+        stream = self.streams[index]
+        window, state = self.windows.state_at(at)
+        batch = [entry for _, _, entry in placed]
         outcome = self.mode.accept_many(state, index, batch)
-        self.stats.accepted[stream] += outcome.accepted
-        self.stats.filtered[stream] += outcome.filtered
+        if outcome.accepted:  # a Counter keeps a key added with 0: /stats would show streams with none
+            self.stats.accepted[stream] += outcome.accepted
+        if outcome.filtered:
+            self.stats.filtered[stream] += outcome.filtered
         state.bytes += share * outcome.accepted
         self._split_if_full(window, state)
         # the engine counts filtered events but does not name them: both are answered SUCCESS
-        where = {id(entry): position for entry, position in zip(batch, positions)}
+        where = {id(entry): position for entry, (position, _, _) in zip(batch, placed)}
         for entry, reason in outcome.malformed:
             answers[where[id(entry)]] = MalformedEvent(reason)
-        return answers
+        for entry, error in outcome.failed:
+            self.errors(f"an event of {stream}", error, f"id {printable(entry[1], 80)}")
+            answers[where[id(entry)]] = MalformedEvent(f"an error of the joiner's own ({type(error).__name__})")
+
+    def _duplicate(self, stream: str, event_id: str | None, data: Any) -> bool:
+        if self.dedup is None:
+            return False
+        key = dedup_key(stream, event_id, data, self.config.dedup_key_fields.get(stream))
+        if key is not None and self.dedup.seen(key):
+            self.stats.duplicates[stream] += 1
+            return True
+        return False
+
+    def _late(self, stream: str, event_id: str | None, when: float, window: Window, data: Any) -> str:
+        late = LateEvent(stream, event_id, when, window, data)
+        self.stats.late[stream] += 1
+        log.warning("late event stream=%s id=%s event_time=%s window=%s (closed)", stream, event_id, when, window.id)
+        self.on_late(late)
+        return LATE
 
     def _offer_one(self, index: int, entry: tuple[Any, str | None, str | None], size: int) -> str | MalformedEvent:
         data, event_id, ce_time = entry

@@ -42,6 +42,9 @@ class JoinMode(Protocol):
     def accept_many(self, state: WindowState, index: int, entries: list[Entry]) -> Accepted:
         """A batch, when :attr:`batches`."""
 
+    def keeps(self, index: int, data: Any) -> bool:
+        """Whether :meth:`accept` would keep the event, without taking it (when :attr:`batches`)."""
+
     def close(self, window: Window, state: WindowState) -> tuple[int, int]:
         """Make the window's rows (into ``state``); the unmatched events per stream, for the log."""
 
@@ -83,6 +86,9 @@ class WindowJoin:
 
     def accept_many(self, state: WindowState, index: int, entries: list[Entry]) -> Accepted:
         return self.engine.accept_many(state, index, entries)
+
+    def keeps(self, index: int, data: Any) -> bool:
+        return self.engine.keeps(index, data)
 
     def close(self, window: Window, state: WindowState) -> tuple[int, int]:
         unmatched = self.engine.unmatched(state)
@@ -148,6 +154,9 @@ class TableJoin:
         return self.versions.accept(state, data, event_id, when)
 
     def accept_many(self, state: WindowState, index: int, entries: list[Entry]) -> Accepted:
+        raise TypeError("a table join takes events one by one, each at its time")
+
+    def keeps(self, index: int, data: Any) -> bool:
         raise TypeError("a table join takes events one by one, each at its time")
 
     def close(self, window: Window, state: WindowState) -> tuple[int, int]:

@@ -87,6 +87,7 @@ class Accepted:
     accepted: int = 0
     filtered: int = 0
     malformed: list[tuple[Entry, str]] = field(default_factory=list)  # (the entry given, reason)
+    failed: list[tuple[Entry, Exception]] = field(default_factory=list)  # an error of our own met on the entry
 
 
 class JoinEngine:
@@ -215,6 +216,14 @@ class JoinEngine:
             except EvaluationError as error:
                 raise MalformedEvent(f"{stream} event does not fit the expressions: {error}") from None
 
+    def keeps(self, index: int, data: Any) -> bool:
+        """Whether :meth:`accept` would keep the event (not malformed, not filtered), without taking it."""
+        try:
+            self.check(index, data)
+            return self.passes_filters(index, data) and (not self.plan.keys or self._key(index, data) is not _MISSING)
+        except MalformedEvent:
+            return False
+
     def passes_filters(self, index: int, data: dict) -> bool:
         """Whether the conditions of ``where`` on this stream alone hold; MalformedEvent if they fail."""
         for condition in self.plan.filters[index]:
@@ -296,6 +305,8 @@ class JoinEngine:
                     outcome.filtered += 1
             except MalformedEvent as error:
                 outcome.malformed.append((entry, str(error)))
+            except Exception as error:  # noqa: BLE001 - an error of our own costs this entry alone
+                outcome.failed.append((entry, error))
         return outcome
 
     def _odd_pair(self, state: WindowState, index: int) -> Callable[[Entry, Entry, bool], None]:
