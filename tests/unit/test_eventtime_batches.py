@@ -119,7 +119,12 @@ def test_the_batch_goes_through_the_arrival_loop_in_one_call_per_window():
     made, out = core(grace=1, dedup=False, native=True)
     calls: list[int] = []
     real = made.mode.accept_many
-    made.mode.accept_many = lambda state, index, entries: calls.append(len(entries)) or real(state, index, entries)  # type: ignore[method-assign]
+    made.mode.accept_many = lambda state, index, entries, **kept: (
+        calls.append(len(entries))
+        or real(  # type: ignore[method-assign]
+            state, index, entries, **kept
+        )
+    )
     made.offer_many(0, [({"tenant_id": "t1", "customer_id": 1, "ts": NOW - 5}, None, None)])
     readings = [{"tenant_id": "t1", "power_use": 1.5, "kwh_use": n, "ts": NOW - 5 + n / 10} for n in range(30)]
     readings += [{"tenant_id": "t1", "power_use": 1.5, "kwh_use": 99, "ts": NOW + 1}]  # the next window

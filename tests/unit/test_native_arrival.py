@@ -332,7 +332,9 @@ def test_a_c_loop_built_for_another_layout_is_named_and_not_used():
 import sys, types
 from joiner.engine import entries
 fake = types.ModuleType("join_kernel")
-fake.__dict__.update(entries.CONTRACT, PROJECTION_AT=4, OPERATORS={"=": 4}, Arrival=object, file_pending=print)
+fake.__dict__.update(
+    entries.CONTRACT, PROJECTION_AT=4, OPERATORS={"=": 4}, Arrival=object, file_pending=print, number_span=print
+)
 sys.modules["join_kernel"] = fake
 from joiner.engine import native
 from joiner.config import config_from_yaml
@@ -347,3 +349,28 @@ print(build_engine(config_from_yaml(open("services/joiner/joiner.yaml").read()))
     assert problem == "join_kernel was built for another entry layout: PROJECTION_AT is 4, not 3"
     assert unused == "True True"
     assert "native" not in described.split("arrival loop:")[1].split(";")[0].replace("not native", ""), described
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    values=st.lists(
+        st.one_of(
+            st.floats(),
+            st.integers(min_value=-(2**70), max_value=2**70),
+            st.booleans(),
+            st.none(),
+            st.text(max_size=2),
+            st.just(10**400),
+            st.just(1.7e308),
+        ),
+        max_size=6,
+    ),
+    without_field=st.booleans(),
+)
+def test_the_span_of_a_batchs_times_is_the_same_in_c_and_in_python(values, without_field):
+    """number_span: what the event-time batch path reads its times with; the C one and the fallback agree."""
+    import join_kernel
+    from joiner.engine.native import _number_span
+
+    entries = [({"ts": value} if not (without_field and n == 0) else {}, None, None) for n, value in enumerate(values)]
+    assert join_kernel.number_span(entries, "ts") == _number_span(entries, "ts")

@@ -16,6 +16,7 @@ from join_kernel._arrival import (
     PROJECTION_AT,
     Arrival,
     file_pending,
+    number_span,
 )
 
 __all__ = [
@@ -28,4 +29,5 @@ __all__ = [
     "PROJECTION_AT",
     "Arrival",
     "file_pending",
+    "number_span",
 ]

@@ -10,6 +10,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 
 #define MAX_FIELDS 64
 #define EXACT_INT 9007199254740992LL /* 2**53: ints up to this compare exactly as doubles */
@@ -680,9 +681,59 @@ file_pending(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* the span of a batch's event times, when every entry's data is a dict whose field `name` is a finite
+   float or int (not bool): (lowest, latest, position of the first latest), else None */
+static PyObject *
+number_span(PyObject *module, PyObject *args)
+{
+    PyObject *entries, *name;
+    (void)module;
+    if (!PyArg_ParseTuple(args, "O!U:number_span", &PyList_Type, &entries, &name))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(entries), latest_at = 0;
+    double lowest = 0.0, latest = 0.0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *entry = PyList_GET_ITEM(entries, i);
+        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) < 1 || !PyDict_CheckExact(PyTuple_GET_ITEM(entry, 0)))
+            Py_RETURN_NONE;
+        PyObject *value = PyDict_GetItemWithError(PyTuple_GET_ITEM(entry, 0), name);
+        double number;
+        if (value == NULL) {
+            if (PyErr_Occurred())
+                return NULL;
+            Py_RETURN_NONE;
+        }
+        if (PyFloat_CheckExact(value)) {
+            number = PyFloat_AS_DOUBLE(value);
+        } else if (PyLong_CheckExact(value)) {
+            number = PyLong_AsDouble(value);
+            if (number == -1.0 && PyErr_Occurred()) {
+                PyErr_Clear(); /* beyond a double: not a time this takes */
+                Py_RETURN_NONE;
+            }
+        } else {
+            Py_RETURN_NONE;
+        }
+        if (!isfinite(number))
+            Py_RETURN_NONE;
+        if (i == 0 || number < lowest)
+            lowest = number;
+        if (i == 0 || number > latest) {
+            latest = number;
+            latest_at = i;
+        }
+    }
+    if (n == 0)
+        Py_RETURN_NONE;
+    return Py_BuildValue("ddn", lowest, latest, latest_at);
+}
+
 static PyMethodDef arrival_functions[] = {
     {"file_pending", file_pending, METH_VARARGS,
      PyDoc_STR("file_pending(buckets, keys, entries): buckets[key].append(entry) in order, then empty both lists")},
+    {"number_span", number_span, METH_VARARGS,
+     PyDoc_STR("number_span(entries, name): (lowest, latest, position of latest) of entry[0][name] when every "
+               "one is a finite float or int, else None")},
     {NULL, NULL, 0, NULL},
 };
 

@@ -23,8 +23,9 @@ from typing import Any
 from joiner.config import JoinerConfig
 from joiner.engine.aggregate import aggregate
 from joiner.engine.dedup import Deduplicator, dedup_key
-from joiner.engine.eventtime import Watermark, event_time, time_problem
-from joiner.engine.join import JoinEngine, WindowState
+from joiner.engine.eventtime import EARLIEST_TIME, LATEST_TIME, Watermark, event_time, time_problem, time_reader
+from joiner.engine.join import Accepted, JoinEngine, WindowState
+from joiner.engine.native import number_span
 from joiner.engine.state import MemoryStore, StateStore
 from joiner.engine.windows import TumblingWindows, Window
 from joiner.handover import snapshot
@@ -87,6 +88,7 @@ class JoinCore:
         self.mode: JoinMode = join_mode(config, engine, self.store, self.stats)
         self.windows = TumblingWindows(config.window_seconds, engine.new_state, self.store)
         self.time_spec = config.event_time
+        self._read_time = time_reader(self.time_spec) if self.time_spec else lambda data, ce_time, arrival: arrival
         self.watermark = Watermark(self.time_spec.grace if self.time_spec else 0.0)
         self.idle_after = (
             (self.time_spec.idle or config.window_seconds + self.time_spec.grace) if self.time_spec else None
@@ -191,6 +193,11 @@ class JoinCore:
         stream = self.streams[index]
         self.last_arrival = now = self.clock()
         answers: list[str | MalformedEvent] = [ACCEPTED] * len(entries)
+        if self.dedup is None:
+            window, state = self.windows.state_at(now)
+            whole = [(data, event_id) for data, event_id, _ in entries]
+            self._outcome(index, window, state, whole, self.mode.accept_many(state, index, whole), answers, share)
+            return answers
         batch: list[_Placed] = []
         for position, (data, event_id, _) in enumerate(entries):
             if self._duplicate(stream, event_id, data):
@@ -216,58 +223,134 @@ class JoinCore:
         arrival = self.clock()
         self.last_arrival = arrival
         answers: list[str | MalformedEvent] = [ACCEPTED] * len(entries)
-        by_window: dict[float, tuple[Window, list[_Placed]]] = {}
+        if self._at_once(index, entries, arrival, answers, share):
+            return answers
+        by_window: dict[float, list[_Placed]] = {}
+        read_time, skew, size, floor = self._read_time, spec.max_future_skew, self.windows.size, math.floor
+        closed = self.windows.closed_through
         highest, first_end = self.watermark.highest, self.windows.earliest_end() or math.inf
+        bound = highest - grace  # what the watermark may have reached before this entry, one by one
         for position, (data, event_id, ce_time) in enumerate(entries):
-            when = event_time(spec, data, ce_time, arrival)
-            if (problem := time_problem(spec, when, arrival)) is not None:
+            when = read_time(data, ce_time, arrival)
+            if when - arrival > skew or not EARLIEST_TIME <= when <= LATEST_TIME:
                 if when > arrival:
                     self.stats.future[stream] += 1
-                answers[position] = MalformedEvent(f"{stream} event: {problem}")
+                answers[position] = MalformedEvent(f"{stream} event: {time_problem(spec, when, arrival)}")
                 continue
-            window = self.windows.window_at(when)
-            bound = highest - grace  # what the watermark may have reached before this entry, one by one
-            if bound >= first_end or (window.end > self.windows.closed_through and bound >= window.end):
+            start = floor(when / size) * size  # as TumblingWindows.window_at
+            end = start + size
+            if bound >= first_end or (end > closed and bound >= end):
                 self._take_run(index, by_window, answers, share)  # a window may close here: close it first
                 by_window = {}
+                closed = self.windows.closed_through
                 highest, first_end = self.watermark.highest, self.windows.earliest_end() or math.inf
-            if self._duplicate(stream, event_id, data):
+                bound = highest - grace
+            if self.dedup is not None and self._duplicate(stream, event_id, data):
                 answers[position] = DUPLICATE
                 continue
-            if window.end <= self.windows.closed_through:
-                answers[position] = self._late(stream, event_id, when, window, data)
+            if end <= closed:
+                answers[position] = self._late(stream, event_id, when, self.windows.window_at(when), data)
                 continue
-            by_window.setdefault(window.start, (window, []))[1].append((position, when, (data, event_id)))
-            highest, first_end = max(highest, when), min(first_end, window.end)
+            placed = by_window.get(start)
+            if placed is None:
+                placed = by_window[start] = []
+            placed.append((position, when, (data, event_id)))
+            if when > highest:
+                highest, bound = when, when - grace
+            if end < first_end:
+                first_end = end
         self._take_run(index, by_window, answers, share)
         return answers
 
-    def _take_run(
+    def _at_once(
         self,
         index: int,
-        by_window: dict[float, tuple[Window, list[_Placed]]],
+        entries: list[tuple[Any, str | None, str | None]],
+        arrival: float,
         answers: list[str | MalformedEvent],
         share: int,
+    ) -> bool:
+        """The common batch, taken without a step per entry in Python: every event time a number of epoch
+        seconds in the field, all in one window that is open, no dedup, and the batch's latest time minus
+        grace short of every open window's end (so nothing closes, nothing is late, within it). False,
+        having done nothing, for any other batch."""
+        spec = self.time_spec
+        if self.dedup is not None or spec is None or len(spec.field) != 1 or spec.format not in ("auto", "epoch_s"):
+            return False
+        name = spec.field[0]
+        span = number_span(entries, name)
+        if span is None:
+            return False
+        lowest, latest, _ = span
+        # epoch milliseconds in auto format, and times a window cannot hold, take the exact path
+        if (
+            lowest < EARLIEST_TIME
+            or latest > LATEST_TIME
+            or latest >= 100_000_000_000
+            or latest - arrival > spec.max_future_skew
+        ):
+            return False
+        size = self.windows.size
+        start = math.floor(lowest / size) * size
+        end = start + size
+        if math.floor(latest / size) * size != start or end <= self.windows.closed_through:
+            return False
+        if max(self.watermark.highest, latest) - self.watermark.grace >= min(end, self.windows.earliest_end() or end):
+            return False
+        window, state = self.windows.state_at(lowest)
+        batch = [(data, event_id) for data, event_id, _ in entries]
+        outcome = self.mode.accept_many(state, index, batch, kept=True)
+        self._outcome(index, window, state, batch, outcome, answers, share)
+        # only events that can be joined move the watermark: the latest of those the loop kept
+        kept = number_span(outcome.kept, name)
+        if kept is not None:
+            self._observe(kept[1])
+        return True
+
+    def _take_run(
+        self, index: int, by_window: dict[float, list[_Placed]], answers: list[str | MalformedEvent], share: int
     ) -> None:
         kept: list[_Placed] = []
-        for _, placed in by_window.values():
+        for placed in by_window.values():
             self._take(index, placed[0][1], placed, answers, share)
             kept += placed
-        # only events that can be joined move the watermark: the latest of the run that the join kept
-        for position, when, (data, _) in sorted(kept, key=lambda item: item[1], reverse=True):
+        self._observe_latest_kept(index, kept, answers)
+
+    def _observe_latest_kept(self, index: int, placed: list[_Placed], answers: list[str | MalformedEvent]) -> None:
+        """Only events that can be joined move the watermark: the latest of ``placed`` that the join kept
+        (most often the latest of all, so that one is tried before the others are sorted)."""
+        if not placed:
+            return
+        latest = max(placed, key=lambda item: item[1])
+        for position, when, (data, _) in [latest, *sorted(placed, key=lambda item: item[1], reverse=True)]:
             if not isinstance(answers[position], MalformedEvent) and self.mode.keeps(index, data):
                 self._observe(when)
-                break
+                return
 
     def _take(
         self, index: int, at: float, placed: list[_Placed], answers: list[str | MalformedEvent], share: int
     ) -> None:
         """One window's share of a batch (the window that holds the time ``at``), through the join mode's
         loop in one call."""
-        stream = self.streams[index]
         window, state = self.windows.state_at(at)
         batch = [entry for _, _, entry in placed]
         outcome = self.mode.accept_many(state, index, batch)
+        self._outcome(index, window, state, batch, outcome, answers, share, [position for position, _, _ in placed])
+
+    def _outcome(
+        self,
+        index: int,
+        window: Window,
+        state: WindowState,
+        batch: list[tuple[Any, str | None]],
+        outcome: Accepted,
+        answers: list[str | MalformedEvent],
+        share: int,
+        positions: list[int] | None = None,
+    ) -> None:
+        """Count what the loop took, split the window if full, answer what it refused (``positions``: the
+        answer of each entry of ``batch``, when not the same)."""
+        stream = self.streams[index]
         if outcome.accepted:  # a Counter keeps a key added with 0: /stats would show streams with none
             self.stats.accepted[stream] += outcome.accepted
         if outcome.filtered:
@@ -275,7 +358,9 @@ class JoinCore:
         state.bytes += share * outcome.accepted
         self._split_if_full(window, state)
         # the engine counts filtered events but does not name them: both are answered SUCCESS
-        where = {id(entry): position for entry, (position, _, _) in zip(batch, placed)}
+        if not outcome.malformed and not outcome.failed:
+            return
+        where = {id(entry): positions[n] if positions else n for n, entry in enumerate(batch)}
         for entry, reason in outcome.malformed:
             answers[where[id(entry)]] = MalformedEvent(reason)
         for entry, error in outcome.failed:
@@ -349,8 +434,7 @@ class JoinCore:
         for window, state in self.windows.close_due(when):
             self._close(window, state)
         if math.isfinite(self.windows.closed_through):
-            # an on-time event may still come for the window that holds closed_through, from its start
-            self.mode.closed_through(self.windows.window_at(self.windows.closed_through).start)
+            self.mode.closed_through(self.windows)
 
     # -- handover of open windows (state.store): see joiner.handover ---------------------------------
 

@@ -16,7 +16,7 @@ from joiner.config import JoinerConfig, TableJoinConfig
 from joiner.engine.join import Accepted, Entry, JoinEngine, WindowState, key_from_json, key_to_json
 from joiner.engine.state import StateStore
 from joiner.engine.table import VersionedTable
-from joiner.engine.windows import Window
+from joiner.engine.windows import TumblingWindows, Window
 from joiner.stats import Stats
 from streaming_runtime.expressions import compile_expression
 from streaming_runtime.logs import printable
@@ -39,8 +39,8 @@ class JoinMode(Protocol):
     def accept(self, state: WindowState, index: int, data: Any, event_id: str | None, when: float) -> bool:
         """Buffer one event in its window's ``state``: KEPT or FILTERED_OUT; raises MalformedEvent."""
 
-    def accept_many(self, state: WindowState, index: int, entries: list[Entry]) -> Accepted:
-        """A batch, when :attr:`batches`."""
+    def accept_many(self, state: WindowState, index: int, entries: list[Entry], *, kept: bool = False) -> Accepted:
+        """A batch, when :attr:`batches` (``kept``: say which entries it kept)."""
 
     def keeps(self, index: int, data: Any) -> bool:
         """Whether :meth:`accept` would keep the event, without taking it (when :attr:`batches`)."""
@@ -48,8 +48,9 @@ class JoinMode(Protocol):
     def close(self, window: Window, state: WindowState) -> tuple[int, int]:
         """Make the window's rows (into ``state``); the unmatched events per stream, for the log."""
 
-    def closed_through(self, start: float) -> None:
-        """No on-time event can come for a window before ``start`` any more."""
+    def closed_through(self, windows: TumblingWindows) -> None:
+        """``windows`` were closed through ``windows.closed_through``: no on-time event can come for a
+        window before the one that holds it any more."""
 
     def held(self, state: WindowState) -> dict[str, list[list[Any]]]:
         """A window's buffered events, as a handover keeps them."""
@@ -84,8 +85,8 @@ class WindowJoin:
     def accept(self, state: WindowState, index: int, data: Any, event_id: str | None, when: float) -> bool:
         return self.engine.accept(state, index, data, event_id)
 
-    def accept_many(self, state: WindowState, index: int, entries: list[Entry]) -> Accepted:
-        return self.engine.accept_many(state, index, entries)
+    def accept_many(self, state: WindowState, index: int, entries: list[Entry], *, kept: bool = False) -> Accepted:
+        return self.engine.accept_many(state, index, entries, kept=kept)
 
     def keeps(self, index: int, data: Any) -> bool:
         return self.engine.keeps(index, data)
@@ -97,7 +98,7 @@ class WindowJoin:
                 self.stats.unmatched[name] += count
         return unmatched
 
-    def closed_through(self, start: float) -> None:
+    def closed_through(self, windows: TumblingWindows) -> None:
         pass
 
     def held(self, state: WindowState) -> dict[str, list[list[Any]]]:
@@ -153,7 +154,7 @@ class TableJoin:
     def accept(self, state: WindowState, index: int, data: Any, event_id: str | None, when: float) -> bool:
         return self.versions.accept(state, data, event_id, when)
 
-    def accept_many(self, state: WindowState, index: int, entries: list[Entry]) -> Accepted:
+    def accept_many(self, state: WindowState, index: int, entries: list[Entry], *, kept: bool = False) -> Accepted:
         raise TypeError("a table join takes events one by one, each at its time")
 
     def keeps(self, index: int, data: Any) -> bool:
@@ -176,8 +177,9 @@ class TableJoin:
             )
         return (0, 0)
 
-    def closed_through(self, start: float) -> None:
-        self.versions.prune(start)
+    def closed_through(self, windows: TumblingWindows) -> None:
+        # an on-time event may still come for the window that holds closed_through, from its start
+        self.versions.prune(windows.window_at(windows.closed_through).start)
 
     def held(self, state: WindowState) -> dict[str, list[list[Any]]]:
         # the joined stream's events with their times; no table events are held in windows

@@ -88,6 +88,7 @@ class Accepted:
     filtered: int = 0
     malformed: list[tuple[Entry, str]] = field(default_factory=list)  # (the entry given, reason)
     failed: list[tuple[Entry, Exception]] = field(default_factory=list)  # an error of our own met on the entry
+    kept: list[Entry] = field(default_factory=list)  # with accept_many(kept=True): the entries buffered
 
 
 class JoinEngine:
@@ -277,9 +278,12 @@ class JoinEngine:
 
     # -- arrival: many events, generated loop ---------------------------------------------------
 
-    def accept_many(self, state: WindowState, index: int, entries: list[Entry]) -> Accepted:
-        """Take a batch of ``(data, id)`` of stream ``index``; malformed ones are reported, not raised."""
+    def accept_many(self, state: WindowState, index: int, entries: list[Entry], *, kept: bool = False) -> Accepted:
+        """Take a batch of ``(data, id)`` of stream ``index``; malformed ones are reported, not raised.
+        ``kept``: also say which were kept (``Accepted.kept``: their entries as buffered, ``entry[0]`` the
+        event), for the watermark, which only they move."""
         outcome = Accepted()
+        held = (len(state.pending[index][1]), len(state.odd[index]))  # every kept event is appended to one
         slow: list[Entry] = entries
         generated = self._generated[index]
         if generated is not None:
@@ -307,6 +311,8 @@ class JoinEngine:
                 outcome.malformed.append((entry, str(error)))
             except Exception as error:  # noqa: BLE001 - an error of our own costs this entry alone
                 outcome.failed.append((entry, error))
+        if kept:  # this stream's pending and odd events only grow while it arrives
+            outcome.kept = state.pending[index][1][held[0] :] + state.odd[index][held[1] :]
         return outcome
 
     def _odd_pair(self, state: WindowState, index: int) -> Callable[[Entry, Entry, bool], None]:

@@ -32,17 +32,33 @@ def _file_pending(buckets: dict[Any, list], keys: list, entries: list) -> None:
     entries.clear()
 
 
+def _number_span(entries: list[tuple], name: str) -> tuple[float, float, int] | None:
+    """(lowest, latest, position of the first latest) of ``entry[0][name]`` when each is a finite float or
+    int (not bool) in a dict, else None: the event times of a batch, in one pass."""
+    values: list[Any] = [entry[0].get(name) if entry[0].__class__ is dict else None for entry in entries]
+    if not values or not set(map(type, values)) <= {float, int}:
+        return None
+    try:
+        numbers = [float(value) for value in values]
+    except OverflowError:  # an integer beyond a float
+        return None
+    if not all(map(math.isfinite, numbers)):
+        return None
+    latest = max(numbers)
+    return min(numbers), latest, numbers.index(latest)
+
+
 try:
     import join_kernel
-    from join_kernel import OPERATORS, Arrival, file_pending
+    from join_kernel import OPERATORS, Arrival, file_pending, number_span
 except ImportError as error:  # the package is built with the joiner; a broken build must not stop the service
-    OPERATORS, Arrival, file_pending = {}, None, _file_pending
+    OPERATORS, Arrival, file_pending, number_span = {}, None, _file_pending, _number_span
     UNAVAILABLE = f"join_kernel is not importable ({error})"
 else:
     # a C loop built for another entry layout would read the wrong slots: it is not used at all then
     UNAVAILABLE = contract_problem(join_kernel)
     if UNAVAILABLE:
-        OPERATORS, Arrival, file_pending = {}, None, _file_pending
+        OPERATORS, Arrival, file_pending, number_span = {}, None, _file_pending, _number_span
 _MIRRORED = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "=": "=", "!=": "!="}
 
 
