@@ -1,7 +1,8 @@
 """Event time on the fast path: a batch given to ``offer_many`` gives what the same events given one by one
 to ``offer`` give — the same answers, the same windows closed in the same order with the same rows, the
 same late events, counters, watermark and dedup memory — whatever the disorder, the grace, the cuts of
-the batches, the duplicates and the malformed events among them, with the C loop and without it."""
+the batches, the duplicates and the malformed events among them, with the C loop and without it; and each
+window's rows are those the naive plan (every pair, by jsonata-python) makes of the events it took."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from joiner.config import config_from_yaml
+from joiner.config import JoinerConfig, config_from_yaml
 from joiner.core import ACCEPTED, FILTERED, JoinCore
-from joiner.engine.join import JoinEngine
+from joiner.engine.join import JoinEngine, naive_join
 from streaming_runtime.errors import MalformedEvent
+from streaming_runtime.expressions import Expression
 
 NOW = 1_000_000.0  # the clock during the test; event times are around it
 SPEC = {
@@ -113,6 +115,31 @@ def test_a_batch_in_event_time_is_taken_as_its_events_one_by_one(events, cuts, g
 
     expected = _state(one, one_out, [_answer(a) for a in answers])
     assert _state(many, many_out, [_answer(a) for a in batched]) == expected
+    assert _windows(one_out) == _naive_windows(one, events, answers)
+
+
+def _windows(out: list) -> dict[str, list[str]]:
+    return {item[1]: item[2] for item in out if item[0] == "window"}
+
+
+def _naive_windows(made: JoinCore, events: list, answers: list) -> dict[str, list[str]]:
+    """What the naive plan (every pair, by jsonata-python) makes of each window's events: those the core
+    took into it (accepted or filtered; not late, duplicate or malformed), by the window of their time."""
+    taken: dict[str, tuple[list, list]] = {}
+    for (index, data, _), answer in zip(events, answers):
+        if answer in (ACCEPTED, FILTERED):
+            window = made.windows.window_at(float(data["ts"])).id
+            taken.setdefault(window, ([], []))[index].append(data)
+    config = made.config
+    made_rows = {
+        window: sorted(json.dumps(row) for row in naive_join(config.streams, *_expressions(config), *sides).rows)
+        for window, sides in taken.items()
+    }
+    return {window: rows for window, rows in made_rows.items() if rows}
+
+
+def _expressions(config: JoinerConfig) -> tuple[Expression, Expression]:
+    return config.compiled_where(), config.compiled_select()
 
 
 def test_the_batch_goes_through_the_arrival_loop_in_one_call_per_window():
