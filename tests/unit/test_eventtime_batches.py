@@ -13,12 +13,14 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import joiner.core as core_module
 from joiner.config import JoinerConfig, config_from_yaml
 from joiner.core import ACCEPTED, FILTERED, JoinCore
 from joiner.engine.join import JoinEngine, naive_join
 from streaming_runtime.errors import MalformedEvent
 from streaming_runtime.expressions import Expression
 
+HALVES_FROM = core_module.HALVES_FROM
 NOW = 1_000_000.0  # the clock during the test; event times are around it
 SPEC = {
     "window": "10s",
@@ -90,8 +92,9 @@ def _state(made: JoinCore, out: list, answers: list) -> dict[str, Any]:
     grace=st.sampled_from([0, 1, 5]),
     dedup=st.booleans(),
     native=st.booleans(),
+    halves_from=st.sampled_from([2, 3, core_module.HALVES_FROM]),
 )
-def test_a_batch_in_event_time_is_taken_as_its_events_one_by_one(events, cuts, grace, dedup, native):
+def test_a_batch_in_event_time_is_taken_as_its_events_one_by_one(events, cuts, grace, dedup, native, halves_from):
     one, one_out = core(grace, dedup, native)
     answers = []
     for index, data, event_id in events:
@@ -104,13 +107,18 @@ def test_a_batch_in_event_time_is_taken_as_its_events_one_by_one(events, cuts, g
     many, many_out = core(grace, dedup, native)
     batched: list = []
     position, cut = 0, 0
-    while position < len(events):
-        index = events[position][0]
-        end = position
-        while end < len(events) and events[end][0] == index and end - position < cuts[cut % len(cuts)]:
-            end += 1
-        batched += many.offer_many(index, [(data, event_id, None) for _, data, event_id in events[position:end]])
-        position, cut = end, cut + 1
+    core_module.HALVES_FROM = halves_from  # batches this test makes are short: halve them too
+    try:
+        while position < len(events):
+            index = events[position][0]
+            end = position
+            while end < len(events) and events[end][0] == index and end - position < cuts[cut % len(cuts)]:
+                end += 1
+            entries = [(data, event_id, None) for _, data, event_id in events[position:end]]
+            batched += many.offer_many(index, entries)
+            position, cut = end, cut + 1
+    finally:
+        core_module.HALVES_FROM = HALVES_FROM
     many.flush()
 
     expected = _state(one, one_out, [_answer(a) for a in answers])

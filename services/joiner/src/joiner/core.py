@@ -36,7 +36,8 @@ from streaming_runtime.logs import ErrorReport, printable
 
 log = logging.getLogger("joiner")
 
-_Placed = tuple[int, float, tuple[Any, str | None]]  # an entry of a batch: (position, event time, (data, id))
+_Placed = tuple[int, float, tuple[Any, str | None]]
+HALVES_FROM = 64  # entries: an event-time batch that cannot be taken at once is halved down to this  # an entry of a batch: (position, event time, (data, id))
 
 __all__ = ["ACCEPTED", "DUPLICATE", "FILTERED", "LATE", "TABLE", "JoinCore", "LateEvent", "build_engine"]
 
@@ -225,6 +226,11 @@ class JoinCore:
         answers: list[str | MalformedEvent] = [ACCEPTED] * len(entries)
         if self._at_once(index, entries, arrival, answers, share):
             return answers
+        if len(entries) >= HALVES_FROM and self.dedup is None:
+            # a batch across a window's end (a backfill's batches are long): each half is again one batch, as
+            # consecutive batches are the events one by one; only the part near the end takes the loop below
+            middle = len(entries) // 2
+            return self._offer_timed(index, entries[:middle], share) + self._offer_timed(index, entries[middle:], share)
         by_window: dict[float, list[_Placed]] = {}
         read_time, skew, size, floor = self._read_time, spec.max_future_skew, self.windows.size, math.floor
         closed = self.windows.closed_through
