@@ -104,8 +104,9 @@ images: ## build the three service images as REGISTRY/<service>:TAG (default pow
 lint-docker: setup-python ## hadolint on every Dockerfile
 	@.venv/bin/hadolint services/*/Dockerfile
 
-bench: setup-e2e ## benchmarks: the join engine (naive / engine / DuckDB), one delivery in-process, the pipeline on real Dapr, a poison flood
+bench: setup-e2e ## benchmarks: the join engine (naive / engine / DuckDB), a backfill (replay / DuckDB), one delivery in-process, the pipeline on real Dapr, a poison flood
 	@$(PY) bench/engine.py
+	@$(PY) bench/backfill.py
 	@$(PY) bench/delivery.py
 	@$(PY) bench/pipeline.py
 	@$(PY) bench/poison_flood.py

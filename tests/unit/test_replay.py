@@ -219,26 +219,27 @@ def test_a_value_the_joiner_calls_poison_is_skipped_with_its_reason(tmp_path, va
 
 def test_an_unexpected_error_on_one_line_is_reported_in_one_line_and_the_replay_goes_on(tmp_path, monkeypatch):
     import joiner.replay as module
+    from joiner.engine.join import JoinEngine
 
-    def offer(self, index, data, *rest):
+    def check(self, index, data):  # met by the core on one entry of a batch, alone or in a batch
         if "crash_offer" in data:
             raise RuntimeError("offer broke\nhere")
-        return real_offer(self, index, data, *rest)
+        return real_check(self, index, data)
 
     def event_time(spec, data, *rest):
         if "crash_parse" in data:
             raise KeyError("parse")
         return real_event_time(spec, data, *rest)
 
-    real_offer, real_event_time = module.JoinCore.offer, module.event_time
-    monkeypatch.setattr(module.JoinCore, "offer", offer)
+    real_check, real_event_time = JoinEngine.check, module.event_time
+    monkeypatch.setattr(JoinEngine, "check", check)
     monkeypatch.setattr(module, "event_time", event_time)
     poweruse = fixture_with(
         tmp_path,
         "poweruse.jsonl",
         {
             2: b'{"ts": 1700000003, "crash_offer": 1}',
-            5: b'{"ts": 1700000003, "crash_parse": 1}',
+            5: b'{"ts": "2023-11-14T22:13:23Z", "crash_parse": 1}',  # a time in text: through event_time
         },
     )
     out, late, err = replay_files(INPUTS[0][1], poweruse)
@@ -309,3 +310,16 @@ def test_the_cli_over_bad_lines_exits_0_without_a_traceback(tmp_path):
     assert "Traceback" not in result.stderr
     assert result.stdout == CLEAN_OUT and late.read_text() == CLEAN_LATE
     assert_each_bad_line_reported(result.stderr, tmp_path)
+
+
+def test_blocks_of_lines_batches_and_buffered_output_change_nothing_not_even_the_order_of_skipped_lines(
+    tmp_path, monkeypatch
+):
+    import joiner.replay as module
+
+    tenants, poweruse = mixed_files(tmp_path)
+    whole = replay_files(tenants, poweruse)
+    monkeypatch.setattr(module, "BLOCK_BYTES", 1)  # a line per block: skipped lines met a block later
+    monkeypatch.setattr(module, "BATCH_EVENTS", 1)
+    monkeypatch.setattr(module, "OUTPUT_BYTES", 1)
+    assert replay_files(tenants, poweruse) == whole

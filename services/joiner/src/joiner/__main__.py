@@ -1,9 +1,6 @@
 import gc
 import sys
 
-from joiner.app import JoinerSettings, create_app
-from streaming_runtime.service import serve
-
 
 def main() -> None:
     # windows hold many small objects: with the default thresholds the collector would run every
@@ -17,6 +14,10 @@ def main() -> None:
         from joiner.explain import main as explain
 
         raise SystemExit(explain(sys.argv[2:]))
+    # the web app and the Dapr SDK only where the service runs: the tools above start without them
+    from joiner.app import JoinerSettings, create_app
+    from streaming_runtime.service import serve
+
     serve("joiner", JoinerSettings, create_app)
 
 
