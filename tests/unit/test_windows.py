@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from joiner.engine.windows import TumblingWindows, Window
 
@@ -231,3 +233,27 @@ def test_states_lists_every_open_state():
     assert sorted(windows.states()) == [["e1", "e2"], ["e3"]]
     windows.close_due(20.0)
     assert windows.states() == [["e3"]]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from(["open", "due", "split", "reopen", "all"]), st.integers(0, 200)), max_size=30
+    )
+)
+def test_the_oldest_open_windows_end_is_kept_through_every_change(steps):
+    """earliest_end is kept as windows open and close (close_due relies on it to skip its scan)."""
+    windows = TumblingWindows(10, dict)
+    for step, at in steps:
+        if step == "open":
+            windows.state_at(float(at))
+        elif step == "due":
+            windows.close_due(float(at))
+        elif step == "split" and windows.open_count:
+            windows.split(windows.open_windows()[0][0])
+        elif step == "reopen":
+            windows.reopen(windows.window_at(float(at)))
+        elif step == "all":
+            windows.close_all()
+        ends = [window.end for window, _ in windows.open_windows()]
+        assert windows.earliest_end() == (min(ends) if ends else None)

@@ -47,6 +47,9 @@ class TumblingWindows(Generic[S]):
         self._new_state = new_state
         self._store = store if store is not None else MemoryStore()
         self.closed_through = -math.inf  # every window ending at or before this has been closed
+        # the end of the oldest open window (inf: none), kept as windows open and close: close_due runs
+        # after every event-time batch and most often has nothing to close
+        self._first_end = math.inf
 
     def window_at(self, when: float) -> Window:
         start = math.floor(when / self.size) * self.size
@@ -59,6 +62,7 @@ class TumblingWindows(Generic[S]):
         if entry is None:
             entry = (Window(start, start + self.size), self._new_state())
             self._store.put(NAMESPACE, start, entry)
+            self._first_end = min(self._first_end, start + self.size)
         return entry
 
     def is_late(self, when: float) -> bool:
@@ -71,8 +75,15 @@ class TumblingWindows(Generic[S]):
         ``now`` is the clock in processing time, the watermark in event time."""
         if now > self.closed_through:
             self.closed_through = now
+        if now < self._first_end:
+            return []
         due = sorted(cast(float, start) for start, (window, _) in self._store.items(NAMESPACE) if window.end <= now)
-        return [self._store.pop(NAMESPACE, start) for start in due]
+        closed = [self._store.pop(NAMESPACE, start) for start in due]
+        self._recount()
+        return closed
+
+    def _recount(self) -> None:
+        self._first_end = min((window.end for _, (window, _) in self._store.items(NAMESPACE)), default=math.inf)
 
     def split(self, window: Window) -> tuple[Window, S]:
         """Close ``window`` early and continue its time range in a fresh state (next part)."""
@@ -89,6 +100,7 @@ class TumblingWindows(Generic[S]):
         ]
         if closed and closed[-1][0].end > self.closed_through:
             self.closed_through = closed[-1][0].end
+        self._first_end = math.inf
         return closed
 
     def open_windows(self) -> list[tuple[Window, S]]:
@@ -102,11 +114,12 @@ class TumblingWindows(Generic[S]):
         if entry is None:
             entry = (window, self._new_state())
             self._store.put(NAMESPACE, window.start, entry)
+            self._first_end = min(self._first_end, window.end)
         return entry[1]
 
     def earliest_end(self) -> float | None:
         """The end of the oldest open window (None when none is open)."""
-        return min((window.end for _, (window, _) in self._store.items(NAMESPACE)), default=None)
+        return self._first_end if math.isfinite(self._first_end) else None
 
     @property
     def open_count(self) -> int:
