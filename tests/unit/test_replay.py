@@ -218,7 +218,7 @@ def test_a_value_the_joiner_calls_poison_is_skipped_with_its_reason(tmp_path, va
 
 
 def test_an_unexpected_error_on_one_line_is_reported_in_one_line_and_the_replay_goes_on(tmp_path, monkeypatch):
-    import joiner.replay as module
+    import joiner.replay.inputs as inputs  # where Reader looks event_time up
     from joiner.engine.join import JoinEngine
 
     def check(self, index, data):  # met by the core on one entry of a batch, alone or in a batch
@@ -231,9 +231,9 @@ def test_an_unexpected_error_on_one_line_is_reported_in_one_line_and_the_replay_
             raise KeyError("parse")
         return real_event_time(spec, data, *rest)
 
-    real_check, real_event_time = JoinEngine.check, module.event_time
+    real_check, real_event_time = JoinEngine.check, inputs.event_time
     monkeypatch.setattr(JoinEngine, "check", check)
-    monkeypatch.setattr(module, "event_time", event_time)
+    monkeypatch.setattr(inputs, "event_time", event_time)
     poweruse = fixture_with(
         tmp_path,
         "poweruse.jsonl",
@@ -315,11 +315,11 @@ def test_the_cli_over_bad_lines_exits_0_without_a_traceback(tmp_path):
 def test_blocks_of_lines_batches_and_buffered_output_change_nothing_not_even_the_order_of_skipped_lines(
     tmp_path, monkeypatch
 ):
-    import joiner.replay as module
+    from joiner.replay import inputs, output, run
 
     tenants, poweruse = mixed_files(tmp_path)
     whole = replay_files(tenants, poweruse)
-    monkeypatch.setattr(module, "BLOCK_BYTES", 1)  # a line per block: skipped lines met a block later
-    monkeypatch.setattr(module, "BATCH_EVENTS", 1)
-    monkeypatch.setattr(module, "OUTPUT_BYTES", 1)
+    monkeypatch.setattr(inputs, "BLOCK_BYTES", 1)  # a line per block: skipped lines met a block later
+    monkeypatch.setattr(run, "BATCH_EVENTS", 1)
+    monkeypatch.setattr(output, "OUTPUT_BYTES", 1)
     assert replay_files(tenants, poweruse) == whole

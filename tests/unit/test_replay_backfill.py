@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-import joiner.replay as module
 from joiner.config import config_from_yaml
 from joiner.core import JoinCore, build_engine
 from joiner.engine.eventtime import event_time
+from joiner.replay import decode, output, replay, run
+from joiner.replay.inputs import BLOCK_BYTES, Block, Reader
 from streaming_runtime.cloudevents import loads
 from streaming_runtime.errors import MalformedEvent
 from streaming_runtime.values import value_problem
@@ -31,7 +32,7 @@ WINDOW_CONFIG = (DATA / "joiner-window.yaml").read_text()
 def replay_paths(config: str, inputs: list[tuple[str, Path]]) -> tuple[str, str, str]:
     out, late, err = io.StringIO(), io.StringIO(), io.StringIO()
     with contextlib.redirect_stderr(err):
-        assert module.replay(config, inputs, out, late, "x") == 0
+        assert replay(config, inputs, out, late, "x") == 0
     return out.getvalue(), late.getvalue(), err.getvalue()
 
 
@@ -44,8 +45,8 @@ def one_at_a_time(config_text: str, inputs: list[tuple[str, Path]]) -> tuple[str
     core = JoinCore(
         config,
         build_engine(config),
-        on_window=lambda window, rows: print(module.window_line(window, rows).decode(), file=out),
-        on_late=lambda event: print(module.dumps(module._late_record(event)).decode(), file=late),
+        on_window=lambda window, rows: print(output.window_line(window, rows).decode(), file=out),
+        on_late=lambda event: print(output.dumps(output.late_record(event)).decode(), file=late),
         clock=lambda: now[0],
     )
 
@@ -155,9 +156,9 @@ def exactly(raw: bytes) -> tuple | str | None:
 @pytest.mark.parametrize("raw", LINES, ids=range(len(LINES)))
 def test_the_fast_decoder_reads_and_refuses_as_the_live_joiner_does(raw):
     try:
-        fast: tuple | str | None = (module._FLAT.decode(raw),)
+        fast: tuple | str | None = (decode.FLAT.decode(raw),)
     except Exception:  # noqa: BLE001
-        fast = module.decode_exactly(raw)
+        fast = decode.decode_exactly(raw)
     expected = exactly(raw)
     assert fast == expected
     if isinstance(expected, tuple):  # the same types too (1 is not 1.0, and -0.0 keeps its sign)
@@ -174,10 +175,10 @@ def test_the_inline_event_time_is_event_time(tmp_path, ts):
     path.write_text(json.dumps({"ts": ts}) + "\n")
     windows = JoinCore(config, build_engine(config), on_window=lambda *_: None).windows
     skipped: list[str] = []
-    reader = module.Reader(path, config.event_time, windows.window_at, windows.size, skipped.append)
+    reader = Reader(path, config.event_time, windows.window_at, windows.size, skipped.append)
     times = [when for block in reader.blocks() for when in block.times]
     expected = event_time(config.event_time, {"ts": ts}, None, float("nan"))
-    if module.time_reason(expected, config.event_time, windows.window_at) is None:
+    if decode.time_reason(expected, config.event_time, windows.window_at) is None:
         assert times == [expected] and type(times[0]) is float
     else:
         assert times == [] and len(skipped) == 1
@@ -199,7 +200,7 @@ def test_progress_every_few_seconds_and_none_in_a_short_run(monkeypatch):
     inputs = [("tenants", DATA / "tenants.jsonl"), ("poweruse", DATA / "poweruse.jsonl")]
     quiet = replay_paths(WINDOW_CONFIG, inputs)[2]
     assert "events read" not in quiet
-    monkeypatch.setattr(module, "PROGRESS_SECONDS", 0.0)
+    monkeypatch.setattr(run, "PROGRESS_SECONDS", 0.0)
     *progress, summary = [line for line in replay_paths(WINDOW_CONFIG, inputs)[2].splitlines() if "replay:" in line]
     assert progress and all("events read" in line and "windows closed" in line for line in progress)
     assert progress[-1].startswith("replay: 12 events read, 1 windows closed, ") and progress[-1].endswith(" events/s")
@@ -240,11 +241,11 @@ def test_a_file_is_read_a_block_at_a_time_not_whole(tmp_path):
     line = '{"ts": 1700000003, "tenant_id": "A", "power_use": 1.2, "kwh_use": 10}\n'
     path.write_text(line * 100_000)  # 7 MB
     windows = JoinCore(config, build_engine(config), on_window=lambda *_: None).windows
-    reader = module.Reader(path, config.event_time, windows.window_at, windows.size, print)
+    reader = Reader(path, config.event_time, windows.window_at, windows.size, print)
     blocks = reader.blocks()
     first = next(blocks)
     # the first block is handed on once the second is read (for the lines skipped after its last good one)
-    assert len(first.times) < module.BLOCK_BYTES // len(line) + 2 and reader.events < 2 * len(first.times) + 2
+    assert len(first.times) < BLOCK_BYTES // len(line) + 2 and reader.events < 2 * len(first.times) + 2
     assert sum(len(block.times) for block in blocks) + len(first.times) == 100_000
 
 
@@ -276,15 +277,13 @@ def test_a_whole_block_reads_as_its_lines_do(tmp_path, monkeypatch, text):
 
     def read() -> tuple[list, list[str]]:
         skipped: list[str] = []
-        reader = module.Reader(path, config.event_time, windows.window_at, windows.size, skipped.append)
+        reader = Reader(path, config.event_time, windows.window_at, windows.size, skipped.append)
         blocks = [(b.times, list(b.numbers), b.data, b.after) for b in reader.blocks()]
         return blocks, skipped
 
     whole = read()
-    monkeypatch.setattr(module.Reader, "_whole", lambda *_: None)
+    monkeypatch.setattr(Reader, "_whole", lambda *_: None)
     assert whole == read()
     if text == BLOCKS["clean"]:  # and the clean block did take the whole-block path
         monkeypatch.undo()
-        assert isinstance(
-            module.Reader(path, config.event_time, windows.window_at, 20, print)._whole(text, 0), module.Block
-        )
+        assert isinstance(Reader(path, config.event_time, windows.window_at, 20, print)._whole(text, 0), Block)
