@@ -1,43 +1,75 @@
 """Pipeline benchmark: readings through real daprd sidecars, RabbitMQ and Redis into the joiner.
 
-    python bench/pipeline.py [--readings 20000] [--window 2s]
+    python bench/pipeline.py [--readings 20000] [--window 2s] [--grace 1s] [--runs bulk,event-time]
+                             [--batch 100] [--await-ms 40] [--no-baseline]
 
-Runs the suite of dapr.yaml twice on this machine (private brokers, free ports): once with the
-poweruse Subscription's bulkSubscribe off, once on. poweruse-gen publishes N readings as fast as it
-can, in bulk publishes of 100 (so the producer is not the limit); tenants-gen publishes the five
-tenants every 200 ms. Reported per run:
+Runs the suite of dapr.yaml on this machine (private brokers, free ports) once per run named in ``--runs``:
 
-* events/s accepted by the joiner (readings accepted or filtered, from first to last, from its /stats);
-* latency from a window's end to billable-proc receiving its rows (p50, p99, from billable-proc's /stats);
-* CPU seconds used by each process during the run (from /proc), to show which one is the bottleneck.
+* ``single``: the poweruse Subscription's bulkSubscribe off, windows by processing time;
+* ``bulk``: bulkSubscribe on (100), windows by processing time;
+* ``event-time``: bulkSubscribe on, windows by event time: ``JOINER_TIME_FIELD=ts`` (epoch ms), grace
+  ``--grace``. Both generators put ``"ts": $timestamp`` in their messages, in every run (so every run
+  publishes the same JSON): the reading's own time, which replay finds in the data too, rather than the
+  CloudEvent time, which the publisher's sidecar sets when it wraps the message (a publish retried after
+  an outage would land in a later window).
+
+poweruse-gen publishes N readings as fast as it can, in bulk publishes of ``--batch``; tenants-gen publishes
+the five tenants every 200 ms. Then, in the same run, the physical reference: a private RabbitMQ server like the
+one the suite uses, the same N readings published and consumed by aio-pika without Dapr
+(bench/rabbit_baseline.py), confirms awaited per message (as Dapr's component does) and per batch of 100.
+Dapr carries each reading in a CloudEvent (its JSON inside an envelope); the baseline sends the JSON alone.
+
+Reported per run:
+
+* events/s accepted by the joiner (readings accepted or filtered, from first to last, from its /stats), and
+  its ratio to the baseline's msgs/s;
+* latency p50/p99, from billable-proc's /stats: its receipt of a window's rows minus the moment the window
+  could close at the earliest: its end in processing time, its end + grace in event time (the watermark, the
+  highest event time seen minus grace, must pass the end); the event-time line also gives it from the end.
+  Only windows that could close while readings came in count: before and after, an event-time window waits
+  for the next tenant (every 200 ms) to move the watermark. Split in two: *to arrival* (close, join, the
+  invocation through both sidecars, until billable-proc's route starts) and *billing* (billable-proc's own
+  part: reading the rows, its record of billed calls in the state store);
+* CPU used by each process during the run (from /proc), as a share of one core, and their sum.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import yaml
+from rabbit_baseline import run_baseline
 
+from devstack.brokers import start_rabbitmq
+from devstack.runfile import read_run_file
 from devstack.stack import Stack
+from streaming_runtime.durations import parse_duration as duration
+from streaming_runtime.expressions import compile_expression
+from streaming_runtime.sidecar import dumps
 
 ROOT = Path(__file__).resolve().parents[1]
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def resources_with_bulk(target: Path, bulk: bool) -> Path:
+def resources_with_bulk(target: Path, bulk: bool, await_ms: int) -> Path:
     shutil.copytree(ROOT / "components", target)
     path = target / "subscriptions.yaml"
     documents = list(yaml.safe_load_all(path.read_text()))
     for document in documents:
         if document["spec"]["topic"] == "poweruse":
-            document["spec"]["bulkSubscribe"] = {"enabled": bulk, "maxMessagesCount": 100, "maxAwaitDurationMs": 40}
+            document["spec"]["bulkSubscribe"] = {
+                "enabled": bulk,
+                "maxMessagesCount": 100,
+                "maxAwaitDurationMs": await_ms,
+            }
     path.write_text(yaml.safe_dump_all(documents))
     return target
 
@@ -80,76 +112,172 @@ def processes(stack: Stack) -> dict[str, int | None]:
     return named
 
 
-def run_once(bulk: bool, readings: int, window: str, work: Path) -> dict:
+# name -> (bulkSubscribe on, windows by event time)
+RUNS = {"single": (False, False), "bulk": (True, False), "event-time": (True, True)}
+
+
+def expressions() -> tuple[list[dict], str, str]:
+    """dapr.yaml's readings, and both generators' MESSAGE_EXPR with ``"ts": $timestamp`` in each message."""
+    apps = {spec.app_id: spec for spec in read_run_file(ROOT / "dapr.yaml").apps}
+
+    def stamped(app_id: str) -> tuple[list[dict], str]:
+        elements = compile_expression(apps[app_id].env["MESSAGE_EXPR"], setting="MESSAGE_EXPR").evaluate(None, {})
+        return elements, "[" + ", ".join("{" + json.dumps(e)[1:-1] + ', "ts": $timestamp}' for e in elements) + "]"
+
+    readings, readings_expr = stamped("poweruse-gen")
+    return readings, stamped("tenants-gen")[1], readings_expr
+
+
+def run_once(name: str, args: argparse.Namespace, work: Path) -> dict:
+    readings, window, grace = args.readings, args.window, args.grace
+    bulk, event_time = RUNS[name]
+    _, tenants_expr, readings_expr = expressions()
+    joiner_env = {"JOINER_WINDOW_SIZE": f"{window:g}s"}
+    if event_time:
+        joiner_env |= {"JOINER_TIME_FIELD": "ts", "JOINER_TIME_FORMAT": "epoch_ms", "JOINER_GRACE": f"{grace:g}s"}
     overrides = {
-        "join-tenants-poweruse": {"JOINER_WINDOW_SIZE": window},
-        "tenants-gen": {"MESSAGE_DELAY": "200ms"},
-        "poweruse-gen": {"MESSAGE_DELAY": "0s", "MESSAGE_BATCH": "100", "MESSAGE_COUNT": str(readings)},
+        "join-tenants-poweruse": joiner_env,
+        "tenants-gen": {"MESSAGE_DELAY": "200ms", "MESSAGE_EXPR": tenants_expr},
+        "poweruse-gen": {
+            "MESSAGE_DELAY": "0s",
+            "MESSAGE_BATCH": str(args.batch),
+            "MESSAGE_COUNT": str(readings),
+            "MESSAGE_EXPR": readings_expr,
+        },
     }
-    resources = resources_with_bulk(work / f"resources-{'bulk' if bulk else 'single'}", bulk)
-    run_dir = work / f"run-{'bulk' if bulk else 'single'}"
-    with Stack(ROOT / "dapr.yaml", run_dir, overrides, quiet=True, resources=resources) as stack:
+    resources = resources_with_bulk(work / f"resources-{name}", bulk, args.await_ms)
+    with Stack(ROOT / "dapr.yaml", work / f"run-{name}", overrides, quiet=True, resources=resources) as stack:
         joiner, proc = stack.apps["join-tenants-poweruse"], stack.apps["billable-proc"]
         pids = processes(stack)
-        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        cpu_before = {process: cpu_seconds(pid) for process, pid in pids.items()}
         first_seen = done_at = None
-        count = 0
+        first_wall = done_wall = math.inf
+        count, stats = 0, {}
         deadline = time.monotonic() + max(120.0, readings / 100)
         while time.monotonic() < deadline:
             stats = joiner.get("/stats").json()
             count = stats["accepted"].get("poweruse", 0) + stats["filtered"].get("poweruse", 0)
             if count and first_seen is None:
-                first_seen = time.monotonic()
+                first_seen, first_wall = time.monotonic(), time.time()
             if count >= readings:
-                done_at = time.monotonic()
+                done_at, done_wall = time.monotonic(), time.time()
                 break
             time.sleep(0.05)
-        cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+        cpu = {process: cpu_seconds(pid) - cpu_before[process] for process, pid in pids.items()}
         # wait (bounded) until the window holding the last readings has reached billable-proc
-        last_window_end = time.time() // float(window.rstrip("s")) * float(window.rstrip("s")) + float(
-            window.rstrip("s")
-        )
-        end = time.monotonic() + 3 * float(window.rstrip("s")) + 10
+        last_window_end = (time.time() // window + 1) * window
+        end = time.monotonic() + 3 * window + grace + 10
         while time.monotonic() < end:
             received = proc.get("/stats").json()["windows"]
             if received and float(received[-1]["end"]) >= last_window_end:
                 break
             time.sleep(0.1)
         windows = proc.get("/stats").json()["windows"]
-    latencies = sorted(w["received"] - float(w["end"]) for w in windows)
+    closes_after = grace if event_time else 0.0  # the earliest a window can close, after its end
+    # windows that could close while readings came in: before and after, an event-time window waits for
+    # the next tenant (every 200 ms) to move the watermark
+    loaded = [w for w in windows if first_wall <= float(w["end"]) and float(w["end"]) + closes_after <= done_wall]
+    from_end = sorted(w["received"] - float(w["end"]) for w in loaded)
     elapsed = (done_at or time.monotonic()) - (first_seen or time.monotonic())
     return {
-        "mode": "bulk" if bulk else "single",
+        "mode": name,
         "readings": count,
         "complete": done_at is not None,
         "events_per_s": count / elapsed if elapsed > 0 else float("nan"),
         "elapsed": elapsed,
-        "p50": statistics.median(latencies) if latencies else float("nan"),
-        "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if latencies else float("nan"),
-        "windows": len(latencies),
+        "closes_after": closes_after,
+        "latency": [t - closes_after for t in from_end],
+        "from_end": from_end,
+        "billing": sorted(w["received"] - w["arrived"] for w in loaded),
+        "delivery": sorted(w["arrived"] - float(w["end"]) - closes_after for w in loaded),
+        "all_windows": len(windows),
+        "late": sum(stats.get("late", {}).values()),
         "cpu": cpu,
     }
+
+
+def quantile(values: list[float], q: float) -> float:
+    """The q-quantile of sorted ``values`` (nearest rank); NaN for none."""
+    return values[min(len(values) - 1, int(len(values) * q))] if values else float("nan")
+
+
+def baselines(readings: int, work: Path) -> list[dict]:
+    """The same readings through a private RabbitMQ server with a native client, no Dapr."""
+    elements, _, _ = expressions()
+    now = int(time.time() * 1000)
+    # the JSON poweruse-gen publishes: message n is element (n-1) mod len, with its epoch ms
+    bodies = [dumps({**elements[n % len(elements)], "ts": now}) for n in range(readings)]
+    broker = start_rabbitmq(work / "baseline")
+    try:
+        results = []
+        for confirm in ("each", "batch"):
+            assert broker.process is not None
+            before = cpu_seconds(broker.process.pid)
+            result = run_baseline(broker.url, bodies, confirm)
+            result["rabbitmq_cpu"] = (cpu_seconds(broker.process.pid) - before) / result["elapsed"]
+            results.append(result)
+        return results
+    finally:
+        broker.stop()
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--readings", type=int, default=20_000)
-    parser.add_argument("--window", default="2s")
+    parser.add_argument("--window", type=duration, default=2.0, help="window length (Go duration, default 2s)")
+    parser.add_argument("--grace", type=duration, default=1.0, help="event time's grace (default 1s)")
+    parser.add_argument("--runs", default="bulk,event-time", help=f"comma-separated, of {', '.join(RUNS)}")
+    parser.add_argument("--batch", type=int, default=100, help="poweruse-gen's MESSAGE_BATCH (default 100)")
+    parser.add_argument(
+        "--await-ms", type=int, default=40, help="bulkSubscribe's maxAwaitDurationMs (default 40, as in components/)"
+    )
+    parser.add_argument("--no-baseline", action="store_true", help="skip the RabbitMQ baseline")
     args = parser.parse_args()
+    names = [name.strip() for name in args.runs.split(",") if name.strip()]
+    if unknown := [name for name in names if name not in RUNS]:
+        parser.error(f"unknown run(s) {', '.join(unknown)}: expected {', '.join(RUNS)}")
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
-        results = [run_once(bulk, args.readings, args.window, Path(tmp)) for bulk in (False, True)]
-    single = results[0]["events_per_s"]
-    print(f"{args.readings:,} readings, window {args.window}; latency = billable-proc receipt minus window end\n")
-    print(f"{'delivery':>8} | {'events/s':>9} | {'vs single':>9} | {'p50 ms':>7} | {'p99 ms':>7} | windows | complete")
+        results = [run_once(name, args, Path(tmp)) for name in names]
+        references = [] if args.no_baseline else baselines(args.readings, Path(tmp))
+    print(
+        f"{args.readings:,} readings in bulk publishes of {args.batch}, bulk deliveries of up to 100 or "
+        f"{args.await_ms} ms; window {args.window:g}s, grace {args.grace:g}s (event time); latency = "
+        "billable-proc receipt minus the earliest close: window end (processing time), end + grace (event time);\n"
+        "to arrival / billing (p50 / p99 ms): the parts before billable-proc's route is called and in it (the record\n"
+        "of billed calls); windows: those that could close"
+        " while readings came in / all\n"
+    )
+    print(
+        f"{'run':>10} | {'events/s':>9} | {'p50 ms':>7} | {'p99 ms':>7} | {'from':>8} | "
+        f"{'p50/p99 from end':>16} | {'to arrival':>10} | {'billing':>8} | windows | late | complete"
+    )
     for r in results:
-        print(
-            f"{r['mode']:>8} | {r['events_per_s']:>9,.0f} | {r['events_per_s'] / single:>8.2f}x | "
-            f"{r['p50'] * 1000:>7.0f} | {r['p99'] * 1000:>7.0f} | {r['windows']:>7} | {r['complete']}"
+        since = f"end+{r['closes_after']:g}s" if r["closes_after"] else "end"
+        ends, delivery, billing = (
+            f"{quantile(r[k], 0.5) * 1000:.0f} / {quantile(r[k], 0.99) * 1000:.0f}"
+            for k in ("from_end", "delivery", "billing")
         )
+        print(
+            f"{r['mode']:>10} | {r['events_per_s']:>9,.0f} | {quantile(r['latency'], 0.5) * 1000:>7.0f} | "
+            f"{quantile(r['latency'], 0.99) * 1000:>7.0f} | {since:>8} | {ends:>16} | {delivery:>10} | {billing:>8} | "
+            f"{len(r['latency']):>3}/{r['all_windows']:<3} | {r['late']:>4} | {r['complete']}"
+        )
+    for b in references:
+        ratios = ", ".join(f"{r['mode']} {r['events_per_s'] / b['msgs_per_s']:.2f}" for r in results)
+        print(
+            f"\nRabbitMQ without Dapr (aio-pika, confirm {b['confirm']}): {b['msgs_per_s']:,.0f} msgs/s "
+            f"(published {b['publish_per_s']:,.0f}/s; RabbitMQ {b['rabbitmq_cpu']:.0%} of a core); "
+            f"pipeline/baseline: {ratios}"
+        )
+    cores = os.cpu_count() or 1
     for r in results:
         busiest = sorted(r["cpu"].items(), key=lambda item: -item[1])
-        share = ", ".join(f"{name} {seconds / r['elapsed']:.0%}" for name, seconds in busiest[:5] if r["elapsed"] > 0)
-        print(f"\nCPU during the {r['mode']} run (share of one core over {r['elapsed']:.1f}s): {share}")
+        share = ", ".join(f"{name} {seconds / r['elapsed']:.0%}" for name, seconds in busiest if r["elapsed"] > 0)
+        total = sum(r["cpu"].values()) / r["elapsed"] if r["elapsed"] > 0 else float("nan")
+        print(
+            f"\nCPU during the {r['mode']} run (share of one core over {r['elapsed']:.1f}s; "
+            f"sum {total:.0%} of {cores} cores' {cores:.0%}): {share}"
+        )
     return 0 if all(r["complete"] for r in results) else 1
 
 
