@@ -19,4 +19,7 @@ def _docs() -> str:
 def test_the_setting_is_documented(name):
     text = _docs()
     assert [variable for variable in name.env if variable not in text] == []
-    assert name.yaml[0].split(".")[-1] in text
+    path = name.yaml[0]
+    key = path.split(".")[-1]
+    # as code or as YAML, not as a word of the prose ("field", "format" would always be found)
+    assert f"`{path}`" in text or f"`{key}`" in text or f"{key}:" in text, path
