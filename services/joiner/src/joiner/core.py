@@ -36,8 +36,10 @@ from streaming_runtime.logs import ErrorReport, printable
 
 log = logging.getLogger("joiner")
 
-_Placed = tuple[int, float, tuple[Any, str | None]]
-HALVES_FROM = 64  # entries: an event-time batch that cannot be taken at once is halved down to this  # an entry of a batch: (position, event time, (data, id))
+_Placed = tuple[int, float, tuple[Any, str | None]]  # an entry of a batch: (position, event time, (data, id))
+_Offered = tuple[Any, str | None, str | None]  # what offer_many takes: (data, id, CloudEvent time)
+_Answer = str | MalformedEvent
+HALVES_FROM = 64  # entries: an event-time batch that cannot be taken at once is halved down to this
 
 __all__ = ["ACCEPTED", "DUPLICATE", "FILTERED", "LATE", "TABLE", "JoinCore", "LateEvent", "build_engine"]
 
@@ -175,9 +177,7 @@ class JoinCore:
         self._observe(when)
         return ACCEPTED
 
-    def offer_many(
-        self, index: int, entries: list[tuple[Any, str | None, str | None]], size: int = 0
-    ) -> list[str | MalformedEvent]:
+    def offer_many(self, index: int, entries: list[_Offered], size: int = 0) -> list[_Answer]:
         """Take a batch of ``(data, id, cloudevent time)`` (``size``: the bytes of the delivery, shared
         among its entries); an outcome (or the MalformedEvent) per entry.
 
@@ -193,7 +193,7 @@ class JoinCore:
             return self._offer_timed(index, entries, share)
         stream = self.streams[index]
         self.last_arrival = now = self.clock()
-        answers: list[str | MalformedEvent] = [ACCEPTED] * len(entries)
+        answers: list[_Answer] = [ACCEPTED] * len(entries)
         if self.dedup is None:
             window, state = self.windows.state_at(now)
             whole = [(data, event_id) for data, event_id, _ in entries]
@@ -208,9 +208,7 @@ class JoinCore:
         self._take(index, now, batch, answers, share)
         return answers
 
-    def _offer_timed(
-        self, index: int, entries: list[tuple[Any, str | None, str | None]], share: int
-    ) -> list[str | MalformedEvent]:
+    def _offer_timed(self, index: int, entries: list[_Offered], share: int) -> list[_Answer]:
         """``offer_many`` in event time: each entry is placed in time, checked, deduplicated and judged
         late in order, as :meth:`offer` does; those kept for their windows are gathered into a run, taken
         in per window, and the watermark moves once at the end of the run to the latest kept event time.
@@ -223,7 +221,7 @@ class JoinCore:
         assert spec is not None
         arrival = self.clock()
         self.last_arrival = arrival
-        answers: list[str | MalformedEvent] = [ACCEPTED] * len(entries)
+        answers: list[_Answer] = [ACCEPTED] * len(entries)
         if self._at_once(index, entries, arrival, answers, share):
             return answers
         if len(entries) >= HALVES_FROM and self.dedup is None:
@@ -268,26 +266,64 @@ class JoinCore:
         self._take_run(index, by_window, answers, share)
         return answers
 
-    def _at_once(
-        self,
-        index: int,
-        entries: list[tuple[Any, str | None, str | None]],
-        arrival: float,
-        answers: list[str | MalformedEvent],
-        share: int,
-    ) -> bool:
+    def offer_runs(self, runs: list[tuple[int, list[_Offered]]]) -> list[list[_Answer]]:
+        """Consecutive batches of either stream (``(stream index, entries)``), answered as ``offer_many``
+        one after the other answers them. In event time, runs that all fall in one open window in which
+        nothing can close go through the arrival loop without the per-batch steps (placing, the watermark
+        after each): where two streams interleave, as a backfill's table side does at each window's
+        start, batches are short and those steps were most of their cost."""
+        if len(runs) > 1 and (answers := self._runs_at_once(runs)) is not None:
+            return answers
+        return [self.offer_many(index, entries) for index, entries in runs]
+
+    def _runs_at_once(self, runs: list[tuple[int, list[_Offered]]]) -> list[list[_Answer]] | None:
+        name = self._fast_time_field()
+        if name is None or not self.mode.batches:
+            return None
+        lowest, latest = math.inf, -math.inf
+        for _, entries in runs:
+            span = number_span(entries, name)
+            if span is None:
+                return None
+            lowest, latest = min(lowest, span[0]), max(latest, span[1])
+        arrival = self.clock()
+        if not self._in_one_open_window(lowest, latest, arrival):
+            return None
+        self.last_arrival = arrival
+        answered, kept = [], []
+        for index, entries in runs:
+            answers: list[_Answer] = [ACCEPTED] * len(entries)
+            kept += self._take_at_once(index, entries, lowest, answers, 0)
+            answered.append(answers)
+        self._observe_latest(kept, name)
+        return answered
+
+    def _at_once(self, index: int, entries: list[_Offered], arrival: float, answers: list[_Answer], share: int) -> bool:
         """The common batch, taken without a step per entry in Python: every event time a number of epoch
         seconds in the field, all in one window that is open, no dedup, and the batch's latest time minus
         grace short of every open window's end (so nothing closes, nothing is late, within it). False,
         having done nothing, for any other batch."""
+        name = self._fast_time_field()
+        if name is None:
+            return False
+        span = number_span(entries, name)
+        if span is None or not self._in_one_open_window(span[0], span[1], arrival):
+            return False
+        self._observe_latest(self._take_at_once(index, entries, span[0], answers, share), name)
+        return True
+
+    def _fast_time_field(self) -> str | None:
+        """The event-time field the fast path reads (a top-level number of epoch seconds), or None."""
         spec = self.time_spec
         if self.dedup is not None or spec is None or len(spec.field) != 1 or spec.format not in ("auto", "epoch_s"):
-            return False
-        name = spec.field[0]
-        span = number_span(entries, name)
-        if span is None:
-            return False
-        lowest, latest, _ = span
+            return None
+        return spec.field[0]
+
+    def _in_one_open_window(self, lowest: float, latest: float, arrival: float) -> bool:
+        """Whether events with times from ``lowest`` to ``latest`` are all in one open window and none of
+        them can close a window (or be late) as they arrive."""
+        spec = self.time_spec
+        assert spec is not None
         # epoch milliseconds in auto format, and times a window cannot hold, take the exact path
         if (
             lowest < EARLIEST_TIME
@@ -301,28 +337,33 @@ class JoinCore:
         end = start + size
         if math.floor(latest / size) * size != start or end <= self.windows.closed_through:
             return False
-        if max(self.watermark.highest, latest) - self.watermark.grace >= min(end, self.windows.earliest_end() or end):
-            return False
-        window, state = self.windows.state_at(lowest)
+        return max(self.watermark.highest, latest) - self.watermark.grace < min(end, self.windows.earliest_end() or end)
+
+    def _take_at_once(
+        self, index: int, entries: list[_Offered], at: float, answers: list[_Answer], share: int
+    ) -> list[Any]:
+        """``entries`` into the window that holds the time ``at`` in one call; what the loop kept (its
+        buffered entries, ``[0]`` the event)."""
+        window, state = self.windows.state_at(at)  # per call: a window split when full has a new state
         batch = [(data, event_id) for data, event_id, _ in entries]
         outcome = self.mode.accept_many(state, index, batch, kept=True)
         self._outcome(index, window, state, batch, outcome, answers, share)
-        # only events that can be joined move the watermark: the latest of those the loop kept
-        kept = number_span(outcome.kept, name)
-        if kept is not None:
-            self._observe(kept[1])
-        return True
+        return outcome.kept
 
-    def _take_run(
-        self, index: int, by_window: dict[float, list[_Placed]], answers: list[str | MalformedEvent], share: int
-    ) -> None:
+    def _observe_latest(self, kept: list[Any], name: str) -> None:
+        """Only events that can be joined move the watermark: the latest of those the loop kept."""
+        span = number_span(kept, name)
+        if span is not None:
+            self._observe(span[1])
+
+    def _take_run(self, index: int, by_window: dict[float, list[_Placed]], answers: list[_Answer], share: int) -> None:
         kept: list[_Placed] = []
         for placed in by_window.values():
             self._take(index, placed[0][1], placed, answers, share)
             kept += placed
         self._observe_latest_kept(index, kept, answers)
 
-    def _observe_latest_kept(self, index: int, placed: list[_Placed], answers: list[str | MalformedEvent]) -> None:
+    def _observe_latest_kept(self, index: int, placed: list[_Placed], answers: list[_Answer]) -> None:
         """Only events that can be joined move the watermark: the latest of ``placed`` that the join kept
         (most often the latest of all, so that one is tried before the others are sorted)."""
         if not placed:
@@ -333,9 +374,7 @@ class JoinCore:
                 self._observe(when)
                 return
 
-    def _take(
-        self, index: int, at: float, placed: list[_Placed], answers: list[str | MalformedEvent], share: int
-    ) -> None:
+    def _take(self, index: int, at: float, placed: list[_Placed], answers: list[_Answer], share: int) -> None:
         """One window's share of a batch (the window that holds the time ``at``), through the join mode's
         loop in one call."""
         window, state = self.windows.state_at(at)
@@ -350,7 +389,7 @@ class JoinCore:
         state: WindowState,
         batch: list[tuple[Any, str | None]],
         outcome: Accepted,
-        answers: list[str | MalformedEvent],
+        answers: list[_Answer],
         share: int,
         positions: list[int] | None = None,
     ) -> None:
@@ -389,7 +428,7 @@ class JoinCore:
         self.on_late(late)
         return LATE
 
-    def _offer_one(self, index: int, entry: tuple[Any, str | None, str | None], size: int) -> str | MalformedEvent:
+    def _offer_one(self, index: int, entry: _Offered, size: int) -> str | MalformedEvent:
         data, event_id, ce_time = entry
         try:
             return self.offer(index, data, event_id, ce_time, size)

@@ -1,4 +1,4 @@
-"""The replay itself: the merged events into the core in batches of one stream, the skipped lines and
+"""The replay itself: the merged events into the core in batches, the skipped lines and
 the core's refusals reported in their order, progress and the summary."""
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class Unexpected(ErrorReport):
 
 
 class Replay:
-    """Events in merged order, in batches of one stream, into the core; skipped lines reported as met."""
+    """Events in merged order, in batches of both streams, into the core; skipped lines reported as met."""
 
     def __init__(self, core: JoinCore, now: list[float], inputs: list[tuple[int, Path]], err: Lines):
         """``inputs``: (stream index, file) in the order given; ``now``: the core's clock, set per batch."""
@@ -70,39 +70,45 @@ class Replay:
 
     def run(self) -> None:
         for order, block, start, stop in merged_runs(heads_of(self.readers)):
-            if self.runs and (
-                self.streams[self.runs[0][0]] != self.streams[order] or self.count + stop - start > BATCH_EVENTS
-            ):
+            if self.count + stop - start > BATCH_EVENTS:
                 self.flush()
             if not self.by_time[order]:
                 self.runs.append((order, block, start, stop))
                 self.count += stop - start
                 continue
             times = block.times
-            while start < stop:  # cut where the event time changes
+            self.flush()
+            while start < stop:  # cut where the event time changes; each goes alone, at its own time
                 end = start + 1
                 while end < stop and times[end] == times[start]:
                     end += 1
-                self.flush()
                 self.runs.append((order, block, start, end))
                 self.count = end - start
+                self.flush()
                 start = end
         self.flush()
 
     def flush(self) -> None:
-        """The batch gathered into the core, and what its lines cost reported in their order."""
+        """The runs gathered into the core, a batch per stretch of one stream in their order, and what
+        their lines cost reported in their order."""
         if not self.runs:
             return
         runs, self.runs, self.count = self.runs, [], 0
-        index = self.streams[runs[0][0]]
-        # made here, not kept in the blocks: tuples that live long make the collector run (it counts them)
-        entries: list[Entry] = [(data, None, None) for _, block, start, stop in runs for data in block.data[start:stop]]
+        batches: list[tuple[int, list[Entry]]] = []
+        for order, block, start, stop in runs:
+            index = self.streams[order]
+            if not batches or batches[-1][0] != index:
+                batches.append((index, []))
+            # made here, not kept in the blocks: tuples that live long make the collector run (it counts them)
+            batches[-1][1].extend([(data, None, None) for data in block.data[start:stop]])
+        # the replay's clock: the latest event time read (dedup's TTLs count in event time)
         self.now[0] = max(max(block.times[start:stop]) for _, block, start, stop in runs)
         try:
-            answers = self.core.offer_many(index, entries)
+            answers = [answer for batch in self.core.offer_runs(batches) for answer in batch]
         except Exception as error:  # as in Reader: these lines lost, not the windows of all the others
-            answers = [MalformedEvent(f"{OWN_ERROR} ({type(error).__name__})")] * len(entries)
-            self.errors.met.extend([error] * len(entries))
+            lost = sum(len(entries) for _, entries in batches)
+            answers = [MalformedEvent(f"{OWN_ERROR} ({type(error).__name__})")] * lost
+            self.errors.met.extend([error] * lost)
         if not OUTCOMES.issuperset(answers) or any(block.after for _, block, _, _ in runs):
             position = 0
             for order, block, start, stop in runs:
