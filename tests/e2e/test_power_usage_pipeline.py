@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.daprd import pinned_version
 from devstack.stack import Stack, data_received
@@ -47,6 +48,25 @@ def test_billable_proc_receives_exactly_the_billable_rows(stack: Stack):
     assert set(rows) == EXPECTED_ROWS
     # every window's body is one JSON array of rows
     assert all(isinstance(batch, list) and batch for batch in data_received(stack.apps["billable-proc"].log_text()))
+    # /metrics: the kWh billed per customer are the sums of the rows received (polled: windows keep coming)
+    poll(lambda: all((s := kwh_sums(stack))[0].values()) and s[0] == s[1], 30, "kWh in /metrics != the rows", stack)
+    for generator in ("tenants-gen", "poweruse-gen"):
+        assert sum(metric(stack, generator, "message_gen_published_total").values()) > 0, generator
+
+
+def metric(stack: Stack, app_id: str, name: str) -> dict[frozenset, float]:
+    """The samples of ``name`` in the app's /metrics, by their labels."""
+    text = stack.apps[app_id].get("/metrics").text
+    families = text_string_to_metric_families(text)
+    return {frozenset(s.labels.items()): s.value for f in families for s in f.samples if s.name == name}
+
+
+def kwh_sums(stack: Stack) -> tuple[dict[str, float], dict[str, float]]:
+    """billable_proc_kwh_total of customers 924 and 243, and the sums of the rows billable-proc logged."""
+    exported = metric(stack, "billable-proc", "billable_proc_kwh_total")
+    billed = {c: exported.get(frozenset({("customer_id", c)}), 0.0) for c in ("924", "243")}
+    logged = {c: float(sum(kwh for customer, _, kwh in received_rows(stack) if str(customer) == c)) for c in billed}
+    return billed, logged
 
 
 def test_joiner_took_its_input_from_both_brokers(stack: Stack):

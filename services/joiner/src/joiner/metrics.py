@@ -2,7 +2,8 @@
 
 The same numbers as ``/stats``, named as Prometheus users expect (``joiner_`` prefix, ``_total`` for
 counters, a ``stream`` label per input stream), so that the joiner can be scraped beside daprd's own
-metrics. Nothing is counted twice: the collector reads the processor's counters when scraped.
+metrics. Nothing is counted twice: the collector reads the processor's counters when scraped. The one
+metric that is not a figure of ``/stats`` is the histogram of delivery latency, which the sender observes.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from streaming_runtime.metrics import LATENCY_BUCKETS, new_registry
 
 PER_STREAM = {
     "accepted": "events taken into a window (or the table)",
@@ -79,12 +81,17 @@ class StatsCollector:
         yield InfoMetricFamily("joiner_plan", "how the join runs (the start-up plan line)", value={"plan": self.plan})
 
 
-def registry_of(collector: StatsCollector) -> CollectorRegistry:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector)
-    return registry
+def delivery_latency() -> Histogram:
+    """Observed by the sender (:mod:`joiner.sender`) when a target has taken all of a window's rows; not
+    registered anywhere until :func:`registry_of` puts it in the app's registry."""
+    return Histogram(
+        "joiner_delivery_latency_seconds",
+        "seconds from a window's close to its rows delivered to a target (parked windows: when re-sent)",
+        ["target"],
+        buckets=LATENCY_BUCKETS,
+        registry=None,
+    )
 
 
-def exposition(registry: CollectorRegistry) -> tuple[bytes, str]:
-    """The text a scrape gets, and its content type."""
-    return generate_latest(registry), CONTENT_TYPE_LATEST
+def registry_of(collector: StatsCollector, latency: Histogram) -> CollectorRegistry:
+    return new_registry(collector, latency)

@@ -11,10 +11,12 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 
+from message_gen.metrics import GeneratorMetrics
 from message_gen.settings import GeneratorSettings
 from message_gen.source import MessageSource
 from streaming_runtime.errors import ConfigError, EvaluationError
 from streaming_runtime.expressions import compile_expression
+from streaming_runtime.metrics import add_metrics_route
 from streaming_runtime.sidecar import Publisher, Sidecar, SidecarError
 from streaming_runtime.tokens import require_app_token
 
@@ -35,6 +37,7 @@ async def generate(
     settings: GeneratorSettings,
     stats: GeneratorStats,
     stop: asyncio.Event | None = None,
+    metrics: GeneratorMetrics | None = None,
 ) -> None:
     """Publish until MESSAGE_COUNT messages went out (0: forever), one every MESSAGE_DELAY, or until
     ``stop`` is set: then the publish in flight completes and no other starts.
@@ -43,6 +46,7 @@ async def generate(
     CloudEvent id is ``<app id or topic>-<run>-<number>``: a retry of a publish whose answer was lost
     carries the id of the first, so a joiner with dedup recognises it; a new run starts new ids.
     """
+    metrics = metrics or GeneratorMetrics(settings.cluster_stream, settings.stream_topic)
     prefix = f"{settings.app_id or settings.stream_topic}-{int(time.time() * 1000)}"
     message_id = 1
     stop = stop or asyncio.Event()
@@ -53,14 +57,20 @@ async def generate(
             now = int(time.time() * 1000)
             messages = [source.message(message_id + offset, now) for offset in range(size)]
             ids = [f"{prefix}-{message_id + offset}" for offset in range(size)]
-            if size == 1:
-                await publisher.publish(settings.cluster_stream, settings.stream_topic, messages[0], ids[0])
-            else:
-                await publisher.publish_many(settings.cluster_stream, settings.stream_topic, messages, ids)
+            started = time.perf_counter()
+            try:
+                if size == 1:
+                    await publisher.publish(settings.cluster_stream, settings.stream_topic, messages[0], ids[0])
+                else:
+                    await publisher.publish_many(settings.cluster_stream, settings.stream_topic, messages, ids)
+            finally:
+                metrics.duration.observe(time.perf_counter() - started)
             stats.published += size
+            metrics.published.inc(size)
             message_id += size
         except (EvaluationError, SidecarError) as error:
             stats.failed += 1
+            metrics.failures.inc()
             log.warning("messages from %d not published (will retry): %s", message_id, error)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=settings.message_delay)
@@ -80,6 +90,7 @@ def build_source(settings: GeneratorSettings) -> MessageSource:
 def create_app(settings: GeneratorSettings, publisher: Publisher | None = None) -> FastAPI:
     source = build_source(settings)
     stats = GeneratorStats()
+    metrics = GeneratorMetrics(settings.cluster_stream, settings.stream_topic)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -89,7 +100,7 @@ def create_app(settings: GeneratorSettings, publisher: Publisher | None = None) 
             sidecar = Sidecar(settings)
             sink = sidecar
         stop = asyncio.Event()
-        task = asyncio.create_task(_run(source, sink, sidecar, settings, stats, stop))
+        task = asyncio.create_task(_run(source, sink, sidecar, settings, stats, stop, metrics))
 
         async def drain() -> None:
             """At the first signal (streaming_runtime.DrainingServer): the publish in flight completes while
@@ -118,10 +129,11 @@ def create_app(settings: GeneratorSettings, publisher: Publisher | None = None) 
     async def get_stats() -> dict:
         return {"published": stats.published, "failed": stats.failed, "finished": stats.finished}
 
+    add_metrics_route(app, metrics.registry)
     return app
 
 
-async def _run(source, publisher, sidecar, settings, stats, stop: asyncio.Event) -> None:
+async def _run(source, publisher, sidecar, settings, stats, stop: asyncio.Event, metrics: GeneratorMetrics) -> None:
     if sidecar is not None:
         while not stop.is_set():
             try:
@@ -137,4 +149,4 @@ async def _run(source, publisher, sidecar, settings, stats, stop: asyncio.Event)
         settings.message_delay,
         f"{settings.message_count} messages" if settings.message_count else "forever",
     )
-    await generate(source, publisher, settings, stats, stop)
+    await generate(source, publisher, settings, stats, stop, metrics)
