@@ -16,6 +16,7 @@ PODS = (*APPS, "redis", "rabbitmq")
 # every connection the pipeline makes between its pods, and no other: (from, to, port)
 NEEDED = {
     ("join-tenants-poweruse", "billable-proc", 50002),
+    ("billable-proc", "join-tenants-poweruse", 50002),  # the dashboard's GET of the joiner's /stats
     ("join-tenants-poweruse", "redis", 6379),
     ("billable-proc", "redis", 6379),
     ("tenants-gen", "redis", 6379),
@@ -97,18 +98,25 @@ def test_each_app_pod_requires_the_tokens_and_mounts_no_service_account_token(ba
     assert refs["APP_API_TOKEN"] == {"name": "app-api-token", "key": "token"}
 
 
-def test_the_configuration_allows_only_the_joiners_post_to_billable_proc(base):
+def test_the_configuration_allows_only_the_joiners_post_and_billable_procs_get_of_stats(base):
     spec = by_kind(base, "Configuration")["power-usage"]["spec"]
     control = spec["accessControl"]
     assert control["defaultAction"] == "deny"
     assert control["policies"] == [
+        {
+            "appId": "billable-proc",
+            "defaultAction": "deny",
+            "trustDomain": "public",
+            "namespace": "default",
+            "operations": [{"name": "/stats", "httpVerb": ["GET"], "action": "allow"}],
+        },
         {
             "appId": "join-tenants-poweruse",
             "defaultAction": "deny",
             "trustDomain": "public",
             "namespace": "default",
             "operations": [{"name": "/billables", "httpVerb": ["POST"], "action": "allow"}],
-        }
+        },
     ]
     assert spec["secrets"]["scopes"] == [{"storeName": "kubernetes", "defaultAccess": "deny"}]
 

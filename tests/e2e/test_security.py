@@ -1,7 +1,8 @@
 """Secure as shipped, on the real runtime: what each sidecar and app refuses in the stack of dapr.yaml.
 
 * accessControl (components/config.yaml, mTLS from the stack's sentry): only the joiner may POST to
-  billable-proc's /billables; nothing may invoke the joiner or the generators.
+  billable-proc's /billables; billable-proc may GET /stats (its dashboard shows the joiner's), and nothing
+  else may invoke the joiner or the generators.
 * Topic scopes (components/*-stream.yaml): each app publishes only its own topics.
 * Tokens: daprd refuses an API call without the run's DAPR_API_TOKEN; each app refuses every route but its
   probes without APP_API_TOKEN (so nothing that bypasses the sidecar gets in).
@@ -45,14 +46,35 @@ def test_billable_proc_takes_the_joiners_post_and_refuses_every_other_caller(sta
         assert refused.status_code == 403 and DENIED in refused.text, (verb, method, refused.text)
 
 
+# what billable-proc may ask of the others: GET /stats (the Configuration is every app's, so the generators'
+# too; on Kubernetes the NetworkPolicies let it reach the joiner's sidecar only)
+ALLOWED = {("billable-proc", "GET", "stats")}
+
+
 @pytest.mark.parametrize("target", [JOINER, "tenants-gen", "poweruse-gen"])
-def test_nothing_may_invoke_the_joiner_or_the_generators(stack: Stack, target: str):
+def test_nothing_may_invoke_the_joiner_or_the_generators_but_billable_procs_get_of_stats(stack: Stack, target: str):
     for caller in stack.apps:
         if caller == target:
             continue  # a sidecar calls its own app directly, no identity to check
-        for verb, method in (("POST", "tenants"), ("POST", "poweruse"), ("GET", "stats")):
+        for verb, method in (
+            ("POST", "tenants"),
+            ("POST", "poweruse"),
+            ("GET", "stats"),
+            ("POST", "stats"),
+            ("GET", "deadletters"),
+            ("POST", "deadletters/resend"),
+            ("GET", "metrics"),
+        ):
+            if (caller, verb, method) in ALLOWED:
+                continue
             refused = invoke(stack.apps[caller], target, method, verb)
             assert refused.status_code == 403 and DENIED in refused.text, (caller, target, method, refused.text)
+
+
+def test_billable_proc_reads_the_joiners_stats_through_dapr(stack: Stack):
+    answer = invoke(stack.apps["billable-proc"], JOINER, "stats", "GET", b"")
+    assert answer.status_code == 200, answer.text
+    assert "windows_closed" in answer.json() and "accepted" in answer.json()
 
 
 @pytest.mark.parametrize(
@@ -99,22 +121,39 @@ def app_routes(running: RunningApp) -> list[tuple[str, str]]:
     routes += [("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/redoc")]
     if running.spec.app_id == JOINER:
         routes += [("POST", "/tenants"), ("POST", "/poweruse")]
+    if running.spec.app_id == "billable-proc":
+        routes += [("GET", "/dashboard"), ("GET", "/dashboard/static/dashboard.js")]
     return routes
 
 
+# billable-proc's dashboard: read-only, open as the probes are (a browser has no token to send)
+OPEN = {"/healthz", "/readyz"}
+DASHBOARD = {"/dashboard", "/dashboard/data", "/dashboard/events", "/dashboard/static/dashboard.js"}
+
+
 @pytest.mark.parametrize("app_id", ["billable-proc", JOINER, "tenants-gen", "poweruse-gen"])
-def test_every_route_but_the_probes_needs_the_app_token(stack: Stack, app_id: str):
+def test_every_route_but_the_probes_and_the_dashboard_needs_the_app_token(stack: Stack, app_id: str):
     running = stack.apps[app_id]
     base = f"http://127.0.0.1:{running.app_port}"
     routes = app_routes(running)
     assert len(routes) >= 5, routes
     for method, path in routes:
+        if path == "/dashboard/events":
+            continue  # a stream that does not end: its refusal is below
         for headers in ({}, {"dapr-api-token": "wrong"}):
             answer = httpx.request(method, base + path, headers=headers, content=b"[]", timeout=5)
-            if path in ("/healthz", "/readyz"):
+            if path in OPEN or (app_id == "billable-proc" and path in DASHBOARD):
                 assert answer.status_code != 401, (method, path)
             else:
                 assert answer.status_code == 401, (app_id, method, path, headers, answer.status_code)
+    if app_id == "billable-proc":
+        with httpx.stream("GET", base + "/dashboard/events", timeout=5) as events:
+            assert events.status_code == 200 and events.headers["content-type"].startswith("text/event-stream")
+        # open for reading only: no other verb does anything there
+        for path in DASHBOARD:
+            assert httpx.post(base + path, content=b"[]", timeout=5).status_code == 405, path
+    else:
+        assert httpx.get(base + "/dashboard", timeout=5).status_code == 401
 
 
 def test_every_sidecar_api_needs_the_dapr_token(stack: Stack):

@@ -41,6 +41,17 @@ def test_nothing_may_invoke_the_joiner_or_the_generators(pipeline: Cluster, targ
     assert status == 403 and DENIED in body, (target, status, body)
 
 
+def test_billable_proc_may_get_the_joiners_stats_and_nothing_else_of_it(pipeline: Cluster):
+    """Its dashboard shows the joiner's /stats: the one call accessControl allows billable-proc."""
+    stats = f"{SIDECAR}/v1.0/invoke/{JOINER}/method/stats"
+    status, body = pipeline.http_from("billable-proc", "GET", stats)
+    assert status == 200 and "windows_closed" in body, (status, body)
+    for verb, method in (("POST", "stats"), ("POST", "deadletters/resend"), ("GET", "deadletters")):
+        url = f"{SIDECAR}/v1.0/invoke/{JOINER}/method/{method}"
+        status, body = pipeline.http_from("billable-proc", verb, url, "{}" if verb == "POST" else "")
+        assert status == 403 and DENIED in body, (verb, method, status, body)
+
+
 def test_a_publish_outside_the_apps_topic_scopes_is_refused(pipeline: Cluster):
     for publisher, pubsub, topic, expected in (
         ("tenants-gen", "redis-stream", "billables", 403),

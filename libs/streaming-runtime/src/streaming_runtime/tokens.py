@@ -59,9 +59,10 @@ class AppTokenMiddleware:
         return False
 
 
-def require_app_token(app: Any, token: str | None) -> None:
-    """Put the check in front of ``app`` (a Starlette/FastAPI app) when a token is configured."""
+def require_app_token(app: Any, token: str | None, open_paths: frozenset[str] = OPEN_PATHS) -> None:
+    """Put the check in front of ``app`` (a Starlette/FastAPI app) when a token is configured;
+    ``open_paths``: those that need none (the probes; billable-proc's read-only dashboard too)."""
     if token is None:
         log.warning("APP_API_TOKEN is not set: any process that reaches this port can call every route")
         return
-    app.add_middleware(AppTokenMiddleware, token=token)
+    app.add_middleware(AppTokenMiddleware, token=token, open_paths=open_paths)

@@ -27,13 +27,18 @@ from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from message_proc.billed import BilledCalls
+from message_proc.calls import BilledCall, CallObservers, Outcome, rows_of
+from message_proc.dashboard import PATHS as DASHBOARD_PATHS
+from message_proc.dashboard import Dashboard
+from message_proc.metrics import BillingMetrics
 from streaming_runtime.cloudevents import ensure_parse_depth, read_body
 from streaming_runtime.errors import MalformedEvent, PayloadTooLarge
 from streaming_runtime.logs import ErrorReport, printable
+from streaming_runtime.metrics import add_metrics_route
 from streaming_runtime.service import read_limited
 from streaming_runtime.settings import ServiceSettings
 from streaming_runtime.sidecar import Sidecar, SidecarError
-from streaming_runtime.tokens import require_app_token
+from streaming_runtime.tokens import OPEN_PATHS, require_app_token
 from streaming_runtime.values import value_problem
 
 log = logging.getLogger("message-proc")
@@ -45,6 +50,10 @@ class ProcessorSettings(ServiceSettings):
     service_route: str = Field("billables", validation_alias="PROC_SERVICE_ROUTE", min_length=1)
     # a Dapr state store: the record of billed calls outlives a restart (message_proc.billed)
     state_store: str | None = Field(None, validation_alias="PROC_STATE_STORE", min_length=1)
+    # customers with a series of their own in billable_proc_kwh_total; the others are added under "other"
+    metrics_max_customers: int = Field(1000, validation_alias="PROC_METRICS_MAX_CUSTOMERS", ge=0)
+    # the joiner whose GET /stats the dashboard shows (through Dapr service invocation)
+    joiner_app_id: str = Field("join-tenants-poweruse", validation_alias="PROC_JOINER_APP_ID", min_length=1)
 
 
 def create_app(settings: ProcessorSettings, store: Any | None = None, freeze_heap: bool = False) -> FastAPI:
@@ -70,7 +79,8 @@ def create_app(settings: ProcessorSettings, store: Any | None = None, freeze_hea
             await sidecar.aclose()
 
     app = FastAPI(title="message-proc", lifespan=lifespan)
-    require_app_token(app, settings.app_api_token)
+    # the dashboard's read-only pages are open, as the probes are: a browser cannot send the token
+    require_app_token(app, settings.app_api_token, OPEN_PATHS | DASHBOARD_PATHS)
     received = {
         "calls": 0,
         "rejected": 0,
@@ -86,6 +96,13 @@ def create_app(settings: ProcessorSettings, store: Any | None = None, freeze_hea
     windows: deque[dict] = deque(maxlen=1000)
     route = "/" + settings.service_route.strip("/")
     errors = ErrorReport(log)
+    metrics = BillingMetrics(received, settings.metrics_max_customers)
+    # told of each billed call, once its rows are billed (message_proc.calls): the metrics, and any other
+    app.state.on_billed = on_billed = CallObservers(errors)
+    on_billed.add(metrics.observe)
+    dashboard = Dashboard(settings, settings.joiner_app_id, received)
+    on_billed.add(dashboard.observe)
+    dashboard.mount(app)
 
     @app.post(route)
     async def receive(request: Request) -> JSONResponse:
@@ -141,6 +158,9 @@ def create_app(settings: ProcessorSettings, store: Any | None = None, freeze_hea
                 )
         received["calls"] += 1
         received["rows"] += len(data) if isinstance(data, list) else 1
+        window = {name: request.headers[name] for name in WINDOW_HEADERS if name in request.headers}
+        outcome: Outcome = "conflict" if window_id is not None and seen == "conflict" else "billed"
+        on_billed(BilledCall(rows_of(data), window, outcome, arrived))
         if "window-end" in request.headers:
             windows.append(
                 {
@@ -160,6 +180,8 @@ def create_app(settings: ProcessorSettings, store: Any | None = None, freeze_hea
     @app.get("/stats")
     async def stats() -> dict:
         return {**received, "windows": list(windows)}
+
+    add_metrics_route(app, metrics.registry)
 
     return app
 

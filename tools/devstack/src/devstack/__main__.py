@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"all up; logs in {args.run_dir / 'logs'}, the run's API tokens in {args.run_dir / 'tokens.env'}; "
                 "billable rows follow (Ctrl-C stops everything)"
             )
+            say(f"dashboard: {dashboard_url(proc.app_port)} (live billing and pipeline health)")
             readiness = ReadinessWatch(stack.apps["join-tenants-poweruse"])
             follow(proc.app.log_path, "Data received", lambda: proc.app.death() or proc.sidecar.death(), readiness)
     except KeyboardInterrupt:
@@ -53,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
         say(f"error: {error}")
         return 1
     return 0
+
+
+def dashboard_url(app_port: int) -> str:
+    """billable-proc's dashboard (message_proc.dashboard), on its app port: open without the app token."""
+    return f"http://127.0.0.1:{app_port}/dashboard"
 
 
 def sentry_for_the_cli() -> int:
