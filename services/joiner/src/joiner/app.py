@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from joiner.config import JoinerConfig, StreamSource, load_config
@@ -33,14 +33,16 @@ from joiner.deadletters import DeadLetters
 from joiner.engine.join import JoinEngine
 from joiner.handover.store import Handover
 from joiner.journal import Journal
-from joiner.metrics import StatsCollector, exposition, registry_of
+from joiner.metrics import StatsCollector, registry_of
 from joiner.recovery import Recovery
 from joiner.runrecord import RunRecord
 from joiner.sender import MAX_PARKED_BYTES, PARKED_RETRY_SECONDS, ROWS_PER_CALL, WindowSender
 from joiner.stats import JoinerStats, Stats
+from joiner.tracing import NO_TRACING, Tracing, from_environ
 from streaming_runtime.cloudevents import bulk_entries, delivery_of, ensure_parse_depth, is_bulk, read_body
 from streaming_runtime.errors import MalformedEvent, PayloadTooLarge
 from streaming_runtime.logs import ErrorReport, LogBudget, printable
+from streaming_runtime.metrics import add_metrics_route
 from streaming_runtime.service import read_limited
 from streaming_runtime.settings import DEFAULT_MAX_BODY_BYTES, ServiceSettings
 from streaming_runtime.sidecar import Sidecar, SidecarError, SidecarPort
@@ -78,6 +80,7 @@ class Joiner:
         rows_per_call: int = ROWS_PER_CALL,
         max_bulk_body_bytes: int = BULK_BODY_BYTES,
         max_call_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        tracing: Tracing = NO_TRACING,
     ) -> None:
         self.config = config
         self.sink = sink
@@ -126,6 +129,9 @@ class Joiner:
             self.taken_over.set()
 
         self.report = JoinerStats(self.core, self.sender, self.dead_letters, self)
+        # a span per window delivered, linked to the deliveries that fed it (joiner.tracing)
+        self.tracing = self.sender.tracing = tracing
+        tracing.follow(self.core)
 
     @property
     def stats(self) -> Stats:  # the core's counters, for tests
@@ -154,6 +160,8 @@ class Joiner:
             delivery = delivery_of(document)
         except MalformedEvent as error:
             return self.drop(source, None, error, body)
+        if self.tracing.enabled:  # before the core takes it: it may close the window it goes into
+            self.tracing.seen(self.stream_index[source.name], ((document, delivery.data, delivery.time),))
         try:
             self.core.offer(self.stream_index[source.name], delivery.data, delivery.id, delivery.time, len(body))
         except MalformedEvent as error:
@@ -180,6 +188,11 @@ class Joiner:
             statuses[entry_id] = "SUCCESS"
             entry_ids.append(entry_id)
             entries.append((parsed.data, parsed.id or entry_id, parsed.time))
+        if self.tracing.enabled:
+            self.tracing.seen(
+                self.stream_index[source.name],
+                ((_event_of(raw[p]), entry[0], entry[2]) for p, entry in zip(positions, entries)),
+            )
         outcomes = self.core.offer_many(self.stream_index[source.name], entries, size)
         for entry_id, entry, position, outcome in zip(entry_ids, entries, positions, outcomes):
             if isinstance(outcome, MalformedEvent):
@@ -415,10 +428,14 @@ def create_app(
             settings.max_body_bytes,
             max_bulk_body_bytes=settings.max_bulk_body_bytes,
             max_call_bytes=settings.max_call_bytes,
+            tracing=from_environ(os.environ, settings.app_id or "joiner"),
         )
         joiner.sender.max_parked_bytes = settings.max_parked_bytes
         state["joiner"] = app.state.joiner = joiner
-        state["metrics"] = registry_of(StatsCollector(joiner.report.as_dict, engine.streams, joiner.core.describe()))
+        state["metrics"] = registry_of(
+            StatsCollector(joiner.report.as_dict, engine.streams, joiner.core.describe()),
+            joiner.sender.delivery_latency,
+        )
         log.info(
             "joining %s over %gs windows -> %s",
             " x ".join(f"{s.name} (route {s.route})" for s in config.sources),
@@ -455,6 +472,7 @@ def create_app(
         for task in tasks[1:]:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await joiner.tracing.close()
         if sidecar is not None:
             await sidecar.aclose()
 
@@ -508,10 +526,6 @@ def create_app(
     async def stats() -> dict:
         return state["joiner"].report.as_dict()
 
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        """The same counters for Prometheus."""
-        body, content_type = exposition(state["metrics"])
-        return Response(body, media_type=content_type)
+    add_metrics_route(app, lambda: state.get("metrics"))  # the same counters for Prometheus
 
     return app

@@ -28,6 +28,8 @@ from typing import Any
 
 from joiner.config import InvokeTarget, JoinerConfig, PublishTarget
 from joiner.engine.windows import Window
+from joiner.metrics import delivery_latency
+from joiner.tracing import NO_TRACING, Tracing
 from streaming_runtime.logs import ErrorReport
 from streaming_runtime.settings import DEFAULT_MAX_BODY_BYTES
 from streaming_runtime.sidecar import Refused, SidecarError, SidecarPort, UnsendableBody, dumps
@@ -75,6 +77,7 @@ class Parked:
     attempts: int
     chunks: list[tuple[int, int]]  # the calls it was planned in: a re-send makes the same ones
     done: set[int]  # the chunks the target took already: not sent again
+    closed_at: float | None = None  # when the core closed the window (this run's windows only)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -122,9 +125,17 @@ class WindowSender:
         self.sending: tuple[Window, list[Any]] | None = None  # the window being delivered now
         self.on_sent: Callable[[], None] = lambda: None  # after each window (the journal's checkpoint)
         self.retry_interval = PARKED_RETRY_SECONDS
+        # window id -> when the core closed it, until it is taken out of the outbox (the delivery latency)
+        self.closed_at: dict[str, float] = {}
+        self.delivery_latency = delivery_latency()
+        self.tracing: Tracing = NO_TRACING  # the service's (joiner.tracing): a span per window delivered
+        for target in config.targets:  # each target's series from the start, at 0
+            self.delivery_latency.labels(str(target))
 
     def enqueue(self, window: Window, rows: list[Any]) -> None:
         """A closed window's rows, to deliver after the windows closed before it (the core's ``on_window``)."""
+        self.closed_at[window.id] = self.clock()
+        self.tracing.closed(window)
         self.outbox.put_nowait((window, rows))
 
     # -- the loops ------------------------------------------------------------------------------
@@ -135,7 +146,7 @@ class WindowSender:
             window, rows = await self.outbox.get()
             self.sending = (window, rows)
             try:
-                await self.send_window(window, rows)
+                await self.tracing.deliver(window, len(rows), self.send_window(window, rows))
             except Exception as error:  # noqa: BLE001 - the sender must outlive any one window
                 self.windows_lost += 1
                 self.errors(f"parking window {window.id}", error, f"{len(rows)} rows LOST")
@@ -153,6 +164,7 @@ class WindowSender:
 
     async def send_window(self, window: Window, rows: list[Any]) -> None:
         """Deliver one window to every target; park it for a target that does not take it."""
+        closed_at = self.closed_at.pop(window.id, None)
         try:
             chunks = plan_chunks(rows, self.max_call_bytes, self.rows_per_call)
         except Exception as error:  # noqa: BLE001 - rows JSON cannot hold (UnsendableBody): one call, refused
@@ -165,9 +177,14 @@ class WindowSender:
             except Exception as error:  # noqa: BLE001 - the sender must outlive any one window
                 self.errors(f"delivering window {window.id}", error, f"{len(rows)} rows parked")
                 reason = f"{type(error).__name__}: {error}"
-            if reason is not None:
+            if reason is None:
+                self._observe_latency(target, closed_at)
+            else:
                 self.deliveries_failed += 1
-                self._park(window, target, rows, reason, DELIVERY_ATTEMPTS, chunks=chunks, done=done)
+                self.tracing.failed(f"{target}: {reason}")
+                self._park(
+                    window, target, rows, reason, DELIVERY_ATTEMPTS, chunks=chunks, done=done, closed_at=closed_at
+                )
 
     async def resend(self) -> dict[str, int]:
         """Try every parked window once more (each call with its retries); those delivered leave the park."""
@@ -176,13 +193,19 @@ class WindowSender:
             if self.parked.get(key) is not parked:
                 continue  # given up meanwhile
             try:
-                reason = await self._deliver(parked.window, parked.rows, parked.target, parked.chunks, parked.done)
+                reason = await self.tracing.deliver(
+                    parked.window,
+                    len(parked.rows),
+                    self._deliver(parked.window, parked.rows, parked.target, parked.chunks, parked.done),
+                    resent=True,
+                )
             except Exception as error:  # noqa: BLE001 - as in send_window
                 self.errors(f"re-sending window {parked.window.id}", error)
                 reason = f"{type(error).__name__}: {error}"
             if reason is None:
                 self.parked.pop(key, None)
                 self.windows_resent += 1
+                self._observe_latency(parked.target, parked.closed_at)
                 sent += 1
                 log.info("window %s: %d parked rows delivered to %s", parked.window.id, len(parked.rows), parked.target)
             else:
@@ -229,6 +252,7 @@ class WindowSender:
             "window-id": window.id,
             "window-chunk": chunk,
         }
+        self.tracing.inject(headers)  # the window's trace: the target's side is its child
         body = self.body(window, rows)
         for attempt in range(1, DELIVERY_ATTEMPTS + 1):
             try:
@@ -257,6 +281,12 @@ class WindowSender:
                 await asyncio.sleep(min(self.retry_base_delay * 2**attempt, 5.0))
         return None  # not reached: the last attempt returns
 
+    def _observe_latency(self, target: InvokeTarget | PublishTarget, closed_at: float | None) -> None:
+        """A window all of whose rows ``target`` took: how long after its close (targets are configured,
+        so the label is bounded). A window of a previous run has no close time here: not observed."""
+        if closed_at is not None:
+            self.delivery_latency.labels(str(target)).observe(max(0.0, self.clock() - closed_at))
+
     # -- the park ---------------------------------------------------------------------------------
 
     def _park(
@@ -269,6 +299,7 @@ class WindowSender:
         parked_at: float | None = None,
         chunks: list[tuple[int, int]] | None = None,
         done: set[int] | None = None,
+        closed_at: float | None = None,
     ) -> None:
         try:
             size = len(dumps(rows))
@@ -282,7 +313,7 @@ class WindowSender:
             except Exception:  # noqa: BLE001 - rows that cannot be written: one call, refused again
                 chunks = [(0, len(rows))]
         self.parked[key] = Parked(
-            window, target, rows, reason, parked_at or self.clock(), size, attempts, chunks, set(done or ())
+            window, target, rows, reason, parked_at or self.clock(), size, attempts, chunks, set(done or ()), closed_at
         )
         log.error(
             "window %s: %d rows for %s parked (GET /deadletters; re-sent every %gs and on "
@@ -340,6 +371,7 @@ class WindowSender:
         while not self.outbox.empty():  # the service stops: nothing takes them any more
             window, rows = self.outbox.get_nowait()
             self.outbox.task_done()
+            self.closed_at.pop(window.id, None)
             records += [
                 {
                     "start": window.start,

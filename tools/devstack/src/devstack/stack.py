@@ -7,8 +7,10 @@ import os
 import secrets
 import shutil
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import yaml
@@ -165,6 +167,7 @@ class Stack:
         resolution = document.setdefault("spec", {}).setdefault("nameResolution", {})
         if resolution.get("component") == "sqlite":
             resolution.setdefault("configuration", {})["connectionString"] = str(self.run_dir / "nr.db")
+        point_tracing(document, os.environ)
         path = self.run_dir / "config.yaml"
         path.write_text(yaml.safe_dump(document))
         return path
@@ -297,6 +300,30 @@ class Stack:
             broker.stop()
         self.apps.clear()
         self.brokers.clear()
+
+
+def point_tracing(document: dict, environ: Mapping[str, str]) -> None:
+    """The sidecars' spans to the collector the apps' are sent to, when the environment names one
+    (``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_ENDPOINT``): daprd reads its endpoint from
+    the Configuration, not from the environment, when the Configuration has one. Without either, or with
+    ``OTEL_SDK_DISABLED=true`` or ``OTEL_TRACES_EXPORTER=none``, the sidecars do not trace, as the joiner
+    does not."""
+    tracing = document.get("spec", {}).get("tracing")
+    if not isinstance(tracing, dict):
+        return
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true" or (
+        environ.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "none"
+    ):
+        tracing["samplingRate"] = "0"
+        return
+    url = (
+        environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or ""
+    ).strip()
+    if not url:  # no collector named: a dead exporter would log every 5 s and cost every run's sidecars
+        tracing["samplingRate"] = "0"
+        return
+    parsed = urlsplit(url if "://" in url else f"http://{url}")
+    tracing["otel"] = {"endpointAddress": parsed.netloc, "isSecure": parsed.scheme == "https", "protocol": "http"}
 
 
 def _healthy(http_port: int) -> bool:
