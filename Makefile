@@ -12,7 +12,7 @@ TAG ?= dev
 CONTAINER_ENGINE ?= docker
 SERVICES := joiner message-gen message-proc
 
-.PHONY: bench help lint format typecheck setup setup-python setup-e2e setup-deploy setup-k8s run test test-local test-k8s k8s-up k8s-load k8s-down test-unit test-contract test-docs test-fuzz test-e2e test-faults test-deploy images lint-docker clean
+.PHONY: bench help lint format typecheck setup setup-python setup-e2e setup-browser setup-deploy setup-k8s run test test-local test-k8s k8s-up k8s-load k8s-down test-unit test-contract test-docs test-fuzz test-e2e test-faults test-deploy images lint-docker clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -20,7 +20,7 @@ help: ## list the targets
 # Each tier installs what it needs, no more: the unit, contract and docs tiers only the Python
 # environment (seconds once cached), the end-to-end tier daprd and the brokers (the first daprd build
 # takes minutes), the deploy tier kustomize and Dapr's CRDs.
-setup: setup-e2e setup-deploy ## install everything that is missing (what each setup-* below installs)
+setup: setup-e2e setup-browser setup-deploy ## install everything that is missing (what each setup-* below installs)
 
 setup-python: ## uv, a C compiler for the joiner's C loop, the Python deps (uv sync)
 	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check uv
@@ -30,11 +30,16 @@ setup-python: ## uv, a C compiler for the joiner's C loop, the Python deps (uv s
 setup-e2e: setup-python ## + the pinned daprd and Dapr CLI, redis-server and rabbitmq-server
 	@$(PY) -m devstack install
 
-setup-deploy: setup-python ## + the pinned kustomize and the Dapr CRDs of the pinned runtime
+setup-browser: ## Debian's chromium and chromium-driver, for the dashboard's browser test (says what is installed)
+	@bash scripts/setup-browser.sh
+
+setup-deploy: setup-python ## + the pinned kustomize, promtool (minutes, the first time) and the Dapr and Prometheus Operator CRDs
 	@bash deploy/install-kustomize.sh
 	@bash scripts/install-dapr-crds.sh
+	@bash deploy/install-promtool.sh
+	@bash scripts/install-prometheus-operator-crds.sh
 
-run: setup-e2e ## the whole pipeline; prints billable-proc's "Data received" lines until Ctrl-C
+run: setup-e2e ## the whole pipeline; prints the dashboard's URL and billable-proc's "Data received" lines until Ctrl-C
 	@$(PY) -m devstack run $(if $(WINDOW),--window $(WINDOW))
 
 test: lint typecheck test-local test-k8s ## every test: lint and types, the tiers of test-local, then the Kubernetes tier
@@ -65,7 +70,7 @@ test-docs: setup-python ## the commands shown in README.md and docs/ (Python env
 test-fuzz: setup-python ## hypothesis: arbitrary bytes, JSON and CloudEvents at every route (Python environment only)
 	@$(PY) -m pytest tests/fuzz $(PYTEST_ARGS)
 
-test-e2e: setup-e2e ## end-to-end tests only (real daprd, Redis, RabbitMQ, Dapr CLI)
+test-e2e: setup-e2e setup-browser ## end-to-end tests only (real daprd, Redis, RabbitMQ, Dapr CLI, headless Chromium)
 	@$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
 test-faults: setup-e2e ## faults on the real runtime, checked by numbered readings: 0 lost, 0 billed twice

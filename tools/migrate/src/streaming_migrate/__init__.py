@@ -448,22 +448,26 @@ class _Converter:
 
     def access_control(self, namespace: str) -> dict:
         """Deny by default; each Joiner may POST to the routes of its component targets (``app/route``),
-        nothing else is invoked in the pipeline."""
-        operations: dict[str, set[str]] = {}
+        and each target may GET the Joiner's /stats (billable-proc's dashboard shows them); nothing else is
+        invoked in the pipeline."""
+        operations: dict[str, set[tuple[str, str]]] = {}  # app id -> (route, verb)
         for joiner in self.joiners:
             if (_namespace(joiner) or "default") != namespace:
                 continue
             for target in ((joiner.get("spec") or {}).get("stream") or {}).get("to") or []:
                 if isinstance(target, dict) and "component" in target:
-                    route = str(target["component"]).partition("/")[2]
-                    operations.setdefault(joiner["metadata"]["name"], set()).add("/" + route.lstrip("/"))
+                    app, _, route = str(target["component"]).partition("/")
+                    operations.setdefault(joiner["metadata"]["name"], set()).add(("/" + route.lstrip("/"), "POST"))
+                    operations.setdefault(app, set()).add(("/stats", "GET"))
         policies = [
             {
                 "appId": app_id,
                 "defaultAction": "deny",
                 "trustDomain": TRUST_DOMAIN,
                 "namespace": namespace,
-                "operations": [{"name": route, "httpVerb": ["POST"], "action": "allow"} for route in sorted(routes)],
+                "operations": [
+                    {"name": route, "httpVerb": [verb], "action": "allow"} for route, verb in sorted(routes)
+                ],
             }
             for app_id, routes in sorted(operations.items())
         ]
@@ -794,12 +798,22 @@ def _dapr_annotations(app_id: str, port: int, health_check: bool = True) -> dict
         annotations["dapr.io/block-shutdown-duration"] = "30s"
         annotations["dapr.io/app-health-probe-interval"] = "1"
         annotations["dapr.io/app-health-threshold"] = "2"
-    return annotations | {
+    annotations |= {
         "dapr.io/sidecar-cpu-request": "50m",
         "dapr.io/sidecar-memory-request": "64Mi",
         "dapr.io/sidecar-cpu-limit": "500m",
         "dapr.io/sidecar-memory-limit": "256Mi",
+        # daprd's metrics, as deploy/ has them (deploy/overlays/monitoring scrapes them)
+        "dapr.io/enable-metrics": "true",
+        "dapr.io/metrics-port": "9090",
     }
+    if health_check:  # this project's images, which serve /metrics (behind the app token)
+        annotations |= {
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(port),
+            "prometheus.io/path": "/metrics",
+        }
+    return annotations
 
 
 TOKEN_VARIABLES = ("DAPR_API_TOKEN", "APP_API_TOKEN")
