@@ -18,6 +18,11 @@ the files read once just before it (so that both find them in the page cache):
           ``select`` in SQL, the rows written as JSON lines by ``COPY ... (FORMAT JSON)``; DuckDB uses
           every core (two here).
 
+  reading  the replay with the core's ``offer_runs`` answering ACCEPTED without joining: reading, decoding
+          (msgspec), the checks, the merge and the batches alone; what any replay that decodes each line
+          into Python objects pays before it joins anything (its floor).
+  start-up  the replay of two empty files: its imports, the configuration and the engine's generated code.
+
 It prints events/s (input lines / seconds) of each, the ratio replay/duckdb, the peak memory of each
 process (ru_maxrss, from os.wait4) and whether the rows agree: per window, the same rows as many times.
 """
@@ -58,6 +63,16 @@ duckdb.sql(f'''
         WHERE p.power_use >= 1.0
     ) TO '{out}' (FORMAT JSON)
 ''')
+"""
+
+# the replay without its join (argv: the replay's arguments): the floor of reading the files into the core
+READING_CHILD = """
+import sys
+from joiner.core import ACCEPTED, JoinCore
+JoinCore.offer_runs = lambda self, runs: [[ACCEPTED] * len(entries) for _, entries in runs]
+from joiner.__main__ import main
+sys.argv = ["joiner", "replay", *sys.argv[1:]]
+main()
 """
 
 
@@ -181,20 +196,24 @@ def main() -> int:
         )
         replay_out, duck_out = folder / "replay.jsonl", folder / "duckdb.jsonl"
         warm(tenant_path, reading_path)
-        replay = run_child(
-            [
-                sys.executable,
-                "-m",
-                "joiner",
-                "replay",
-                "--config",
-                str(config),
-                "--input",
-                f"tenants={tenant_path}",
-                "--input",
-                f"poweruse={reading_path}",
-            ],
-            replay_out,
+        arguments = [
+            "--config",
+            str(config),
+            "--input",
+            f"tenants={tenant_path}",
+            "--input",
+            f"poweruse={reading_path}",
+        ]
+        replay = run_child([sys.executable, "-m", "joiner", "replay", *arguments], replay_out)
+        warm(tenant_path, reading_path)
+        reading = run_child([sys.executable, "-c", READING_CHILD, *arguments], folder / "reading.jsonl")
+        empty = [folder / "no-tenants.jsonl", folder / "no-poweruse.jsonl"]
+        for path in empty:
+            path.touch()
+        start = run_child(
+            [sys.executable, "-m", "joiner", "replay", "--config", str(config)]
+            + ["--input", f"tenants={empty[0]}", "--input", f"poweruse={empty[1]}"],
+            folder / "start.jsonl",
         )
         warm(tenant_path, reading_path)
         duck = run_child(
@@ -205,11 +224,18 @@ def main() -> int:
     same = ours == theirs
     rows = sum(sum(counter.values()) for counter in ours.values())
     print(f"{'':>8} | {'seconds':>8} | {'events/s':>10} | {'peak memory':>11}")
-    for name, run in (("replay", replay), ("duckdb", duck)):
-        print(f"{name:>8} | {run.seconds:>8.2f} | {events / run.seconds:>10,.0f} | {run.peak_bytes / 2**20:>7,.0f} MiB")
+    for name, run in (("replay", replay), ("reading", reading), ("start-up", start), ("duckdb", duck)):
+        rate = f"{events / run.seconds:>10,.0f}" if run is not start else f"{'':>10}"
+        print(f"{name:>8} | {run.seconds:>8.2f} | {rate} | {run.peak_bytes / 2**20:>7,.0f} MiB")
     print(
         f"\nreplay/duckdb: {duck.seconds / replay.seconds:.2f}x the events/s, "
         f"{replay.peak_bytes / duck.peak_bytes:.2f}x the peak memory"
+    )
+    print(
+        f"reading alone (the replay without its join): {reading.seconds / replay.seconds:.2f} of the replay's "
+        f"time, {duck.seconds / reading.seconds:.2f}x DuckDB's events/s; after start-up "
+        f"({start.seconds:.2f} s), reading takes {(reading.seconds - start.seconds) / duck.seconds:.2f}x "
+        f"DuckDB's whole time"
     )
     print(f"rows: {rows:,} in {len(ours)} windows; same rows per window as DuckDB: {'yes' if same else 'NO'}")
     return 0 if same else 1
