@@ -18,11 +18,20 @@ ROOT = Path(__file__).resolve().parents[2]
 PUBLISHERS = {"redis-stream": "tenants-gen", "rabbit-stream": "poweruse-gen"}
 
 
-def publisher_stack(run_dir: Path, app_ids: Iterable[str], overrides: dict[str, dict[str, str]]) -> Stack:
+def publisher_stack(
+    run_dir: Path, app_ids: Iterable[str], overrides: dict[str, dict[str, str]], joiner_replicas: int = 1
+) -> Stack:
     """A Stack of ``app_ids`` from dapr.yaml plus the generators' sidecars without the generators: the test
     publishes what it needs through them, with their identities, as the topic scopes require."""
     run_file = run_file_of((*app_ids, *PUBLISHERS.values()), run_dir)
-    return Stack(run_file, run_dir / "run", overrides, quiet=True, sidecars_only=tuple(PUBLISHERS.values()))
+    return Stack(
+        run_file,
+        run_dir / "run",
+        overrides,
+        quiet=True,
+        sidecars_only=tuple(PUBLISHERS.values()),
+        joiner_replicas=joiner_replicas,
+    )
 
 
 def no_redis_refusals(stack: Stack) -> None:

@@ -35,6 +35,7 @@ from joiner.handover.store import Handover
 from joiner.journal import Journal
 from joiner.metrics import StatsCollector, registry_of
 from joiner.recovery import Recovery
+from joiner.replica import history_guard, state_sink
 from joiner.runrecord import RunRecord
 from joiner.sender import MAX_PARKED_BYTES, PARKED_RETRY_SECONDS, ROWS_PER_CALL, WindowSender
 from joiner.stats import JoinerStats, Stats
@@ -89,6 +90,7 @@ class Joiner:
         self.errors = ErrorReport(log)
         self.drop_log = LogBudget(log)
         self.dead_letters = DeadLetters(config.dead_letters, sink, max_body_bytes)
+        self.dead_letters.replica = config.replica
         self.sender = WindowSender(
             config, sink, self.errors, clock, retry_base_delay, rows_per_call, max_call_bytes=max_call_bytes
         )
@@ -108,16 +110,18 @@ class Joiner:
         # windows close only once the previous run's are back: else a window both runs had could close
         # before its handed-over events join it
         self.taken_over = asyncio.Event()
+        # one replica of several keeps its state under keys of its own (joiner.replica)
+        state = state_sink(sink, config.replica)
         self.handover = (
-            Handover(sink, config.state_store, self.core, self.sender, self.errors) if config.state_store else None
+            Handover(state, config.state_store, self.core, self.sender, self.errors) if config.state_store else None
         )
-        self.run_record = RunRecord(sink, config.state_store, self._holding) if config.state_store else None
+        self.run_record = RunRecord(state, config.state_store, self._holding) if config.state_store else None
         self.stopping = False
         self.replaying = False
-        self.journal = Journal(sink, config.state_store) if config.journal and config.state_store else None
+        self.journal = Journal(state, config.state_store) if config.journal and config.state_store else None
         self.journal_ready = asyncio.Event()  # live deliveries wait for the recovery (journal.start) first
         self.recovery = (
-            Recovery(self.journal, sink, config.state_store, self.core, self.sender, self.errors, self._replay)
+            Recovery(self.journal, state, config.state_store, self.core, self.sender, self.errors, self._replay)
             if self.journal is not None and config.state_store
             else None
         )
@@ -128,6 +132,10 @@ class Joiner:
         if config.state_store is None:
             self.taken_over.set()
 
+        # a new replica's history of the first stream, kept out of a processing-time window (joiner.replica)
+        self.history = history_guard(
+            config.replica, config.join_mode, config.event_time is not None, config.window_seconds, clock()
+        )
         self.report = JoinerStats(self.core, self.sender, self.dead_letters, self)
         # a span per window delivered, linked to the deliveries that fed it (joiner.tracing)
         self.tracing = self.sender.tracing = tracing
@@ -160,10 +168,13 @@ class Joiner:
             delivery = delivery_of(document)
         except MalformedEvent as error:
             return self.drop(source, None, error, body)
+        index = self.stream_index[source.name]
+        if index == 0 and self.history is not None and not self.replaying and self.history.skips(delivery.time):
+            return {"status": "SUCCESS"}
         if self.tracing.enabled:  # before the core takes it: it may close the window it goes into
-            self.tracing.seen(self.stream_index[source.name], ((document, delivery.data, delivery.time),))
+            self.tracing.seen(index, ((document, delivery.data, delivery.time),))
         try:
-            self.core.offer(self.stream_index[source.name], delivery.data, delivery.id, delivery.time, len(body))
+            self.core.offer(index, delivery.data, delivery.id, delivery.time, len(body))
         except MalformedEvent as error:
             return self.drop(source, delivery.id, error, body)
         return {"status": "SUCCESS"}
@@ -179,13 +190,17 @@ class Joiner:
         # no entry can be over an event's limit when the whole delivery is not: then sizes are not measured
         limit = self.max_body_bytes if size > self.max_body_bytes else None
         raw = document["entries"]
+        # (a journaled delivery replayed was taken in the first time: never skipped)
+        history = self.history if self.stream_index[source.name] == 0 and not self.replaying else None
         for position, (entry_id, parsed) in enumerate(bulk_entries(document, max_event_bytes=limit)):
             if isinstance(parsed, MalformedEvent):
                 self.drop(source, entry_id, parsed, _event_of(raw[position]))
                 statuses[entry_id] = "DROP"
                 continue
-            positions.append(position)
             statuses[entry_id] = "SUCCESS"
+            if history is not None and history.skips(parsed.time):
+                continue
+            positions.append(position)
             entry_ids.append(entry_id)
             entries.append((parsed.data, parsed.id or entry_id, parsed.time))
         if self.tracing.enabled:
@@ -359,15 +374,22 @@ class Joiner:
             late = await self.late_box.get()
             if target is not None:
                 try:
-                    await self.sink.publish(target.pubsub, target.topic, late.as_record())
+                    record = late.as_record()
+                    if self.config.replica:  # which replica found it late
+                        record["replica"] = self.config.replica
+                    await self.sink.publish(target.pubsub, target.topic, record)
                     self.late_published += 1
                 except SidecarError as error:
                     log.error("late event %s not published to %s: %s", late.id, target, error)
             self.late_box.task_done()
 
     def figures(self) -> dict[str, Any]:
-        """The service's own part of :attr:`report`."""
+        """The service's own part of :attr:`report` (``replica`` only for one replica of several)."""
+        replica: dict[str, Any] = {"replica": self.config.replica} if self.config.replica else {}
+        if self.history is not None:
+            replica["history_skipped"] = self.history.skipped
         return {
+            **replica,
             "bulk_deliveries": dict(self.bulk_deliveries),
             "late_published": self.late_published,
             "journal_failures": self.journal.failures if self.journal else 0,

@@ -54,6 +54,7 @@ class DeadLetters:
         self.lost = 0
         self.queued_bytes = 0
         self.failures = LogBudget(log)
+        self.replica: str | None = None  # JOINER_REPLICA: which replica dropped the event
 
     def figures(self) -> dict[str, Any]:
         return {"dead_lettered": self.published, "dead_letters_lost": self.lost}
@@ -72,6 +73,8 @@ class DeadLetters:
             "event": text,
             "cut": cut,
         }
+        if self.replica:
+            record["replica"] = self.replica
         if self.queued_bytes + len(text) > QUEUE_BYTES or self.queue.full():
             self.lost += 1
             self.failures.warning(

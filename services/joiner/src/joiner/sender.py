@@ -29,6 +29,7 @@ from typing import Any
 from joiner.config import InvokeTarget, JoinerConfig, PublishTarget
 from joiner.engine.windows import Window
 from joiner.metrics import delivery_latency
+from joiner.replica import SOURCE_HEADER
 from joiner.tracing import NO_TRACING, Tracing
 from streaming_runtime.logs import ErrorReport
 from streaming_runtime.settings import DEFAULT_MAX_BODY_BYTES
@@ -218,7 +219,10 @@ class WindowSender:
     def body(self, window: Window, rows: list[Any]) -> Any:
         if not self.config.envelope:
             return rows
-        return {"window_start": window.start, "window_end": window.end, "window_id": window.id, "rows": rows}
+        envelope = {"window_start": window.start, "window_end": window.end, "window_id": window.id}
+        if self.config.replica:  # one replica's part of the window (docs/scaling.md)
+            envelope["window_source"] = self.config.replica
+        return {**envelope, "rows": rows}
 
     async def _deliver(
         self,
@@ -252,6 +256,8 @@ class WindowSender:
             "window-id": window.id,
             "window-chunk": chunk,
         }
+        if self.config.replica:  # the window is the same on every replica; this replica's part of it is its own
+            headers[SOURCE_HEADER] = self.config.replica
         self.tracing.inject(headers)  # the window's trace: the target's side is its child
         body = self.body(window, rows)
         for attempt in range(1, DELIVERY_ATTEMPTS + 1):
@@ -264,6 +270,8 @@ class WindowSender:
                         "windowend": headers["window-end"],
                         "windowid": window.id,
                     }
+                    if self.config.replica:
+                        extensions["windowsource"] = self.config.replica
                     await self.sink.publish_event(target.pubsub, target.topic, body, WINDOW_EVENT_TYPE, extensions)
                 self.failing = None
                 return None

@@ -7,7 +7,8 @@ before but another body is no retry: it is billed, counted as a conflict and log
 call sent first under a window's id cannot make the real window pass for a retry. The memory of calls is
 bounded: the newest 10,000, each at most ``MAX_HEADER_CHARS`` of id and chunk and a digest; with
 ``PROC_STATE_STORE`` it is kept in a Dapr state store too, so a restart forgets nothing
-(:mod:`message_proc.billed`)."""
+(:mod:`message_proc.billed`). A call is known by its ``window-source`` too (the joiner replica that sent
+it, docs/scaling.md): two replicas' parts of one window are both billed."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
-from message_proc.billed import BilledCalls
+from message_proc.billed import SOURCE, SOURCE_HEADER, BilledCalls
 from message_proc.calls import BilledCall, CallObservers, Outcome, rows_of
 from message_proc.dashboard import PATHS as DASHBOARD_PATHS
 from message_proc.dashboard import Dashboard
@@ -43,7 +44,7 @@ from streaming_runtime.values import value_problem
 
 log = logging.getLogger("message-proc")
 MAX_HEADER_CHARS = 200  # window-id, window-chunk, window-end: the joiner's are under 40
-WINDOW_HEADERS = ("window-id", "window-chunk", "window-end")
+WINDOW_HEADERS = ("window-id", "window-chunk", "window-end", SOURCE_HEADER)
 
 
 class ProcessorSettings(ServiceSettings):
@@ -130,15 +131,20 @@ def create_app(settings: ProcessorSettings, store: Any | None = None, freeze_hea
         except MalformedEvent as error:
             received["rejected"] += 1
             return _rejected(400, str(error))
+        source = request.headers.get(SOURCE_HEADER, "")
+        if source and not SOURCE.fullmatch(source):
+            received["rejected"] += 1
+            return _rejected(400, f"header {SOURCE_HEADER} must be a joiner replica's name (letters, digits, _ and -)")
         window_id = request.headers.get("window-id")
         if window_id is not None:
-            call = (window_id, request.headers.get("window-chunk", "1/1"))
+            # parts of one window from several joiner replicas are each billed; a retry is one source's again
+            call = (source, window_id, request.headers.get("window-chunk", "1/1"))
             digest = hashlib.sha256(body).digest()
             try:
                 seen = await billed.seen(call, digest)
                 if seen == "duplicate":
                     received["duplicates"] += 1
-                    log.info("window %s chunk %s received again: a retry, not logged twice", *map(printable, call))
+                    log.info("window %s chunk %s received again: a retry, not logged twice", *map(printable, call[1:]))
                     return JSONResponse({"status": "ok", "duplicate": True})
                 await billed.record(call, digest)  # before the rows are billed: see message_proc.billed
             except SidecarError as error:
@@ -146,7 +152,7 @@ def create_app(settings: ProcessorSettings, store: Any | None = None, freeze_hea
                 log.error(
                     "window %s chunk %s not billed now, the record of billed calls is unavailable (the "
                     "joiner sends it again): %s",
-                    *map(printable, call),
+                    *map(printable, call[1:]),
                     printable(error, 300),
                 )
                 return JSONResponse({"error": "the record of billed calls is unavailable"}, status_code=503)
@@ -154,7 +160,7 @@ def create_app(settings: ProcessorSettings, store: Any | None = None, freeze_hea
                 received["conflicts"] += 1
                 log.error(
                     "window %s chunk %s received before with other rows: billed, but look at its sender",
-                    *map(printable, call),
+                    *map(printable, call[1:]),
                 )
         received["calls"] += 1
         received["rows"] += len(data) if isinstance(data, list) else 1

@@ -21,6 +21,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--run-file", type=Path, default=ROOT / "dapr.yaml")
     run.add_argument("--run-dir", type=Path, default=ROOT / ".devstack" / "last-run")
     run.add_argument("--window", help="override the joiner's window (e.g. 5s)")
+    run.add_argument(
+        "--joiner-replicas",
+        type=int,
+        default=1,
+        help="run the joiner as N replicas (join-tenants-poweruse-0..N-1, docs/scaling.md)",
+    )
     commands.add_parser(
         "install",
         help="install what is missing: daprd, sentry and the dapr CLI (pinned), redis-server, rabbitmq-server",
@@ -38,14 +44,14 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     overrides = {"join-tenants-poweruse": {"JOINER_WINDOW_SIZE": args.window}} if args.window else {}
     try:
-        with Stack(args.run_file, args.run_dir, overrides) as stack:
+        with Stack(args.run_file, args.run_dir, overrides, joiner_replicas=args.joiner_replicas) as stack:
             proc = stack.apps["billable-proc"]
             say(
                 f"all up; logs in {args.run_dir / 'logs'}, the run's API tokens in {args.run_dir / 'tokens.env'}; "
                 "billable rows follow (Ctrl-C stops everything)"
             )
             say(f"dashboard: {dashboard_url(proc.app_port)} (live billing and pipeline health)")
-            readiness = ReadinessWatch(stack.apps["join-tenants-poweruse"])
+            readiness = ReadinessWatch(stack.apps[stack.instances_of("join-tenants-poweruse")[0]])
             follow(proc.app.log_path, "Data received", lambda: proc.app.death() or proc.sidecar.death(), readiness)
     except KeyboardInterrupt:
         say("stopping")

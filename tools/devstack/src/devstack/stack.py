@@ -24,12 +24,13 @@ from devstack.brokers import (
     start_redis,
 )
 from devstack.daprd import ensure_daprd
-from devstack.processes import Process, free_port, wait_until
+from devstack.processes import Process, StackError, free_port, wait_until
 from devstack.runfile import AppSpec, RunFile, read_run_file
 from devstack.sentry import Sentry, start_sentry
 
 # the local secret store (components/local-env.yaml) reads only variables with this prefix
 SECRET_PREFIX = "POWER_USAGE_"
+JOINER_APP_ID = "join-tenants-poweruse"  # the app that may run as several replicas (joiner_replicas)
 
 
 def say(message: str) -> None:
@@ -87,7 +88,13 @@ class Stack:
 
     Secure as shipped: a sentry for mTLS (the Configuration's accessControl checks callers), a Dapr API
     token and an app API token generated for the run (or taken from ``DAPR_API_TOKEN``/``APP_API_TOKEN``),
-    brokers with generated credentials, every listener on 127.0.0.1, the run's files private (0700)."""
+    brokers with generated credentials, every listener on 127.0.0.1, the run's files private (0700).
+
+    ``joiner_replicas`` > 1: the joiner (app id ``join-tenants-poweruse``) runs as that many replicas, each
+    its own app and daprd under the same app id, named ``join-tenants-poweruse-<n>`` (their key in
+    :attr:`apps`, their ``JOINER_REPLICA``, and their daprd's ``POD_NAME``), with the Redis pub/sub's
+    ``consumerID`` set to ``{podName}`` in a copy of the resources: the tenants reach every replica, the
+    readings (one RabbitMQ queue per app id) are shared among them (docs/scaling.md)."""
 
     def __init__(
         self,
@@ -97,7 +104,11 @@ class Stack:
         quiet: bool = False,
         resources: Path | None = None,
         sidecars_only: tuple[str, ...] = (),
+        joiner_replicas: int = 1,
     ) -> None:
+        if joiner_replicas < 1:
+            raise StackError(f"joiner replicas: {joiner_replicas}, expected 1 or more")
+        self.joiner_replicas = joiner_replicas
         self.run_file: RunFile = read_run_file(run_file)
         self.resources = resources or self.run_file.resources_path  # another folder of Dapr resources
         self.run_dir = run_dir.resolve()
@@ -147,6 +158,8 @@ class Stack:
         self.sentry = start_sentry(self.run_dir)
         self._say(f"sentry on {self.sentry.address} (mTLS between sidecars)")
         config = self._render_config()
+        if self.joiner_replicas > 1:
+            self.resources = broadcast_tables(self.resources, self.run_dir / "resources")
         # as `dapr run` does, sidecars get the environment it runs in (dapr.yaml's env is the apps'):
         # the brokers' addresses are what a user exports before `dapr run -f .`
         sidecar_env = {
@@ -159,7 +172,14 @@ class Stack:
         }
         # dapr.yaml lists receivers before senders, so nothing is published before it can be delivered
         for spec in self.run_file.apps:
-            self.apps[spec.app_id] = self._start_app(spec, daprd, config, sidecar_env)
+            for instance in self.instances_of(spec.app_id):
+                self.apps[instance] = self._start_app(spec, daprd, config, sidecar_env, instance)
+
+    def instances_of(self, app_id: str) -> list[str]:
+        """The names an app runs under: its app id, or each joiner replica's name."""
+        if app_id != JOINER_APP_ID or self.joiner_replicas == 1:
+            return [app_id]
+        return [f"{app_id}-{n}" for n in range(self.joiner_replicas)]
 
     def _render_config(self) -> Path:
         """dapr.yaml's Configuration, with a name-resolution database private to this run."""
@@ -172,8 +192,14 @@ class Stack:
         path.write_text(yaml.safe_dump(document))
         return path
 
-    def _start_app(self, spec: AppSpec, daprd: Path, config: Path, sidecar_env: dict[str, str]) -> RunningApp:
+    def _start_app(
+        self, spec: AppSpec, daprd: Path, config: Path, sidecar_env: dict[str, str], instance: str | None = None
+    ) -> RunningApp:
         assert self.sentry is not None
+        name = instance or spec.app_id
+        replica = {"JOINER_REPLICA": name} if name != spec.app_id else {}
+        if self.joiner_replicas > 1:  # what the Redis pub/sub's consumerID {podName} reads (as on Kubernetes)
+            sidecar_env = {**sidecar_env, "POD_NAME": name}
         alone = spec.app_id in self.sidecars_only
         app_port, http_port, grpc_port = free_port(), free_port(), free_port()
         internal_port, metrics_port = free_port(), free_port()
@@ -183,6 +209,8 @@ class Stack:
             **self.run_file.common_env,
             **spec.env,
             **self.env_overrides.get(spec.app_id, {}),
+            **self.env_overrides.get(name, {}),
+            **replica,
             "APP_ID": spec.app_id,
             "APP_PORT": str(app_port),
             "DAPR_HTTP_PORT": str(http_port),
@@ -192,13 +220,13 @@ class Stack:
             "PYTHONUNBUFFERED": "1",
         }
         logs = self.run_dir / "logs"
-        app = Process(spec.app_id, command, logs / f"{spec.app_id}.log", env=app_env, cwd=spec.app_dir)
+        app = Process(name, command, logs / f"{name}.log", env=app_env, cwd=spec.app_dir)
         if not alone:
             app.start()
-        self._app_launch[spec.app_id] = (command, app_env)
+        self._app_launch[name] = (command, app_env)
         app_flags = [] if alone else ["--app-port", str(app_port), "--app-protocol", "http"]
         sidecar = Process(
-            f"daprd[{spec.app_id}]",
+            f"daprd[{name}]",
             [
                 str(daprd),
                 "--app-id",
@@ -232,20 +260,18 @@ class Stack:
                 "--log-level",
                 "info",
             ],
-            logs / f"daprd-{spec.app_id}.log",
+            logs / f"daprd-{name}.log",
             env=sidecar_env,
             cwd=self.run_dir,
         ).start()
         running = RunningApp(spec, app_port, http_port, grpc_port, app, sidecar, self.app_token, self.dapr_token)
-        self.apps[spec.app_id] = running
+        self.apps[name] = running
 
         def dead() -> str | None:
             return app.death() or sidecar.death()
 
-        wait_until(lambda: _healthy(http_port), 90, f"{spec.app_id} and its sidecar", interval=0.2, alive=dead)
-        self._say(
-            f"{spec.app_id}: {'no app' if alone else f'app on :{app_port}'}, daprd http :{http_port} grpc :{grpc_port}"
-        )
+        wait_until(lambda: _healthy(http_port), 90, f"{name} and its sidecar", interval=0.2, alive=dead)
+        self._say(f"{name}: {'no app' if alone else f'app on :{app_port}'}, daprd http :{http_port} grpc :{grpc_port}")
         return running
 
     def restart_app(self, app_id: str) -> None:
@@ -274,6 +300,29 @@ class Stack:
             alive=lambda: running.app.death() or running.sidecar.death(),
         )
 
+    def kill_replica(self, name: str, sidecar: bool = False) -> None:
+        """SIGKILL one joiner replica's app (and, ``sidecar``, its daprd too): a crash of that replica."""
+        self.kill_app(name)
+        if sidecar:
+            self.kill_sidecar(name)
+
+    def restart_replica(self, name: str) -> None:
+        """Start a killed replica again with the same identity (name, ports, env, so its state-store keys and
+        its consumer group); its daprd too if it was killed. Returns once both answer."""
+        running = self.apps[name]
+        sidecar_down = running.sidecar.death() is not None
+        if sidecar_down:
+            running.sidecar.start()  # healthy only once its app answers: waited for below
+        self.start_app(name)
+        if sidecar_down:
+            wait_until(
+                lambda: _healthy(running.http_port),
+                90,
+                f"daprd[{name}] restarted",
+                interval=0.2,
+                alive=lambda: running.app.death() or running.sidecar.death(),
+            )
+
     def kill_app(self, app_id: str) -> None:
         """SIGKILL one app (no shutdown runs: a crash, an OOM kill), its sidecar left running."""
         self.apps[app_id].app.kill()
@@ -300,6 +349,27 @@ class Stack:
             broker.stop()
         self.apps.clear()
         self.brokers.clear()
+
+
+def broadcast_tables(resources: Path, into: Path) -> Path:
+    """A copy of ``resources`` in ``into`` where each Redis pub/sub component's ``consumerID`` is
+    ``{podName}``: each replica its own consumer group, so every replica reads every tenant record (daprd
+    reads the template from its ``POD_NAME``, which the stack gives each sidecar)."""
+    shutil.rmtree(into, ignore_errors=True)
+    shutil.copytree(resources, into)
+    for path in sorted(into.glob("*.yaml")):
+        documents = list(yaml.safe_load_all(path.read_text()))
+        changed = False
+        for document in documents:
+            spec = document.get("spec") if isinstance(document, dict) else None
+            if not isinstance(spec, dict) or spec.get("type") != "pubsub.redis":
+                continue
+            items = [item for item in spec.setdefault("metadata", []) if item.get("name") != "consumerID"]
+            spec["metadata"] = [*items, {"name": "consumerID", "value": "{podName}"}]
+            changed = True
+        if changed:
+            path.write_text(yaml.safe_dump_all(documents, sort_keys=False))
+    return into
 
 
 def point_tracing(document: dict, environ: Mapping[str, str]) -> None:

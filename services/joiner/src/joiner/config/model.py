@@ -86,6 +86,8 @@ class JoinerConfig(BaseModel):
     envelope: bool = False
     state_store: str | None = None  # a Dapr state store: open windows are handed over through it on restart
     journal: bool = False  # state.journal: deliveries journaled in the state store, replayed after a crash
+    # JOINER_REPLICA: one of several replicas (docs/scaling.md): its state-store keys and its deliveries name it
+    replica: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -123,6 +125,12 @@ class JoinerConfig(BaseModel):
                     f"{journal}: the journal needs dedup (a delivery answered RETRY when its journal "
                     "write fails comes again, and must be recognised)"
                 )
+        if self.replica is not None and self.aggregate is not None:
+            raise ConfigError(
+                f"JOINER_REPLICA={self.replica} with aggregate: each replica would deliver a partial aggregate of "
+                "its share of the readings, and nothing combines them yet (docs/scaling.md); run one replica "
+                "(JOINER_REPLICA unset) or drop aggregate"
+            )
         self.compiled_where()
         self.compiled_select()
         return self

@@ -91,6 +91,8 @@ NAMES: tuple[Name, ...] = (
     Name("state_store", ("state.store",), ("JOINER_STATE_STORE",), read.store_name),
     Name("journal", ("state.journal",), ("JOINER_JOURNAL",), read.boolean),
     Name("envelope", ("output.envelope",), ("JOINER_OUTPUT_ENVELOPE",), read.boolean),
+    # the replica this process is (docs/scaling.md): one per process, so JOINER_REPLICA rather than the YAML
+    Name("replica", ("replica",), ("JOINER_REPLICA",), read.replica),
 )
 
 

@@ -106,6 +106,20 @@ def store_name(raw: Any, origin: str) -> str:
     return raw.strip()
 
 
+REPLICA_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")  # billable-proc reads it back the same way
+
+
+def replica(raw: Any, origin: str) -> str:
+    """A replica's name: it goes into state-store keys and a header, so letters, digits, ``_`` and ``-``."""
+    text = str(raw).strip()
+    if not REPLICA_ID.fullmatch(text):
+        raise ConfigError(
+            f"{origin}={text[:80]!r}: expected a replica name of up to 63 letters, digits, '_' or '-' "
+            "(such as join-tenants-poweruse-0)"
+        )
+    return text
+
+
 def aggregate(raw: Any, origin: str) -> AggregateSpec:
     return parse_aggregate(raw, origin)
 

@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("joiner")
 
-KEY = "open-windows"  # in the state store (Dapr prefixes keys with the app id); parts: open-windows.<n>
+# in the state store (Dapr prefixes keys with the app id; a replica's go under its name: joiner.replica)
+KEY = "open-windows"  # parts: open-windows.<n>
 
 
 class Handover:
