@@ -1,7 +1,7 @@
 """Pipeline benchmark: readings through real daprd sidecars, RabbitMQ and Redis into the joiner.
 
     python bench/pipeline.py [--readings 20000] [--window 2s] [--grace 1s] [--runs bulk,event-time]
-                             [--batch 100] [--await-ms 40] [--no-baseline]
+                             [--batch 100] [--await-ms 40] [--no-baseline] [--replicas 1,2,3]
 
 Runs the suite of dapr.yaml on this machine (private brokers, free ports) once per run named in ``--runs``:
 
@@ -31,6 +31,15 @@ Reported per run:
   invocation through both sidecars, until billable-proc's route starts) and *billing* (billable-proc's own
   part: reading the rows, its record of billed calls in the state store);
 * CPU used by each process during the run (from /proc), as a share of one core, and their sum.
+
+``--replicas 1,2,3``: instead, for each run of ``--runs`` (``bulk`` unless given) one run per count, the
+joiner as that many replicas (``Stack(joiner_replicas=N)``, docs/scaling.md), the baseline as above. Reported
+per count: readings/s accepted (the sum over the replicas' /stats), latency from window end to billable-proc
+(a window id now has a part per replica that sent one: its latency is when its **last** part was received),
+parts per window, whether the rows are complete (billable-proc billed as many rows as the replicas made, with
+no duplicate or conflict, and every reading was accepted or filtered), the load average, the CPU the rest of
+the machine used meanwhile, and CPU-seconds per 1,000 readings per process kind (replicas summed, and per
+replica), with each process's share of one core.
 """
 
 from __future__ import annotations
@@ -50,7 +59,7 @@ from rabbit_baseline import run_baseline
 
 from devstack.brokers import start_rabbitmq
 from devstack.runfile import read_run_file
-from devstack.stack import Stack
+from devstack.stack import JOINER_APP_ID, Stack
 from streaming_runtime.durations import parse_duration as duration
 from streaming_runtime.expressions import compile_expression
 from streaming_runtime.sidecar import dumps
@@ -86,6 +95,12 @@ def cpu_seconds(pid: int | None) -> float:
         except (OSError, IndexError, ValueError):
             pass
     return total
+
+
+def machine_busy() -> float:
+    """CPU-seconds every core of the machine has spent busy since boot (everything but idle and iowait)."""
+    fields = [int(field) for field in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / TICKS
 
 
 def children(pid: int) -> list[int]:
@@ -128,7 +143,8 @@ def expressions() -> tuple[list[dict], str, str]:
     return readings, stamped("tenants-gen")[1], readings_expr
 
 
-def run_once(name: str, args: argparse.Namespace, work: Path) -> dict:
+def run_once(name: str, args: argparse.Namespace, work: Path, replicas: int | None = None) -> dict:
+    """One run; ``replicas``: the joiner as that many replicas (None: one joiner, as without --replicas)."""
     readings, window, grace = args.readings, args.window, args.grace
     bulk, event_time = RUNS[name]
     _, tenants_expr, readings_expr = expressions()
@@ -145,6 +161,8 @@ def run_once(name: str, args: argparse.Namespace, work: Path) -> dict:
             "MESSAGE_EXPR": readings_expr,
         },
     }
+    if replicas is not None:
+        return run_replicas(name, args, work, replicas, overrides)
     resources = resources_with_bulk(work / f"resources-{name}", bulk, args.await_ms)
     with Stack(ROOT / "dapr.yaml", work / f"run-{name}", overrides, quiet=True, resources=resources) as stack:
         joiner, proc = stack.apps["join-tenants-poweruse"], stack.apps["billable-proc"]
@@ -196,6 +214,129 @@ def run_once(name: str, args: argparse.Namespace, work: Path) -> dict:
     }
 
 
+def run_replicas(name: str, args: argparse.Namespace, work: Path, replicas: int, overrides: dict) -> dict:
+    """One run with the joiner as ``replicas`` replicas: readings shared, tenants to every replica."""
+    readings, window, grace = args.readings, args.window, args.grace
+    bulk, event_time = RUNS[name]
+    resources = resources_with_bulk(work / f"resources-{name}-{replicas}", bulk, args.await_ms)
+    run_dir = work / f"run-{name}-{replicas}"
+    load_before = os.getloadavg()
+    with Stack(
+        ROOT / "dapr.yaml", run_dir, overrides, quiet=True, resources=resources, joiner_replicas=replicas
+    ) as stack:
+        joiners = [stack.apps[instance] for instance in stack.instances_of(JOINER_APP_ID)]
+        proc = stack.apps["billable-proc"]
+        pids = processes(stack)
+        cpu_before = {process: cpu_seconds(pid) for process, pid in pids.items()}
+        busy_before = machine_busy()
+        first_seen = done_at = None
+        first_wall = done_wall = math.inf
+        count, stats = 0, []
+        deadline = time.monotonic() + max(120.0, readings / 100)
+        while time.monotonic() < deadline:
+            stats = [joiner.get("/stats").json() for joiner in joiners]
+            count = sum(s["accepted"].get("poweruse", 0) + s["filtered"].get("poweruse", 0) for s in stats)
+            if count and first_seen is None:
+                first_seen, first_wall = time.monotonic(), time.time()
+            if count >= readings:
+                done_at, done_wall = time.monotonic(), time.time()
+                break
+            time.sleep(0.05)
+        cpu = {process: cpu_seconds(pid) - cpu_before[process] for process, pid in pids.items()}
+        busy = machine_busy() - busy_before
+        load_during = os.getloadavg()
+        # the window holding the last readings closes on every replica at its end (+ grace): after that the
+        # replicas make no more rows, and the rows are complete once billable-proc has billed all they made
+        last_window_end = (time.time() // window + 1) * window + (grace if event_time else 0.0)
+        end = time.monotonic() + 3 * window + grace + 15
+        made, billed = -1, {}
+        while time.monotonic() < end:
+            stats = [joiner.get("/stats").json() for joiner in joiners]
+            made = sum(s["rows_made"] for s in stats)
+            billed = proc.get("/stats").json()
+            if time.time() > last_window_end + 0.5 and billed["rows"] == made:
+                break
+            time.sleep(0.1)
+        billed = proc.get("/stats").json()
+    closes_after = grace if event_time else 0.0
+    # a window id has one part per replica that sent one: the window is there when its last part is
+    last: dict[str, dict] = {}
+    parts: dict[str, int] = {}
+    for part in billed["windows"]:
+        parts[part["id"]] = parts.get(part["id"], 0) + 1
+        if part["id"] not in last or part["received"] > last[part["id"]]["received"]:
+            last[part["id"]] = part
+    loaded = [w for w in last.values() if first_wall <= float(w["end"]) and float(w["end"]) + closes_after <= done_wall]
+    elapsed = (done_at or time.monotonic()) - (first_seen or time.monotonic())
+    rows_complete = billed["rows"] == made and not billed["duplicates"] and not billed["conflicts"]
+    return {
+        "mode": name,
+        "replicas": replicas,
+        "readings": count,
+        "complete": done_at is not None and rows_complete,
+        "rows": (made, billed["rows"]),
+        "events_per_s": count / elapsed if elapsed > 0 else float("nan"),
+        "elapsed": elapsed,
+        "closes_after": closes_after,
+        "from_end": sorted(w["received"] - float(w["end"]) for w in loaded),
+        "parts": sum(parts[w["id"]] for w in loaded) / len(loaded) if loaded else float("nan"),
+        "windows": len(loaded),
+        "all_windows": len(last),
+        "late": sum(sum(s.get("late", {}).values()) for s in stats),
+        "cpu": cpu,
+        "load": (load_before[0], load_during[0]),
+        "others": busy - sum(cpu.values()),  # CPU-seconds the machine spent outside the suite
+    }
+
+
+def kind(process: str) -> str:
+    """A process's kind: a joiner replica's name (and its daprd's) without the replica's number."""
+    for name in (JOINER_APP_ID, f"daprd {JOINER_APP_ID}"):
+        if process.startswith(f"{name}-"):
+            return name
+    return process
+
+
+def print_replicas(results: list[dict], args: argparse.Namespace) -> None:
+    cores = os.cpu_count() or 1
+    print(
+        f"{args.readings:,} readings in bulk publishes of {args.batch}, bulk deliveries of up to 100 or "
+        f"{args.await_ms} ms; window {args.window:g}s; the joiner as N replicas (readings shared, tenants to "
+        "each);\nlatency: from the window's end (+ grace in event time) to billable-proc's receipt of its LAST "
+        f"part (one part per replica); windows: those that closed while readings came in / all; {cores} cores\n"
+    )
+    print(
+        f"{'run':>10} | {'replicas':>8} | {'readings/s':>10} | {'p50 ms':>6} | {'p99 ms':>6} | parts/window | "
+        "windows | rows made/billed | late | load 1m before/during | complete"
+    )
+    for r in results:
+        made, billed = r["rows"]
+        print(
+            f"{r['mode']:>10} | {r['replicas']:>8} | {r['events_per_s']:>10,.0f} | "
+            f"{quantile(r['from_end'], 0.5) * 1000:>6.0f} | {quantile(r['from_end'], 0.99) * 1000:>6.0f} | "
+            f"{r['parts']:>12.2f} | {r['windows']:>3}/{r['all_windows']:<3} | {made:>7,}/{billed:<8,} | "
+            f"{r['late']:>4} | {r['load'][0]:>10.2f} / {r['load'][1]:<10.2f} | {r['complete']}"
+        )
+    for r in results:
+        per_1000 = 1000 / r["readings"] if r["readings"] else float("nan")
+        kinds: dict[str, list[float]] = {}
+        for process, seconds in r["cpu"].items():
+            kinds.setdefault(kind(process), []).append(seconds)
+        total = sum(r["cpu"].values())
+        print(
+            f"\nCPU-seconds per 1,000 readings, {r['mode']} run with {r['replicas']} replica(s) "
+            f"({r['readings']:,} readings in {r['elapsed']:.1f}s; all processes {total * per_1000:.3f} s, "
+            f"{total / r['elapsed']:.0%} of {cores} cores' {cores:.0%}; other processes of the machine "
+            f"{r['others'] / r['elapsed']:.0%}); share of one core in brackets:"
+        )
+        for name, seconds in sorted(kinds.items(), key=lambda item: -sum(item[1])):
+            each = (
+                " (per replica " + ", ".join(f"{s * per_1000:.3f}" for s in seconds) + ")" if len(seconds) > 1 else ""
+            )
+            shares = "/".join(f"{s / r['elapsed']:.0%}" for s in seconds)
+            print(f"  {name:<34} {sum(seconds) * per_1000:.3f} s{each} [{shares}]")
+
+
 def quantile(values: list[float], q: float) -> float:
     """The q-quantile of sorted ``values`` (nearest rank); NaN for none."""
     return values[min(len(values) - 1, int(len(values) * q))] if values else float("nan")
@@ -226,16 +367,34 @@ def main() -> int:
     parser.add_argument("--readings", type=int, default=20_000)
     parser.add_argument("--window", type=duration, default=2.0, help="window length (Go duration, default 2s)")
     parser.add_argument("--grace", type=duration, default=1.0, help="event time's grace (default 1s)")
-    parser.add_argument("--runs", default="bulk,event-time", help=f"comma-separated, of {', '.join(RUNS)}")
+    parser.add_argument(
+        "--runs", help=f"comma-separated, of {', '.join(RUNS)} (default bulk,event-time; with --replicas bulk)"
+    )
     parser.add_argument("--batch", type=int, default=100, help="poweruse-gen's MESSAGE_BATCH (default 100)")
     parser.add_argument(
         "--await-ms", type=int, default=40, help="bulkSubscribe's maxAwaitDurationMs (default 40, as in components/)"
     )
     parser.add_argument("--no-baseline", action="store_true", help="skip the RabbitMQ baseline")
+    parser.add_argument("--replicas", help="comma-separated joiner replica counts, a run each (e.g. 1,2,3)")
     args = parser.parse_args()
-    names = [name.strip() for name in args.runs.split(",") if name.strip()]
+    runs = args.runs or ("bulk" if args.replicas else "bulk,event-time")
+    names = [name.strip() for name in runs.split(",") if name.strip()]
     if unknown := [name for name in names if name not in RUNS]:
         parser.error(f"unknown run(s) {', '.join(unknown)}: expected {', '.join(RUNS)}")
+    if args.replicas:
+        counts = [count.strip() for count in args.replicas.split(",") if count.strip()]
+        if not counts or not all(count.isdigit() and int(count) >= 1 for count in counts):
+            parser.error(f"--replicas {args.replicas}: expected counts of 1 or more, comma-separated")
+        with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
+            results = [run_once(name, args, Path(tmp), int(count)) for name in names for count in counts]
+            references = [] if args.no_baseline else baselines(args.readings, Path(tmp))
+        print_replicas(results, args)
+        for b in references:
+            print(
+                f"\nRabbitMQ without Dapr (aio-pika, confirm {b['confirm']}): {b['msgs_per_s']:,.0f} msgs/s "
+                f"(published {b['publish_per_s']:,.0f}/s; RabbitMQ {b['rabbitmq_cpu']:.0%} of a core)"
+            )
+        return 0 if all(r["complete"] for r in results) else 1
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
         results = [run_once(name, args, Path(tmp)) for name in names]
         references = [] if args.no_baseline else baselines(args.readings, Path(tmp))
