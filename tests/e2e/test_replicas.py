@@ -24,14 +24,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 
 from devstack.stack import Stack, data_received
 from joiner.config import load_config
 from joiner.core import JoinCore, build_engine
-from tests.e2e.support import no_redis_refusals, poll, publish_url, publisher_stack, redis_command
+from tests.e2e.support import no_redis_refusals, poll, publish_bulk, publisher_stack, redis_command
 
 pytestmark = pytest.mark.e2e
 
@@ -70,19 +69,6 @@ def example_messages(app_id: str) -> list[dict]:
 
 def stats(stack: Stack, replica: str) -> dict:
     return stack.apps[replica].get("/stats").json()
-
-
-def publish(stack: Stack, pubsub: str, topic: str, events: list[dict]) -> None:
-    """Bulk, through the publisher's sidecar, 100 a call."""
-    url, headers = publish_url(stack, pubsub, topic, bulk=True)
-    with httpx.Client(timeout=30, headers=headers) as client:
-        for start in range(0, len(events), 100):
-            entries = [
-                {"entryId": str(n), "event": event, "contentType": "application/json"}
-                for n, event in enumerate(events[start : start + 100])
-            ]
-            answer = client.post(url, json=entries)
-            assert answer.status_code == 204, answer.text
 
 
 NEXT_WINDOW: list[float] = []  # where the next test's windows start (event time): after the last test's grace
@@ -161,8 +147,8 @@ def test_three_replicas_bill_what_one_joiner_makes_of_the_example(stack: Stack):
         readings += stamped(readings_of * 3, start + k * WINDOW, 8)  # 24 a window: every replica gets some
     before = {replica: stats(stack, replica) for replica in REPLICAS}
     for k in range(windows):
-        publish(stack, "redis-stream", "tenants", tenants[k * 5 : (k + 1) * 5])
-        publish(stack, "rabbit-stream", "poweruse", readings[k * 24 : (k + 1) * 24])
+        publish_bulk(stack, "redis-stream", "tenants", tenants[k * 5 : (k + 1) * 5])
+        publish_bulk(stack, "rabbit-stream", "poweruse", readings[k * 24 : (k + 1) * 24])
     want = one_joiner(tenants, readings)
     assert len(want) == windows and all(want.values())
     ids = set(want)
@@ -234,8 +220,8 @@ def test_a_replica_killed_mid_window_and_restarted_bills_every_reading_once(
     # close them for idleness; the victim holds them open (their grace has not passed) when it is killed
     for k in range(3):
         tenants, readings = window(k)
-        publish(stack, "redis-stream", "tenants", tenants)
-        publish(stack, "rabbit-stream", "poweruse", readings)
+        publish_bulk(stack, "redis-stream", "tenants", tenants)
+        publish_bulk(stack, "rabbit-stream", "poweruse", readings)
     taken = 3 * per_window
     poll(lambda: accepted_readings() - before >= taken, 30, "the readings accepted", stack)
     held = stats(stack, victim)
@@ -246,8 +232,8 @@ def test_a_replica_killed_mid_window_and_restarted_bills_every_reading_once(
     assert stats(stack, victim)["replica"] == victim
     for k in range(3, windows):
         tenants, readings = window(k)
-        publish(stack, "redis-stream", "tenants", tenants)
-        publish(stack, "rabbit-stream", "poweruse", readings)
+        publish_bulk(stack, "redis-stream", "tenants", tenants)
+        publish_bulk(stack, "rabbit-stream", "poweruse", readings)
 
     want = Counter(n for n in numbers if n % 3)
 

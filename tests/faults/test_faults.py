@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from devstack.stack import Stack, data_received
-from tests.e2e.support import no_redis_refusals, poll, publish_url, publisher_stack
+from tests.e2e.support import no_redis_refusals, poll, publish_bulk, publish_url, publisher_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -78,18 +78,6 @@ def publish(stack: Stack, pubsub: str, topic: str, events: list[tuple[dict, str 
         for data, event_id in events:
             params = {"metadata.cloudevent.id": event_id} if event_id else None
             answer = client.post(base, json=data, params=params)
-            assert answer.status_code == 204, answer.text
-
-
-def publish_bulk(stack: Stack, pubsub: str, topic: str, events: list[dict]) -> None:
-    url, headers = publish_url(stack, pubsub, topic, bulk=True)
-    with httpx.Client(timeout=30, headers=headers) as client:
-        for start in range(0, len(events), 100):
-            entries = [
-                {"entryId": str(n), "event": event, "contentType": "application/json"}
-                for n, event in enumerate(events[start : start + 100])
-            ]
-            answer = client.post(url, json=entries)
             assert answer.status_code == 204, answer.text
 
 
