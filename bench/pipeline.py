@@ -52,6 +52,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -168,19 +169,14 @@ def run_once(name: str, args: argparse.Namespace, work: Path, replicas: int | No
         joiner, proc = stack.apps["join-tenants-poweruse"], stack.apps["billable-proc"]
         pids = processes(stack)
         cpu_before = {process: cpu_seconds(pid) for process, pid in pids.items()}
-        first_seen = done_at = None
-        first_wall = done_wall = math.inf
-        count, stats = 0, {}
-        deadline = time.monotonic() + max(120.0, readings / 100)
-        while time.monotonic() < deadline:
-            stats = joiner.get("/stats").json()
-            count = stats["accepted"].get("poweruse", 0) + stats["filtered"].get("poweruse", 0)
-            if count and first_seen is None:
-                first_seen, first_wall = time.monotonic(), time.time()
-            if count >= readings:
-                done_at, done_wall = time.monotonic(), time.time()
-                break
-            time.sleep(0.05)
+        progress = follow_readings([joiner], readings)
+        count, stats = progress.count, progress.stats[0]
+        first_seen, first_wall, done_at, done_wall = (
+            progress.first_seen,
+            progress.first_wall,
+            progress.done_at,
+            progress.done_wall,
+        )
         cpu = {process: cpu_seconds(pid) - cpu_before[process] for process, pid in pids.items()}
         # wait (bounded) until the window holding the last readings has reached billable-proc
         last_window_end = (time.time() // window + 1) * window
@@ -214,6 +210,37 @@ def run_once(name: str, args: argparse.Namespace, work: Path, replicas: int | No
     }
 
 
+@dataclass
+class Progress:
+    """How the joiners took the readings: their /stats at the end, when the first and the last came."""
+
+    count: int = 0
+    stats: list[dict] = field(default_factory=list)
+    first_seen: float | None = None
+    first_wall: float = math.inf
+    done_at: float | None = None
+    done_wall: float = math.inf
+
+
+def follow_readings(joiners: list, readings: int) -> Progress:
+    """Poll the joiners' /stats until they have taken ``readings`` readings (accepted or filtered, summed),
+    or a deadline passes (then ``done_at`` is None)."""
+    progress = Progress()
+    deadline = time.monotonic() + max(120.0, readings / 100)
+    while time.monotonic() < deadline:
+        progress.stats = [joiner.get("/stats").json() for joiner in joiners]
+        progress.count = sum(
+            s["accepted"].get("poweruse", 0) + s["filtered"].get("poweruse", 0) for s in progress.stats
+        )
+        if progress.count and progress.first_seen is None:
+            progress.first_seen, progress.first_wall = time.monotonic(), time.time()
+        if progress.count >= readings:
+            progress.done_at, progress.done_wall = time.monotonic(), time.time()
+            break
+        time.sleep(0.05)
+    return progress
+
+
 def run_replicas(name: str, args: argparse.Namespace, work: Path, replicas: int, overrides: dict) -> dict:
     """One run with the joiner as ``replicas`` replicas: readings shared, tenants to every replica."""
     readings, window, grace = args.readings, args.window, args.grace
@@ -229,19 +256,14 @@ def run_replicas(name: str, args: argparse.Namespace, work: Path, replicas: int,
         pids = processes(stack)
         cpu_before = {process: cpu_seconds(pid) for process, pid in pids.items()}
         busy_before = machine_busy()
-        first_seen = done_at = None
-        first_wall = done_wall = math.inf
-        count, stats = 0, []
-        deadline = time.monotonic() + max(120.0, readings / 100)
-        while time.monotonic() < deadline:
-            stats = [joiner.get("/stats").json() for joiner in joiners]
-            count = sum(s["accepted"].get("poweruse", 0) + s["filtered"].get("poweruse", 0) for s in stats)
-            if count and first_seen is None:
-                first_seen, first_wall = time.monotonic(), time.time()
-            if count >= readings:
-                done_at, done_wall = time.monotonic(), time.time()
-                break
-            time.sleep(0.05)
+        progress = follow_readings(joiners, readings)
+        count, stats = progress.count, progress.stats
+        first_seen, first_wall, done_at, done_wall = (
+            progress.first_seen,
+            progress.first_wall,
+            progress.done_at,
+            progress.done_wall,
+        )
         cpu = {process: cpu_seconds(pid) - cpu_before[process] for process, pid in pids.items()}
         busy = machine_busy() - busy_before
         load_during = os.getloadavg()
