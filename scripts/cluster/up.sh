@@ -321,5 +321,21 @@ in_netns "$CLUSTER_CACHE/helm/$HELM_VERSION/bin/helm" --kubeconfig "$KUBECONFIG_
   --set dapr_scheduler.cluster.inMemoryStorage=true --set dapr_placement.cluster.forceInMemoryLog=true \
   --wait --timeout 5m >"$CLUSTER_STATE/logs/helm.log" 2>&1 ||
   { tail -n 20 "$CLUSTER_STATE/logs/helm.log" >&2; kubectl get pods -n dapr-system >&2 || true; die "Dapr's chart did not come up"; }
+# helm's --wait sees the injector's pod ready, not the apiserver reaching its webhook; until it does,
+# the webhook fails open and an app's pod starts without daprd. A server-side dry run of a pod with
+# Dapr's annotations goes through the webhook (it has no side effects) and shows when it injects.
+injects() {
+  kubectl create --dry-run=server -o jsonpath='{.spec.containers[*].name}' -f - <<'YAML' | grep -qw daprd
+apiVersion: v1
+kind: Pod
+metadata:
+  name: injector-probe
+  namespace: default
+  annotations: {dapr.io/enabled: "true", dapr.io/app-id: injector-probe}
+spec:
+  containers: [{name: probe, image: localhost/probe}]
+YAML
+}
+wait_for "Dapr's sidecar injector" 180 helm.log injects
 touch "$CLUSTER_STATE/.up"
 say "cluster up in $((SECONDS - started))s: scripts/cluster/kubectl get pods -A"

@@ -53,6 +53,13 @@ def pipeline(cluster: Cluster) -> Cluster:
 
 def _ready(cluster: Cluster, app: str) -> bool:
     pods = [p for p in cluster.pods(app) if not p["metadata"].get("deletionTimestamp")]
+    if app in APPS:
+        # a pod created while the injector's webhook was not reachable has no daprd (the webhook fails
+        # open): deleted, its controller makes it again, through the webhook this time
+        for pod in pods:
+            if "daprd" not in {c["name"] for c in pod["spec"]["containers"]}:
+                cluster.kubectl("delete", "pod", pod["metadata"]["name"], "--wait=false")
+                return False
     return bool(pods) and all(
         any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", [])) for p in pods
     )
