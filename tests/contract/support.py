@@ -107,6 +107,13 @@ class RecordingSidecar:
         self.state[(store, key)] = bytes(data)
         self.state_metadata[(store, key)] = dict(metadata or {})
 
+    async def create_state(self, store: str, key: str, data: bytes, metadata: dict[str, str] | None = None) -> bytes:
+        self._state_call()
+        if (store, key) not in self.state:
+            self.state[(store, key)] = bytes(data)
+            self.state_metadata[(store, key)] = dict(metadata or {})
+        return self.state[(store, key)]
+
     async def delete_state(self, store: str, key: str) -> None:
         self._state_call()
         self.state.pop((store, key), None)

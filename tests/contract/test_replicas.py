@@ -64,8 +64,12 @@ async def test_a_replica_keeps_every_state_key_under_its_name_and_names_its_deli
         await close_window(app, clock)
         await wait_for(lambda: sidecar.invocations, what="the window delivered")
         stats = (await client.get("/stats")).json()
-    # the run record, the journal, the checkpoint and (at stop) the handover: all under the replica's name
-    assert keys(sidecar) and all(key.startswith("join-tenants-poweruse-1.") for key in keys(sidecar)), keys(sidecar)
+    # the run record, the journal, the checkpoint and (at stop) the handover: all under the replica's name;
+    # the claim of the reading is shared by every replica (joiner.claims), and names this one
+    own = {key for key in keys(sidecar) if not key.startswith("claim.")}
+    assert own and all(key.startswith("join-tenants-poweruse-1.") for key in own), own
+    [claim] = [key for key in keys(sidecar) if key.startswith("claim.poweruse.")]
+    assert sidecar.state[("joiner-state", claim)] == b"join-tenants-poweruse-1"
     assert {"join-tenants-poweruse-1.run", "join-tenants-poweruse-1.open-windows"} <= keys(sidecar)
     [(_, _, body, headers)] = sidecar.invocations
     assert headers["window-source"] == "join-tenants-poweruse-1"

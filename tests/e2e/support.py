@@ -48,15 +48,21 @@ def publish_url(stack: Stack, pubsub: str, topic: str, bulk: bool = False) -> tu
     return sidecar.sidecar_url + path, sidecar.dapr_headers
 
 
-def publish_bulk(stack: Stack, pubsub: str, topic: str, events: list[dict]) -> None:
-    """``events`` through the publisher's sidecar, in bulk publishes of 100; each must be taken (204)."""
+def publish_bulk(stack: Stack, pubsub: str, topic: str, events: list[dict], ids: list[str] | None = None) -> None:
+    """``events`` through the publisher's sidecar, in bulk publishes of 100; each must be taken (204).
+    With ``ids``, each goes as a CloudEvent of that id (daprd keeps the id of a CloudEvent it is given)."""
     url, headers = publish_url(stack, pubsub, topic, bulk=True)
+
+    def entry(n: int, event: dict) -> dict:
+        if ids is None:
+            return {"entryId": str(n), "event": event, "contentType": "application/json"}
+        cloudevent = {"specversion": "1.0", "id": ids[n], "source": "tests", "type": "com.dapr.event.sent"}
+        cloudevent |= {"datacontenttype": "application/json", "data": event}
+        return {"entryId": str(n), "event": cloudevent, "contentType": "application/cloudevents+json"}
+
     with httpx.Client(timeout=30, headers=headers) as client:
         for start in range(0, len(events), 100):
-            entries = [
-                {"entryId": str(n), "event": event, "contentType": "application/json"}
-                for n, event in enumerate(events[start : start + 100])
-            ]
+            entries = [entry(start + n, event) for n, event in enumerate(events[start : start + 100])]
             answer = client.post(url, json=entries)
             assert answer.status_code == 204, answer.text
 

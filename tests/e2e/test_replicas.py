@@ -235,6 +235,34 @@ def test_a_replica_killed_mid_window_and_restarted_bills_every_reading_once(
         publish_bulk(stack, "redis-stream", "tenants", tenants)
         publish_bulk(stack, "rabbit-stream", "poweruse", readings)
 
+    assert_billed_once(stack, numbers)
+    assert stats(stack, victim)["journal_replayed"] > 0  # what it held came back from its own journal
+
+
+def test_every_reading_delivered_twice_is_billed_once_across_the_replicas(stack: Stack):
+    """Each numbered reading published twice with one CloudEvent id, as a lost acknowledgement redelivers it:
+    a copy that reaches another replica than the first finds the event claimed (joiner.claims) and is not
+    joined there; one that reaches the same replica is its dedup's."""
+    numbers = range(2001, 2301)
+    start = windows_for(2)
+    tenants = stamped([{"tenant_id": f"replica-t{n}", "customer_id": 7000 + n} for n in range(TENANTS)], start, 10)
+    readings = stamped([numbered(n) for n in numbers], start, 50)
+    ids = [f"twice-{n}" for n in numbers]
+
+    def elsewhere() -> int:
+        return sum(stats(stack, replica).get("claimed_elsewhere", {}).get("poweruse", 0) for replica in REPLICAS)
+
+    before = elsewhere()
+    publish_bulk(stack, "redis-stream", "tenants", tenants)
+    publish_bulk(stack, "rabbit-stream", "poweruse", readings, ids=ids)
+    publish_bulk(stack, "rabbit-stream", "poweruse", readings, ids=ids)
+    assert_billed_once(stack, numbers)
+    # the queue spreads deliveries over the three replicas: most second copies reach another one
+    assert elsewhere() - before > len(numbers) // 4
+
+
+def assert_billed_once(stack: Stack, numbers: range) -> None:
+    """Every numbered reading that bills (see :func:`numbered`) billed exactly once, over all replicas."""
     want = Counter(n for n in numbers if n % 3)
 
     def billed() -> Counter:  # rows of these numbers, from every replica
@@ -252,4 +280,3 @@ def test_a_replica_killed_mid_window_and_restarted_bills_every_reading_once(
     twice = sum(count - 1 for count in got.values() if count > 1)
     assert set(got) <= set(want)
     assert (lost, twice) == (0, 0), f"{lost} rows lost, {twice} billed twice"
-    assert stats(stack, victim)["journal_replayed"] > 0  # what it held came back from its own journal

@@ -69,6 +69,10 @@ class SidecarPort(Publisher, Protocol):
         self, store: str, key: str, data: bytes, metadata: dict[str, str] | None = None
     ) -> None: ...
 
+    async def create_state(
+        self, store: str, key: str, data: bytes, metadata: dict[str, str] | None = None
+    ) -> bytes: ...
+
     async def delete_state(self, store: str, key: str) -> None: ...
 
 
@@ -219,6 +223,31 @@ class Sidecar:
             await client.save_state(store_name=store, key=key, value=data, state_metadata=metadata or {})
         except Exception as error:
             raise SidecarError(f"save {key!r} to state store {store} failed: {_grpc_reason(error)}") from None
+
+    async def create_state(self, store: str, key: str, data: bytes, metadata: dict[str, str] | None = None) -> bytes:
+        """``data`` saved under ``key`` unless the key holds something already (first-write-wins: several
+        processes may race for one key, one wins); what the key holds afterwards, ours or the winner's.
+
+        With first-write concurrency and no ETag, Dapr's Redis store refuses a key that exists with a
+        generic error, not an ETag mismatch: so a refusal is told from a failure by reading the key."""
+        from dapr.clients.grpc._state import Concurrency, StateOptions
+
+        client = await self._grpc_client()
+        try:
+            await client.save_state(
+                store_name=store,
+                key=key,
+                value=data,
+                options=StateOptions(concurrency=Concurrency.first_write),
+                state_metadata=metadata or {},
+            )
+            return data
+        except Exception as error:
+            refused = _grpc_reason(error)
+        held = await self.get_state_bytes(store, key)
+        if held is None:
+            raise SidecarError(f"create {key!r} in state store {store} failed: {refused}")
+        return held
 
     async def delete_state(self, store: str, key: str) -> None:
         client = await self._grpc_client()

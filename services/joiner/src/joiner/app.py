@@ -17,16 +17,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
+from joiner.claims import OTHERS, Claims, event_ids
 from joiner.config import JoinerConfig, StreamSource, load_config
 from joiner.core import JoinCore, LateEvent, build_engine
 from joiner.deadletters import DeadLetters
@@ -54,6 +56,7 @@ log = logging.getLogger("joiner")
 # a bulk delivery holds up to maxMessagesCount events (100 in components/): its body may be that many
 # times an event's limit, else one large delivery would send every entry in it to the dead letters
 BULK_BODY_BYTES = 16 * 1024 * 1024
+NOTHING: Mapping[str, str] = {}
 
 
 class JoinerSettings(ServiceSettings):
@@ -132,6 +135,16 @@ class Joiner:
         if config.state_store is None:
             self.taken_over.set()
 
+        # one replica of several, with the journal: each event of a shared stream is claimed (joiner.claims)
+        self.claims = (
+            Claims(sink, config.state_store, config.replica, [s.name for s in config.sources], config.dedup_ttl)
+            if config.replica and self.journal is not None and config.state_store and config.dedup_ttl
+            else None
+        )
+        self.in_flight: dict[int, float] = {}  # seq -> arrival, of claimed deliveries not taken in yet
+        self.settled = asyncio.Event()  # set when none is in flight
+        self.settled.set()
+        self.core.hold = self._held_back
         # a new replica's history of the first stream, kept out of a processing-time window (joiner.replica)
         self.history = history_guard(
             config.replica, config.join_mode, config.event_time is not None, config.window_seconds, clock()
@@ -147,27 +160,30 @@ class Joiner:
 
     # -- deliveries ---------------------------------------------------------------------------
 
-    def ingest(self, source: StreamSource, body: bytes) -> dict[str, Any]:
+    def ingest(self, source: StreamSource, body: bytes, settled: Mapping[str, str] = NOTHING) -> dict[str, Any]:
         """Answer for one delivery (single or bulk): malformed events DROP, with a log line; an error of
-        our own on some input DROPs what it was met on and is reported, never raised."""
+        our own on some input DROPs what it was met on and is reported, never raised. ``settled``: events
+        (by CloudEvent id) answered as given and not taken in (another replica's, joiner.claims)."""
         try:
-            return self._ingest(source, body)
+            return self._ingest(source, body, settled)
         except Exception as error:  # noqa: BLE001 - the route's last line of defence, see the module doc
             self.errors(f"delivery to {source.route}", error, f"{len(body)} bytes")
             return self._drop_unexpected(source, body)
 
-    def _ingest(self, source: StreamSource, body: bytes) -> dict[str, Any]:
+    def _ingest(self, source: StreamSource, body: bytes, settled: Mapping[str, str]) -> dict[str, Any]:
         try:
             if len(body) > self.max_body_bytes and b'"entries"' not in body:  # cannot be bulk: refuse unparsed
                 raise PayloadTooLarge(f"payload of {len(body)} bytes exceeds the limit of {self.max_body_bytes} bytes")
             document = read_body(body, max_bytes=self.max_bulk_body_bytes)
             if is_bulk(document):
-                return self._ingest_bulk(source, document, len(body))
+                return self._ingest_bulk(source, document, len(body), settled)
             if len(body) > self.max_body_bytes:  # only bulk deliveries may be larger than one event
                 raise PayloadTooLarge(f"payload of {len(body)} bytes exceeds the limit of {self.max_body_bytes} bytes")
             delivery = delivery_of(document)
         except MalformedEvent as error:
             return self.drop(source, None, error, body)
+        if delivery.id is not None and delivery.id in settled:
+            return {"status": settled[delivery.id]}
         index = self.stream_index[source.name]
         if index == 0 and self.history is not None and not self.replaying and self.history.skips(delivery.time):
             return {"status": "SUCCESS"}
@@ -179,7 +195,9 @@ class Joiner:
             return self.drop(source, delivery.id, error, body)
         return {"status": "SUCCESS"}
 
-    def _ingest_bulk(self, source: StreamSource, document: dict[str, Any], size: int) -> dict[str, Any]:
+    def _ingest_bulk(
+        self, source: StreamSource, document: dict[str, Any], size: int, settled: Mapping[str, str]
+    ) -> dict[str, Any]:
         """Every entry is read and checked before any is buffered, so that an answer is per entry and an
         entry that is refused costs no other."""
         self.bulk_deliveries[source.name] += 1
@@ -196,6 +214,9 @@ class Joiner:
             if isinstance(parsed, MalformedEvent):
                 self.drop(source, entry_id, parsed, _event_of(raw[position]))
                 statuses[entry_id] = "DROP"
+                continue
+            if parsed.id is not None and parsed.id in settled:
+                statuses[entry_id] = settled[parsed.id]
                 continue
             statuses[entry_id] = "SUCCESS"
             if history is not None and history.skips(parsed.time):
@@ -279,10 +300,13 @@ class Joiner:
         if self.journal is None:
             return self.ingest(source, body)
         await self.journal_ready.wait()
+        if self.claims is not None:
+            return await self._receive_claimed(source, body)
         now = self.core.clock()
         seq = self.journal.reserve()
         with self.core.clock_at(now):  # the time the journal records, and its replay takes it in at
             answer = self.ingest(source, body)
+        self.journal.turns.done(seq)
         try:
             await self.journal.write(seq, self.stream_index[source.name], now, body)
         except SidecarError as error:
@@ -296,13 +320,51 @@ class Joiner:
             return {"status": "RETRY"}
         return answer
 
-    def _replay(self, pending: list[tuple[int, float, bytes]]) -> None:
-        """Journaled deliveries taken in again, in order, each at its time: the same windows and rows."""
+    async def _receive_claimed(self, source: StreamSource, body: bytes) -> dict[str, Any]:
+        """One replica of several (joiner.claims): journaled, its events claimed, then taken in at its
+        turn and at its arrival time; windows wait to close meanwhile (:meth:`_held_back`)."""
+        assert self.journal is not None and self.claims is not None
+        index = self.stream_index[source.name]
+        now = self.core.clock()
+        seq = self.journal.reserve()
+        self.in_flight[seq] = now
+        self.settled.clear()
+        try:
+            try:
+                await self.journal.write(seq, index, now, body)
+            except SidecarError as error:
+                self.drop_log.warning(
+                    "journal", "delivery to %s answered RETRY, its journal write failed: %s", source.route, error
+                )
+                return {"status": "RETRY"}
+            ids = event_ids(body, self.max_bulk_body_bytes) if self.claims.shared(index) else []
+            answers = await self.claims.claim(index, ids) if ids else {}
+            await self.journal.turns.wait(seq)
+            with self.core.clock_at(now):
+                return self.ingest(source, body, answers)
+        finally:
+            self.journal.turns.done(seq)
+            del self.in_flight[seq]
+            if not self.in_flight:
+                self.settled.set()
+
+    def _held_back(self) -> float:
+        """Windows close no later than the arrival of a delivery not taken in yet: it goes into its own."""
+        return min(self.in_flight.values(), default=math.inf)
+
+    async def _replay(self, pending: list[tuple[int, float, bytes]]) -> None:
+        """Journaled deliveries taken in again, in order, each at its time: the same windows and rows (with
+        claims, less the events another replica took since)."""
+        skips: list[dict[str, str]] = []
+        for stream, _, body in pending:
+            ids = event_ids(body, self.max_bulk_body_bytes) if self.claims and self.claims.shared(stream) else []
+            others = await self.claims.settle(stream, ids) if self.claims and ids else set()
+            skips.append(dict.fromkeys(others, OTHERS))
         self.replaying = True
         try:
-            for stream, arrival, body in pending:
+            for (stream, arrival, body), skip in zip(pending, skips):
                 with self.core.clock_at(arrival):
-                    self.ingest(self.config.sources[stream], body)
+                    self.ingest(self.config.sources[stream], body, skip)
         finally:
             self.replaying = False
 
@@ -325,6 +387,8 @@ class Joiner:
     async def stop(self) -> None:
         """At shutdown: deliver what is due, then hand over (state.store) or close what is open and send it;
         what is still undelivered after that is handed over too, or counted and logged as lost."""
+        with contextlib.suppress(asyncio.TimeoutError):  # claimed deliveries in flight go in first
+            await asyncio.wait_for(self.settled.wait(), timeout=10)
         await self._drain(10)
         if await self.hand_over():
             await self._forget_journal()
@@ -388,6 +452,10 @@ class Joiner:
         replica: dict[str, Any] = {"replica": self.config.replica} if self.config.replica else {}
         if self.history is not None:
             replica["history_skipped"] = self.history.skipped
+        if self.claims is not None:
+            replica["claimed_elsewhere"] = dict(self.claims.elsewhere)
+            replica["claim_failures"] = self.claims.failures
+            replica["claims_unchecked"] = self.claims.unchecked
         return {
             **replica,
             "bulk_deliveries": dict(self.bulk_deliveries),

@@ -39,6 +39,7 @@ log = logging.getLogger("joiner")
 _Placed = tuple[int, float, tuple[Any, str | None]]  # an entry of a batch: (position, event time, (data, id))
 _Offered = tuple[Any, str | None, str | None]  # what offer_many takes: (data, id, CloudEvent time)
 _Answer = str | MalformedEvent
+HELD_TICK = 0.01  # seconds: how soon a tick looks again at a window held open (JoinCore.hold)
 HALVES_FROM = 64  # entries: an event-time batch that cannot be taken at once is halved down to this
 
 __all__ = ["ACCEPTED", "DUPLICATE", "FILTERED", "LATE", "TABLE", "JoinCore", "LateEvent", "build_engine"]
@@ -85,6 +86,8 @@ class JoinCore:
         self.on_window = on_window
         self.on_late = on_late
         self.clock = clock or time.time
+        # processing time: windows close no later than this (a delivery in flight that is still to go in)
+        self.hold: Callable[[], float] = lambda: math.inf
         self.store = store or MemoryStore()
         self.errors = errors or ErrorReport(log)
         self.stats = Stats()
@@ -449,7 +452,7 @@ class JoinCore:
         """Called by a timer: close what the clock (processing time) or idleness (event time) closes."""
         now = self.clock()
         if not self.event_time_mode:
-            self.close_through(now)
+            self.close_through(min(now, self.hold()))
         elif self.idle_after is not None and now - self.last_arrival >= self.idle_after and self.windows.open_count:
             self.stats.windows_idle_closed += self.windows.open_count
             log.info(
@@ -466,7 +469,9 @@ class JoinCore:
             # tick closes nothing, and the clock may pass that end before this is computed
             due = self.windows.window_at(now).end
             oldest = self.windows.earliest_end()
-            return max(0.0, min(due, oldest) - now if oldest is not None else due - now)
+            wait = max(0.0, min(due, oldest) - now if oldest is not None else due - now)
+            # a window held open for a delivery in flight (joiner.claims): looked at again soon
+            return HELD_TICK if wait == 0.0 and self.hold() < now else wait
         return max(0.05, min(1.0, (self.last_arrival + (self.idle_after or 1.0)) - now))
 
     def flush(self) -> None:

@@ -28,6 +28,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from joiner.claims import Turns
 from streaming_runtime.sidecar import SidecarError, SidecarPort
 
 log = logging.getLogger("joiner")
@@ -47,6 +48,7 @@ class Journal:
         self.store = store
         self.run = str(time.time_ns())
         self.next_seq = 0
+        self.turns = Turns()  # which deliveries are taken in: a checkpoint covers those before turns.next
         self.written: dict[int, int] = {}  # seq -> parts, of this run's segments in the store
         self.runs: list[str] = []  # the runs whose segments are in the store, oldest first
         self.failures = 0

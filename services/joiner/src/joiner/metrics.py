@@ -25,6 +25,7 @@ PER_STREAM = {
     "unmatched": "events no event of the other stream shared a key with when their window closed (join: window)",
     "future": "events dropped for an event time beyond eventTime.maxFutureSkew (also in dropped)",
     "bulk_deliveries": "bulk deliveries received",
+    "claimed_elsewhere": "events another replica had claimed (a redelivery it bills): answered, not joined",
 }
 COUNTERS = {
     "windows_closed": "windows closed",
@@ -48,6 +49,8 @@ COUNTERS = {
     "moved aside in the state store, not taken over",
     "crashes_detected": "starts after a run that ended without stopping (state.store: the run record)",
     "events_lost_in_crash": "events the crashed run held at its last beat (an estimate), lost",
+    "claim_failures": "claims of shared-stream events the state store did not answer (those events got RETRY)",
+    "claims_unchecked": "replayed events taken in without a claim, the state store not answering (could double)",
 }
 GAUGES = {
     "buffered": "events held by the open windows",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from joiner.journal import CHECKPOINT_KEY, RUNS_KEY, Journal, read_parts, save_parts
@@ -33,7 +33,7 @@ class Recovery:
         core: JoinCore,
         sender: WindowSender,
         on_error: Callable[..., None],
-        replay: Callable[[Pending], None],
+        replay: Callable[[Pending], Awaitable[None]],
     ) -> None:
         self.journal = journal
         self.sink = sink
@@ -80,7 +80,7 @@ class Recovery:
                 log.error(
                     "state store %s: the checkpoint is another joiner's or damaged, not restored: %s", store, error
                 )
-        self.replay(pending)
+        await self.replay(pending)
         journal.replayed += len(pending)
         if checkpoint is not None or pending:
             log.warning(
@@ -112,7 +112,7 @@ class Recovery:
         journal = self.journal
         while True:
             self._again = False
-            covered = journal.next_seq  # every delivery before it is taken in (synchronously, in order)
+            covered = journal.turns.next  # every delivery before it is taken in (or given up), in order
             try:
                 snapshot = self.core.snapshot()
                 snapshot["undelivered"] = self.sender.pending()

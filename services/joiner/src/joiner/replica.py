@@ -59,6 +59,9 @@ class ReplicaState:
     async def save_state_bytes(self, store: str, key: str, data: bytes, metadata: dict[str, str] | None = None) -> None:
         await self.sink.save_state_bytes(store, self.key(key), data, metadata)
 
+    async def create_state(self, store: str, key: str, data: bytes, metadata: dict[str, str] | None = None) -> bytes:
+        return await self.sink.create_state(store, self.key(key), data, metadata)
+
     async def delete_state(self, store: str, key: str) -> None:
         await self.sink.delete_state(store, self.key(key))
 
