@@ -27,9 +27,8 @@ dapr_binaries=(daprd operator injector sentry placement scheduler)
 declare -A extra_imports=([joiner]=join_kernel)
 
 [ "$(id -u)" = 0 ] || die "run as root: mmdebstrap builds in root mode and buildah needs its storage"
-for tool in mmdebstrap buildah git python3; do
-  command -v "$tool" >/dev/null || die "$tool is missing (apt-get install $tool)"
-done
+ensure_debian_packages mmdebstrap buildah git
+command -v python3 >/dev/null || die "python3 is missing"
 [ -r "$host_ca" ] || die "no CA bundle at $host_ca"
 
 # overlay when the kernel has it (fast, images reuse the layers they have in common); vfs copies each layer, works anywhere

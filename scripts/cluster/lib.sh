@@ -10,6 +10,18 @@ CLUSTER_CACHE="${CLUSTER_CACHE:-$HOME/.cache/power-usage/cluster}"
 say() { printf '[%s] %s\n' "${SCRIPT_NAME:-cluster}" "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 
+# ensure_debian_packages PACKAGE...: install those of Debian's packages that are missing (a fresh
+# machine has none of them), refreshing the package lists only when the first try fails
+ensure_debian_packages() {
+  local missing=() p
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  say "installing Debian packages: ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null ||
+    { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null; } ||
+    die "could not install Debian packages: ${missing[*]}"
+}
+
 # stamp_ok DIR VERSION: the build in DIR is complete and of VERSION.
 stamp_ok() { [ -f "$1/.built" ] && [ "$(cat "$1/.built")" = "$2" ]; }
 

@@ -16,14 +16,7 @@ started=$SECONDS
 
 # ---------------------------------------------------------------------------------------------
 say "1/8 the pieces (each skipped when its pinned version is already built)"
-packages=(etcd-server containerd runc containernetworking-plugins iptables conntrack iproute2 util-linux openssl)
-missing=()
-for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-if [ ${#missing[@]} -gt 0 ]; then
-  say "installing Debian packages: ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null ||
-    { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null; }
-fi
+ensure_debian_packages etcd-server containerd runc containernetworking-plugins iptables conntrack iproute2 util-linux openssl
 bash "$here/install-kubernetes.sh"
 bash "$here/install-coredns.sh"
 bash "$here/install-helm.sh"
