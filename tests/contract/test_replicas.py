@@ -100,12 +100,38 @@ async def test_a_restarted_replica_takes_over_its_own_windows_and_journal_and_ne
     assert any(key.startswith("r-1.journal.") for _, key in after.state)
 
 
-def test_an_aggregate_with_a_replica_is_refused_until_partials_combine():
-    aggregate = "aggregate: {group_by: [customer_id], fields: {kwh: sum(tenant_kwh_usage)}}\n"
-    with pytest.raises(ConfigError, match=r"JOINER_REPLICA=r-0 with aggregate: .*docs/scaling.md"):
-        from joiner.config import config_from_yaml
+AGGREGATE = "aggregate: {group_by: [customer_id], fields: {kwh: sum(tenant_kwh_usage), n: count()}}\n"
 
-        config_from_yaml(EXAMPLE + aggregate + "replica: r-0\n")
+
+async def test_a_replica_delivers_its_share_of_an_aggregate_as_a_part_that_says_how_it_combines():
+    sidecar, clock = RecordingSidecar(), ManualClock()
+    app = app_on(sidecar, clock, replica("r-0", AGGREGATE + "output: {envelope: true}\n"))
+    async with serve(app) as client:
+        await one_reading(client, 7, 10)
+        await close_window(app, clock)
+        await wait_for(lambda: sidecar.invocations, what="the window delivered")
+    [(_, _, body, headers)] = sidecar.invocations
+    assert body["partial"] == {"group_by": ["customer_id"], "fields": {"kwh": "sum", "n": "count"}}
+    assert body["rows"] == [{"customer_id": 7, "kwh": 10, "n": 1}] and headers["window-source"] == "r-0"
+
+
+@pytest.mark.parametrize(
+    ("extra", "refusal"),
+    [
+        ("", r"JOINER_REPLICA=r-0 with aggregate needs output.envelope: true"),
+        (
+            "output: {envelope: true}\naggregate: {fields: {latest: last(tenant_kwh_usage)}}\n",
+            r"latest is last\(\), the last row in arrival order, which replicas do not share",
+        ),
+    ],
+    ids=["no-envelope", "last"],
+)
+def test_an_aggregate_with_a_replica_that_cannot_combine_is_refused_naming_why(extra, refusal):
+    from joiner.config import config_from_yaml
+
+    aggregate = AGGREGATE if "aggregate" not in extra else ""
+    with pytest.raises(ConfigError, match=refusal):
+        config_from_yaml(EXAMPLE + aggregate + extra + "replica: r-0\n")
 
 
 @pytest.mark.parametrize("name", ["", "a b", "r.0", "-r", "x" * 64])

@@ -527,7 +527,7 @@ class JoinCore:
             log.warning("pair skipped window=%s %s", window.id, error)
         rows = result.rows
         if self.config.aggregate is not None and rows:
-            aggregated = aggregate(rows, self.config.aggregate)
+            aggregated = aggregate(rows, self.config.aggregate, partial=self.config.replica is not None)
             self.stats.aggregate_ignored += aggregated.ignored
             rows = aggregated.rows
         self.stats.rows_made += len(rows)

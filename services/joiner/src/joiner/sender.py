@@ -222,6 +222,10 @@ class WindowSender:
         envelope = {"window_start": window.start, "window_end": window.end, "window_id": window.id}
         if self.config.replica:  # one replica's part of the window (docs/scaling.md)
             envelope["window_source"] = self.config.replica
+            if self.config.aggregate is not None:  # a part to combine with the other replicas' parts
+                spec = self.config.aggregate
+                fields = {field.name: field.function for field in spec.fields}
+                envelope["partial"] = {"group_by": list(spec.group_by), "fields": fields}
         return {**envelope, "rows": rows}
 
     async def _deliver(

@@ -29,6 +29,7 @@ from pydantic import Field
 
 from message_proc.billed import SOURCE, SOURCE_HEADER, BilledCalls
 from message_proc.calls import BilledCall, CallObservers, Outcome, rows_of
+from message_proc.combine import Combiner
 from message_proc.dashboard import PATHS as DASHBOARD_PATHS
 from message_proc.dashboard import Dashboard
 from message_proc.metrics import BillingMetrics
@@ -55,6 +56,8 @@ class ProcessorSettings(ServiceSettings):
     metrics_max_customers: int = Field(1000, validation_alias="PROC_METRICS_MAX_CUSTOMERS", ge=0)
     # the joiner whose GET /stats the dashboard shows (through Dapr service invocation)
     joiner_app_id: str = Field("join-tenants-poweruse", validation_alias="PROC_JOINER_APP_ID", min_length=1)
+    # parts of a window's aggregate from several joiner replicas: combined this long after the first came
+    combine_wait: float = Field(10.0, validation_alias="PROC_COMBINE_WAIT", gt=0)
 
 
 def create_app(settings: ProcessorSettings, store: Any | None = None, freeze_heap: bool = False) -> FastAPI:
@@ -70,9 +73,12 @@ def create_app(settings: ProcessorSettings, store: Any | None = None, freeze_hea
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # the first billed call would otherwise wait for the state store's client to be made
         warm = asyncio.create_task(_connect(sidecar)) if sidecar is not None else None
+        combining = asyncio.create_task(_run_combiner(combiner))
         if freeze_heap:
             freeze_start_up_heap()
         yield
+        combining.cancel()
+        await asyncio.gather(combining, return_exceptions=True)
         if warm is not None:
             warm.cancel()
             await asyncio.gather(warm, return_exceptions=True)
@@ -104,6 +110,16 @@ def create_app(settings: ProcessorSettings, store: Any | None = None, freeze_hea
     dashboard = Dashboard(settings, settings.joiner_app_id, received)
     on_billed.add(dashboard.observe)
     dashboard.mount(app)
+
+    def bill_combined(envelope: dict[str, Any], headers: dict[str, str]) -> None:
+        """A window's rows combined from its replicas' parts (message_proc.combine): billed once."""
+        received["rows"] += len(envelope["rows"])
+        window = {name: value for name, value in headers.items() if name != SOURCE_HEADER}
+        on_billed(BilledCall(envelope["rows"], window, "billed", time.time()))
+        log.info("Data received: %s", json.dumps(envelope, separators=(", ", ":"), ensure_ascii=False))
+
+    combiner = Combiner(bill_combined, settings.combine_wait, billed.store, settings.state_store, counts=received)
+    app.state.combiner = combiner
 
     @app.post(route)
     async def receive(request: Request) -> JSONResponse:
@@ -146,7 +162,15 @@ def create_app(settings: ProcessorSettings, store: Any | None = None, freeze_hea
                     received["duplicates"] += 1
                     log.info("window %s chunk %s received again: a retry, not logged twice", *map(printable, call[1:]))
                     return JSONResponse({"status": "ok", "duplicate": True})
+                if isinstance(data, dict) and "partial" in data:  # a replica's part of a window's aggregate
+                    headers = {name: request.headers[name] for name in WINDOW_HEADERS if name in request.headers}
+                    kept = await combiner.take(window_id, source, call[2], data, headers)
+                    await billed.record(call, digest)  # once the part is kept: a retry is then a duplicate
+                    return JSONResponse({"status": "ok", "part": kept})
                 await billed.record(call, digest)  # before the rows are billed: see message_proc.billed
+            except ValueError as error:  # a part whose envelope does not say how it combines
+                received["rejected"] += 1
+                return _rejected(400, f"window {printable(window_id, 80)}: {error}")
             except SidecarError as error:
                 received["unavailable"] += 1
                 log.error(
@@ -185,7 +209,7 @@ def create_app(settings: ProcessorSettings, store: Any | None = None, freeze_hea
 
     @app.get("/stats")
     async def stats() -> dict:
-        return {**received, "windows": list(windows)}
+        return {**received, "combining": len(combiner.pending), "windows": list(windows)}
 
     add_metrics_route(app, metrics.registry)
 
@@ -201,6 +225,20 @@ def freeze_start_up_heap() -> None:
 
     gc.collect()
     gc.freeze()
+
+
+async def _run_combiner(combiner: Combiner) -> None:
+    """Take back what a previous run held (retried while the state store does not answer), then combine."""
+    delay = 0.5
+    while True:
+        try:
+            await combiner.restore()
+            break
+        except SidecarError as error:
+            log.warning("the parts a previous run held are not read yet (tried again): %s", error)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+    await combiner.run()
 
 
 async def _connect(sidecar: Sidecar) -> None:

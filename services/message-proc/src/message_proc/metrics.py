@@ -38,6 +38,9 @@ CALL_COUNTERS = {
     "conflicts": "calls with the window-id and window-chunk of one billed before but other rows: billed, logged as errors",
     "unavailable": "calls not billed because the record of billed calls (PROC_STATE_STORE) was unavailable (503)",
     "unexpected_errors": "calls answered 500 by an error of billable-proc's own",
+    "parts": "parts of a window's aggregate from joiner replicas, held to be combined (message_proc.combine)",
+    "windows_combined": "windows whose parts were combined and billed once",
+    "late_parts": "parts that came after their window was combined: billed on their own",
 }
 
 

@@ -126,11 +126,21 @@ class JoinerConfig(BaseModel):
                     "write fails comes again, and must be recognised)"
                 )
         if self.replica is not None and self.aggregate is not None:
-            raise ConfigError(
-                f"JOINER_REPLICA={self.replica} with aggregate: each replica would deliver a partial aggregate of "
-                "its share of the readings, and nothing combines them yet (docs/scaling.md); run one replica "
-                "(JOINER_REPLICA unset) or drop aggregate"
-            )
+            # each replica delivers a partial aggregate of its share; billable-proc combines them by the
+            # envelope's "partial" (streaming_runtime.partials, docs/scaling.md)
+            if not self.envelope:
+                raise ConfigError(
+                    f"JOINER_REPLICA={self.replica} with aggregate needs output.envelope: true (or "
+                    "JOINER_OUTPUT_ENVELOPE=true): each replica delivers a partial aggregate, and its envelope "
+                    "says how the parts combine (docs/scaling.md)"
+                )
+            lasts = [field.name for field in self.aggregate.fields if field.function == "last"]
+            if lasts:
+                raise ConfigError(
+                    f"JOINER_REPLICA={self.replica} with aggregate: {', '.join(lasts)} is last(), the last row in "
+                    "arrival order, which replicas do not share: it cannot combine; use max() of a time-ordered "
+                    "field, or one joiner (docs/scaling.md)"
+                )
         self.compiled_where()
         self.compiled_select()
         return self

@@ -47,7 +47,6 @@ each reading is the energy of its own interval. Both are offered because the dat
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -55,6 +54,9 @@ from typing import Any, Literal, cast
 
 from joiner.engine.paths import MISSING, field_at
 from streaming_runtime.errors import ConfigError
+from streaming_runtime.partials import add as _sum
+from streaming_runtime.partials import group_key as _group_key
+from streaming_runtime.partials import is_number as _is_number
 
 Function = Literal["sum", "max", "min", "count", "avg", "last"]
 FUNCTIONS: tuple[Function, ...] = ("sum", "max", "min", "count", "avg", "last")
@@ -158,8 +160,10 @@ def _parse_field(name: str, text: Any, setting: str) -> AggregateField:
     return AggregateField(name=name, function=cast(Function, function), path=path)
 
 
-def aggregate(rows: list[Any], spec: AggregateSpec) -> Aggregated:
-    """One output row per group of ``rows``, in order of each group's first row (see module docs)."""
+def aggregate(rows: list[Any], spec: AggregateSpec, partial: bool = False) -> Aggregated:
+    """One output row per group of ``rows``, in order of each group's first row (see module docs).
+    ``partial``: each field's state instead of its value, for one replica of several to deliver
+    (:mod:`streaming_runtime.partials`, which combines the parts)."""
     group_paths = [path.split(".") for path in spec.group_by]
     field_paths = [field.path.split(".") if field.path else None for field in spec.fields]
     groups: dict[tuple[Any, ...], tuple[dict[str, Any], list[_Accumulator]]] = {}
@@ -182,7 +186,7 @@ def aggregate(rows: list[Any], spec: AggregateSpec) -> Aggregated:
     for head, accumulators in groups.values():
         result = dict(head)
         for field, accumulator in zip(spec.fields, accumulators):
-            result[field.name], wrong = accumulator.result()
+            result[field.name], wrong = accumulator.state() if partial else accumulator.result()
             ignored += wrong
         out.append(result)
     return Aggregated(rows=out, ignored=ignored, skipped_rows=skipped)
@@ -234,30 +238,15 @@ class _Accumulator:
             return pick(self.strings), self.others
         return None, self.others
 
-
-def _sum(numbers: list[int | float]) -> int | float:
-    if all(isinstance(number, int) for number in numbers):
-        return sum(numbers)
-    try:
-        return math.fsum(numbers)
-    except (ValueError, OverflowError):  # inf + -inf, or a finite overflow: plain addition says nan/inf
-        return sum(numbers, 0.0)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _group_key(value: Any) -> tuple[str, Any]:
-    """A hashable key with JSON's equality: 1 == 1.0, but 1, "1" and true differ."""
-    if value is None:
-        return ("null", None)
-    if isinstance(value, bool):
-        return ("bool", value)
-    if isinstance(value, float) and math.isnan(value):
-        return ("number", "nan")  # nan != nan would give every such row its own group
-    if isinstance(value, (int, float)):
-        return ("number", value)  # Python's int/float equality and hash are exact: 1 == 1.0
-    if isinstance(value, str):
-        return ("string", value)
-    return ("json", json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr))
+    def state(self) -> tuple[Any, int]:
+        """What combines with other replicas' states of the group (streaming_runtime.partials); what was
+        ignored is counted where the part was made (a string beside numbers in min/max: at the combine)."""
+        if self.function in ("count", "sum"):
+            return self.result()
+        if self.function == "avg":
+            return [_sum(self.numbers) if self.numbers else None, len(self.numbers)], self.others
+        if self.function in ("min", "max"):
+            pick = min if self.function == "min" else max
+            best_number = pick(self.numbers) if self.numbers else None
+            return [best_number, pick(self.strings) if self.strings else None], self.others
+        raise ValueError(f"{self.function} has no partial state")
