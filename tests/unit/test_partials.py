@@ -58,7 +58,15 @@ def test_a_group_only_one_part_saw_keeps_its_values_and_nulls_stay_null():
     ]
     rows = {row["customer_id"]: row for row in combine(PARTIAL, parts)}
     assert rows[7] == {"customer_id": 7, "kwh": 3, "n": 1, "mean": 3.0, "low": 3, "high": 3, "first_label": None}
-    assert rows[8] == {"customer_id": 8, "kwh": None, "n": 1, "mean": None, "low": None, "high": None, "first_label": None}
+    assert rows[8] == {
+        "customer_id": 8,
+        "kwh": None,
+        "n": 1,
+        "mean": None,
+        "low": None,
+        "high": None,
+        "first_label": None,
+    }
 
 
 def test_last_and_unknown_functions_do_not_combine():
