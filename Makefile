@@ -38,6 +38,7 @@ setup-deploy: setup-python ## + the pinned kustomize, promtool (minutes, the fir
 	@bash scripts/install-dapr-crds.sh
 	@bash deploy/install-promtool.sh
 	@bash scripts/install-prometheus-operator-crds.sh
+	@bash scripts/install-keda-crds.sh
 
 run: setup-e2e ## the whole pipeline; prints the dashboard's URL and billable-proc's "Data received" lines until Ctrl-C
 	@$(PY) -m devstack run $(if $(WINDOW),--window $(WINDOW))

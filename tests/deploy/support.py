@@ -7,6 +7,9 @@
   ``github.com/dapr/dapr`` module (``charts/dapr/crds/``) into ``~/.cache/power-usage/dapr-crds/v<version>``.
   The API server prunes fields a CRD does not declare, silently; here every object schema that lists its
   properties is closed, so such a field is an error.
+* KEDA kinds (deploy/overlays/keda) likewise, against the CRDs of ``config/crd/bases/`` of the
+  ``github.com/kedacore/keda/v2`` module at ``deploy/keda.version``, which ``scripts/install-keda-crds.sh``
+  takes into ``~/.cache/power-usage/keda-crds/<version>``.
 """
 
 from __future__ import annotations
@@ -34,6 +37,10 @@ ORIGINAL_MANIFESTS = ROOT / "tests" / "data" / "original-power-usage.yaml"
 DEPLOY = ROOT / "deploy"
 K8S_VERSION = "1.37.0"
 DAPR_GROUP = "dapr.io"
+KEDA_GROUP = "keda.sh"
+KEDA_VERSION = (DEPLOY / "keda.version").read_text().strip()
+KEDA_MODULE = f"github.com/kedacore/keda/v2@{KEDA_VERSION}"
+KEDA_CRDS = Path(os.environ.get("KEDA_CRDS_DIR", Path.home() / ".cache" / "power-usage" / "keda-crds" / KEDA_VERSION))
 SERVICES = ("joiner", "message-gen", "message-proc")
 
 
@@ -149,6 +156,45 @@ def dapr_schemas() -> dict[tuple[str, str, str], dict[str, Any]]:
     return schemas
 
 
+def validate_keda(resource: dict[str, Any]) -> list[str]:
+    """Every problem of a KEDA resource against the pinned KEDA CRDs (closed, as for Dapr); [] when valid."""
+    group, _, version = str(resource.get("apiVersion", "")).partition("/")
+    schema = keda_schemas().get((group, version, resource.get("kind")))
+    if schema is None:
+        return [f"no KEDA CRD in {KEDA_CRDS} serves {resource.get('apiVersion')} {resource.get('kind')}"]
+    problems = []
+    if not (resource.get("metadata") or {}).get("name"):
+        problems.append("metadata.name is missing")
+    for error in sorted(jsonschema.Draft7Validator(schema).iter_errors(resource), key=lambda e: list(e.absolute_path)):
+        path = ".".join(str(part) for part in error.absolute_path)
+        problems.append(f"{path or '(resource)'}: {error.message}")
+    return problems
+
+
+@functools.cache
+def keda_schemas() -> dict[tuple[str, str, str], dict[str, Any]]:
+    """(group, version, kind) -> the KEDA CRD's openAPIV3Schema, closed."""
+    return load_keda_schemas(KEDA_CRDS)
+
+
+def load_keda_schemas(directory: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
+    hint = "`make setup-deploy` installs them (scripts/install-keda-crds.sh)"
+    assert (directory / "SOURCE").is_file(), f"the KEDA {KEDA_VERSION} CRDs are not in {directory}: {hint}"
+    source = (directory / "SOURCE").read_text().splitlines()
+    assert f"module {KEDA_MODULE}" in source, f"{directory} holds CRDs of {source[:1]}, not {KEDA_MODULE}: {hint}"
+    schemas = {}
+    for path in sorted(directory.glob("*.yaml")):
+        for crd in load_documents(path):
+            spec = crd["spec"]
+            for version in spec["versions"]:
+                if version.get("served", True):
+                    schemas[(spec["group"], version["name"], spec["names"]["kind"])] = closed(
+                        version["schema"]["openAPIV3Schema"]
+                    )
+    assert schemas, f"no CustomResourceDefinition found in {directory}: {hint}"
+    return schemas
+
+
 def closed(schema: Any) -> Any:
     """A copy where each object schema with listed properties refuses other properties."""
     if isinstance(schema, list):
@@ -167,14 +213,21 @@ def closed(schema: Any) -> Any:
 # ---- lookups
 
 
+# on Kubernetes the joiner runs as replicas, which read the tenants through a copy of redis-stream with a
+# consumer group per replica (consumerID {podName}); locally, and in a migration, one joiner reads them through
+# redis-stream itself (devstack --joiner-replicas makes the same copy): docs/scaling.md
+REPLICA_COPIES = {"redis-stream-joiner": "redis-stream"}
+REPLICA_ONLY = {"consumerID", "allowedTopics", "publishingScopes", "subscriptionScopes"}
+
+
 def by_kind(resources: Iterable[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
     return {r["metadata"]["name"]: r for r in resources if r.get("kind") == kind}
 
 
 def dapr_apps(resources: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """app id -> Deployment, for Deployments with dapr.io/enabled."""
+    """app id -> Deployment (or StatefulSet: the joiner), for those with dapr.io/enabled."""
     apps = {}
-    for deployment in by_kind(resources, "Deployment").values():
+    for deployment in workloads(resources):
         annotations = deployment["spec"]["template"]["metadata"].get("annotations") or {}
         if annotations.get("dapr.io/enabled") == "true":
             apps[annotations["dapr.io/app-id"]] = deployment

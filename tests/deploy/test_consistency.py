@@ -10,7 +10,18 @@ import pytest
 import yaml
 
 from joiner.config import InvokeTarget, config_from_yaml, load_config
-from tests.deploy.support import ROOT, SERVICES, annotations, by_kind, container, dapr_apps, env, load_documents
+from tests.deploy.support import (
+    REPLICA_COPIES,
+    REPLICA_ONLY,
+    ROOT,
+    SERVICES,
+    annotations,
+    by_kind,
+    container,
+    dapr_apps,
+    env,
+    load_documents,
+)
 
 LOCAL = [doc for path in sorted((ROOT / "components").glob("*.yaml")) for doc in load_documents(path)]
 RUN_FILE = yaml.safe_load((ROOT / "dapr.yaml").read_text())
@@ -51,16 +62,26 @@ def test_each_app_runs_the_module_dapr_yaml_runs_and_listens_where_its_image_doe
 
 def test_the_same_pubsubs_with_the_same_settings(base):
     k8s, local = _pubsubs(base), _pubsubs(LOCAL)
-    assert set(k8s) == set(local)
+    assert set(k8s) == set(local) | set(REPLICA_COPIES)
     for name, component in k8s.items():
-        mine = local[name]
+        mine = local[REPLICA_COPIES.get(name, name)]
+        copy = name in REPLICA_COPIES
         assert component["spec"]["type"] == mine["spec"]["type"]
-        assert component["scopes"] == mine["scopes"]
+        assert component["scopes"] == (["join-tenants-poweruse"] if copy else mine["scopes"])
         k8s_items = {item["name"]: item for item in component["spec"]["metadata"]}
         for item in mine["spec"]["metadata"]:
             assert item["name"] in k8s_items, f"{name}: {item['name']} is set locally, not on Kubernetes"
-            if "value" in item:
+            if "value" in item and not (item["name"] in REPLICA_ONLY and (copy or name in REPLICA_COPIES.values())):
                 assert k8s_items[item["name"]] == item, f"{name}: {item['name']}"
+        if copy:
+            assert k8s_items["consumerID"]["value"] == "{podName}", name
+
+
+def test_the_joiner_replicas_subscribe_to_the_tenants_through_their_copy_only(base):
+    pubsubs = _pubsubs(base)
+    scopes = {item["name"]: item.get("value") for item in pubsubs["redis-stream"]["spec"]["metadata"]}
+    assert "join-tenants-poweruse=;" in scopes["subscriptionScopes"]  # not through redis-stream itself
+    assert by_kind(base, "Subscription")["tenants"]["spec"]["pubsubname"] == "redis-stream-joiner"
 
 
 def test_the_same_subscriptions_and_resiliency(base):
@@ -69,7 +90,11 @@ def test_the_same_subscriptions_and_resiliency(base):
         assert set(k8s) == set(local), kind
         for name, resource in k8s.items():
             strip = lambda r: {k: v for k, v in r.items() if k != "metadata"}  # kustomize adds labels  # noqa: E731
-            assert strip(resource) == strip(local[name]), f"{kind}/{name}"
+            theirs = strip(resource)
+            pubsub = theirs.get("spec", {}).get("pubsubname")
+            if pubsub in REPLICA_COPIES:
+                theirs["spec"] = theirs["spec"] | {"pubsubname": REPLICA_COPIES[pubsub]}
+            assert theirs == strip(local[name]), f"{kind}/{name}"
 
 
 def test_the_same_joiner_configuration(base):
@@ -94,7 +119,8 @@ def test_streams_flow_from_the_generators_through_the_subscriptions_to_the_joine
     for source in config.sources:
         (subscription,) = [s for s in subscriptions.values() if s["spec"]["topic"] == source.topic]
         generator, pubsub = publishers[source.topic]
-        assert subscription["spec"]["pubsubname"] == pubsub
+        reads_through = subscription["spec"]["pubsubname"]
+        assert REPLICA_COPIES.get(reads_through, reads_through) == pubsub
         assert subscription["spec"]["routes"]["default"] == source.route
         assert subscription["scopes"] == ["join-tenants-poweruse"]
         assert sorted(pubsubs[pubsub]["scopes"]) == sorted([generator, "join-tenants-poweruse"])

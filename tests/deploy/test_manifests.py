@@ -36,10 +36,11 @@ def test_base_holds_the_pipeline_and_no_secret(base):
         kinds.setdefault(resource["kind"], set()).add(resource["metadata"]["name"])
     assert kinds.pop("ConfigMap") and len(by_kind(base, "ConfigMap")) == 1
     assert kinds == {
-        "Deployment": set(APPS),
-        "StatefulSet": {"rabbitmq", "redis"},
-        "Service": {"redis", "rabbitmq", "rabbitmq-headless"},
-        "Component": {"redis-stream", "rabbit-stream", "joiner-state", "billing-state"},
+        "Deployment": set(APPS) - {"join-tenants-poweruse"},
+        "StatefulSet": {"rabbitmq", "redis", "join-tenants-poweruse"},
+        "Service": {"redis", "rabbitmq", "rabbitmq-headless", "join-tenants-poweruse-replicas"},
+        "PodDisruptionBudget": {"join-tenants-poweruse"},
+        "Component": {"redis-stream", "redis-stream-joiner", "rabbit-stream", "joiner-state", "billing-state"},
         "Subscription": {"tenants", "poweruse"},
         "Resiliency": {"power-usage"},
         "Configuration": {"power-usage"},
@@ -80,8 +81,23 @@ def test_the_joiner_reads_its_configuration_from_the_generated_config_map(base):
     config_map = by_kind(base, "ConfigMap")[volume["configMap"]["name"]]  # the hashed name kustomize gave it
     assert env(spec)["JOINER_CONFIG"] == f"{mount['mountPath']}/joiner.yaml"
     assert "joiner.yaml" in config_map["data"]
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
-    assert deployment["spec"]["replicas"] == 1
+
+
+def test_the_joiner_is_three_replicas_of_stable_names_updated_one_at_a_time(base):
+    """docs/scaling.md: a StatefulSet (its pod names are the replicas' JOINER_REPLICA and their daprd's
+    {podName}), each replica with the journal (the claims need it), at most one away at a time."""
+    joiner = by_kind(base, "StatefulSet")["join-tenants-poweruse"]
+    spec = joiner["spec"]
+    assert spec["replicas"] == 3 and spec["podManagementPolicy"] == "Parallel"
+    assert spec["updateStrategy"] == {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}
+    governing = by_kind(base, "Service")[spec["serviceName"]]
+    assert governing["spec"]["clusterIP"] == "None"
+    assert governing["spec"]["selector"] == spec["selector"]["matchLabels"]
+    variables = {v["name"]: v for v in container(joiner)["env"]}
+    assert variables["JOINER_REPLICA"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert variables["JOINER_JOURNAL"]["value"] == "true" and variables["JOINER_STATE_STORE"]["value"]
+    budget = by_kind(base, "PodDisruptionBudget")["join-tenants-poweruse"]
+    assert budget["spec"] == {"maxUnavailable": 1, "selector": spec["selector"]}
 
 
 def _label(workload):

@@ -38,8 +38,11 @@ def test_local_overlay_renders_to_valid_kubernetes_and_dapr_resources(dev_deploy
 
 def test_every_overlay_is_checked():
     overlays = sorted(p.name for p in (DEPLOY / "overlays").iterdir() if (p / "kustomization.yaml").exists())
-    # monitoring: validated against the Prometheus Operator CRDs too, in test_monitoring.py
-    assert overlays == ["dev", "local", "monitoring"], "a new overlay needs its rendering validated here as well"
+    # monitoring: validated against the Prometheus Operator CRDs too, in test_monitoring.py; keda: against
+    # KEDA's CRDs, in test_keda.py
+    assert overlays == ["dev", "keda", "local", "monitoring"], (
+        "a new overlay needs its rendering validated here as well"
+    )
 
 
 @pytest.mark.parametrize("path", yaml_files(ROOT / "components"), ids=lambda p: p.name)
@@ -107,7 +110,7 @@ def _mutations():
         ("Resiliency", "power-usage", resiliency_wrong_type),
         ("Component", "rabbit-stream", top_level_typo),
         ("Deployment", "billable-proc", replicas_not_a_number),
-        ("Deployment", "join-tenants-poweruse", probe_typo),
+        ("StatefulSet", "join-tenants-poweruse", probe_typo),
         ("Service", "redis", service_port_missing),
     ]
 

@@ -93,7 +93,11 @@ def test_each_app_pod_requires_the_tokens_and_mounts_no_service_account_token(ba
     assert annotations(deployment)["dapr.io/app-token-secret"] == "app-api-token"
     pod = deployment["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False
-    refs = {v["name"]: v["valueFrom"]["secretKeyRef"] for v in container(deployment)["env"] if "valueFrom" in v}
+    refs = {
+        v["name"]: v["valueFrom"]["secretKeyRef"]
+        for v in container(deployment)["env"]
+        if "secretKeyRef" in v.get("valueFrom", {})
+    }
     assert refs["DAPR_API_TOKEN"] == {"name": "dapr-api-token", "key": "token"}
     assert refs["APP_API_TOKEN"] == {"name": "app-api-token", "key": "token"}
 

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "scripts" / "cluster"
 APPS = ("billable-proc", "join-tenants-poweruse", "tenants-gen", "poweruse-gen")
+STATEFUL = {"join-tenants-poweruse"}  # the joiner's replicas: a StatefulSet (docs/scaling.md), the rest Deployments
 T = TypeVar("T")
 
 
@@ -38,28 +39,47 @@ class Cluster:
     def pods(self, app: str) -> list[dict]:
         return self.json("get", "pods", "-l", f"app={app}")["items"]
 
+    def pod_names(self, app: str) -> list[str]:
+        """The app's pods that are not being deleted, by name."""
+        return sorted(p["metadata"]["name"] for p in self.pods(app) if not p["metadata"].get("deletionTimestamp"))
+
+    @staticmethod
+    def workload(app: str) -> str:
+        return f"statefulset/{app}" if app in STATEFUL else f"deploy/{app}"
+
     def logs(self, app: str, container: str | None = None) -> str:
-        return self.kubectl("logs", f"deploy/{app}", "-c", container or app, "--tail=-1", check=False)
+        """Every pod's log of the app, one after the other."""
+        return "".join(
+            self.kubectl("logs", f"pod/{pod}", "-c", container or app, "--tail=-1", check=False)
+            for pod in self.pod_names(app)
+        )
 
     def exec_python(self, app: str, code: str, timeout: float = 120) -> str:
         """Python in an app's own container (its sidecar answers on localhost there)."""
-        return self.kubectl("exec", f"deploy/{app}", "-c", app, "--", "python", "-c", code, timeout=timeout)
+        return self.kubectl("exec", self.workload(app), "-c", app, "--", "python", "-c", code, timeout=timeout)
 
     def http_from(
-        self, app: str, method: str, url: str, body: str = "", token: str | None = "DAPR_API_TOKEN"
+        self,
+        app: str,
+        method: str,
+        url: str,
+        body: str = "",
+        token: str | None = "DAPR_API_TOKEN",
+        pod: str | None = None,
     ) -> tuple[int, str]:
         """An HTTP call made from inside ``app``'s container (to its sidecar on localhost, or to a pod's IP),
         with the pod's ``token`` (DAPR_API_TOKEN for a sidecar, APP_API_TOKEN for an app; None: no token):
-        (status, body)."""
+        (status, body). ``pod``: which of the app's pods (else one of them)."""
+        where = f"pod/{pod}" if pod else self.workload(app)
         out = self.kubectl(
-            "exec", f"deploy/{app}", "-c", app, "--", "python", "-c", HTTP_CALL, method, url, body, token or "none"
+            "exec", where, "-c", app, "--", "python", "-c", HTTP_CALL, method, url, body, token or "none"
         )
         answer = json.loads(out.strip().splitlines()[-1])
         return answer["status"], answer["body"]
 
-    def app_stats(self, app: str) -> dict:
-        """An app's /stats, asked from inside its container with its app token."""
-        status, body = self.http_from(app, "GET", "http://127.0.0.1:8080/stats", token="APP_API_TOKEN")
+    def app_stats(self, app: str, pod: str | None = None) -> dict:
+        """An app's /stats (of one of its pods, or of ``pod``), asked from inside its container with its app token."""
+        status, body = self.http_from(app, "GET", "http://127.0.0.1:8080/stats", token="APP_API_TOKEN", pod=pod)
         assert status == 200, (app, status, body)
         return json.loads(body)
 

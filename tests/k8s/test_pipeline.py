@@ -189,26 +189,48 @@ def test_the_sidecars_talk_mtls_with_certificates_sentry_issued(pipeline: Cluste
 def table_mode(pipeline: Cluster) -> Cluster:
     """The joiner in table mode (tenants as a table, each reading joined once with its tenant's latest
     version), so that a reading's number is billed exactly once whatever window it falls in."""
-    env = pipeline.kubectl("set", "env", f"deploy/{JOINER}", "--list")
+    joiner = pipeline.workload(JOINER)
+    env = pipeline.kubectl("set", "env", joiner, "--list")
     if "JOINER_JOIN_MODE=table" not in env:
-        pipeline.kubectl("set", "env", f"deploy/{JOINER}", "JOINER_JOIN_MODE=table")
-    pipeline.kubectl("rollout", "status", f"deploy/{JOINER}", "--timeout=180s", timeout=200)
+        pipeline.kubectl("set", "env", joiner, "JOINER_JOIN_MODE=table")
+    pipeline.kubectl("rollout", "status", joiner, "--timeout=300s", timeout=320)
     # a reading that comes before its tenant is in the new joiner's table is, rightly, a table miss (not
-    # billed): the tests' numbered readings start once tenants-gen has filled the table again
-    poll(lambda: pipeline.app_stats(JOINER)["table_keys"] >= 5, 60, "the example's 5 tenants in the joiner's table")
+    # billed): the tests' numbered readings start once tenants-gen has filled every replica's table again
+    poll(lambda: tables_full(pipeline), 90, "the example's 5 tenants in every replica's table")
     return pipeline
+
+
+def tables_full(cluster: Cluster) -> bool:
+    pods = cluster.pod_names(JOINER)
+    return len(pods) == 3 and all(cluster.app_stats(JOINER, pod)["table_keys"] >= 5 for pod in pods)
+
+
+def test_three_joiner_replicas_each_named_by_its_pod_take_every_tenant_and_share_the_readings(pipeline: Cluster):
+    """The StatefulSet's pods are the replicas: each its own JOINER_REPLICA and consumer group (every tenant
+    record reaches each), the readings shared through one queue."""
+    assert pipeline.pod_names(JOINER) == [f"{JOINER}-{n}" for n in range(3)]
+
+    def everyone_took_both() -> bool:
+        for pod in pipeline.pod_names(JOINER):
+            stats = pipeline.app_stats(JOINER, pod)
+            assert stats["replica"] == pod
+            if not stats["accepted"].get("tenants") or not stats["accepted"].get("poweruse"):
+                return False
+        return True
+
+    poll(everyone_took_both, 120, "tenants and readings taken by every replica")
 
 
 def test_a_rollout_restart_of_the_joiner_mid_window_loses_no_row(table_mode: Cluster):
     cluster = table_mode
-    [before] = [p["metadata"]["uid"] for p in cluster.pods(JOINER) if not p["metadata"].get("deletionTimestamp")]
+    before = {p["metadata"]["uid"] for p in cluster.pods(JOINER) if not p["metadata"].get("deletionTimestamp")}
     publisher = Publisher(cluster, first=RUN, count=150, gap=0.2)  # about 30 s, more than a window
     poll(lambda: len(publisher.accepted) >= 50, 60, "the first readings published")
-    cluster.kubectl("rollout", "restart", f"deploy/{JOINER}")
+    cluster.kubectl("rollout", "restart", cluster.workload(JOINER))  # one replica at a time, each its windows
     numbers = publisher.wait(timeout=120)
-    cluster.kubectl("rollout", "status", f"deploy/{JOINER}", "--timeout=180s", timeout=200)
-    [after] = [p["metadata"]["uid"] for p in cluster.pods(JOINER) if not p["metadata"].get("deletionTimestamp")]
-    assert after != before
+    cluster.kubectl("rollout", "status", cluster.workload(JOINER), "--timeout=300s", timeout=320)
+    after = {p["metadata"]["uid"] for p in cluster.pods(JOINER) if not p["metadata"].get("deletionTimestamp")}
+    assert len(after) == 3 and not after & before
     assert len(numbers) == 150
     assert_each_billed_once(cluster, numbers, timeout=120)
 
