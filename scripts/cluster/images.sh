@@ -27,7 +27,8 @@ dapr_binaries=(daprd operator injector sentry placement scheduler)
 declare -A extra_imports=([joiner]=join_kernel)
 
 [ "$(id -u)" = 0 ] || die "run as root: mmdebstrap builds in root mode and buildah needs its storage"
-ensure_debian_packages mmdebstrap buildah git
+# buildah runs RUN steps and checks with an OCI runtime, which it only recommends (runc: also containerd's)
+ensure_debian_packages mmdebstrap buildah runc git
 command -v python3 >/dev/null || die "python3 is missing"
 [ -r "$host_ca" ] || die "no CA bundle at $host_ca"
 
