@@ -107,12 +107,15 @@ class RecordingSidecar:
         self.state[(store, key)] = bytes(data)
         self.state_metadata[(store, key)] = dict(metadata or {})
 
-    async def create_state(self, store: str, key: str, data: bytes, metadata: dict[str, str] | None = None) -> bytes:
+    async def create_states(
+        self, store: str, items: dict[str, bytes], metadata: dict[str, str] | None = None
+    ) -> dict[str, bytes]:
         self._state_call()
-        if (store, key) not in self.state:
-            self.state[(store, key)] = bytes(data)
-            self.state_metadata[(store, key)] = dict(metadata or {})
-        return self.state[(store, key)]
+        for key, data in items.items():
+            if (store, key) not in self.state:
+                self.state[(store, key)] = bytes(data)
+                self.state_metadata[(store, key)] = dict(metadata or {})
+        return {key: self.state[(store, key)] for key in items}
 
     async def delete_state(self, store: str, key: str) -> None:
         self._state_call()

@@ -117,10 +117,12 @@ class ClaimsDown(RecordingSidecar):
 
     down = True
 
-    async def create_state(self, store: str, key: str, data: bytes, metadata: dict[str, str] | None = None) -> bytes:
+    async def create_states(
+        self, store: str, items: dict[str, bytes], metadata: dict[str, str] | None = None
+    ) -> dict[str, bytes]:
         if self.down:
             raise SidecarError("create refused (test)")
-        return await super().create_state(store, key, data, metadata)
+        return await super().create_states(store, items, metadata)
 
 
 async def test_a_claim_the_store_cannot_make_answers_retry_and_the_redelivery_is_billed_once():
@@ -137,7 +139,7 @@ async def test_a_claim_the_store_cannot_make_answers_retry_and_the_redelivery_is
             ]
         }
         sidecar.down = False
-        await sidecar.create_state("joiner-state", f"claim.poweruse.{other['id']}", b"r-1")  # r-1 took it
+        await sidecar.create_states("joiner-state", {f"claim.poweruse.{other['id']}": b"r-1"})  # r-1 took it
         answer = await deliver(client, "/poweruse", bulk)
         assert answer == {"statuses": [{"entryId": "a", "status": "SUCCESS"}, {"entryId": "b", "status": "SUCCESS"}]}
         await close_window(app, clock)
@@ -174,3 +176,32 @@ async def test_a_window_waits_to_close_for_a_delivery_still_being_journaled():
         app.state.joiner.close_due()
         await wait_for(lambda: sidecar.invocations, what="the window delivered")
     assert rows_of(sidecar) == [(7, 50)]
+
+
+class HalfAnswered(RecordingSidecar):
+    """Its store says what it holds for the first key of a bulk create only (the others: no answer)."""
+
+    async def create_states(
+        self, store: str, items: dict[str, bytes], metadata: dict[str, str] | None = None
+    ) -> dict[str, bytes]:
+        held = await super().create_states(store, dict(list(items.items())[:1]), metadata)
+        return held
+
+
+async def test_events_whose_claims_the_store_leaves_unanswered_get_retry_and_the_others_go_in(caplog):
+    sidecar, clock = HalfAnswered(), ManualClock()
+    app = app_on(sidecar, clock, replica("r-0"))
+    first, second = reading(60), reading(61)
+    bulk = {
+        "entries": [
+            {"entryId": "a", "event": first, "contentType": "application/cloudevents+json"},
+            {"entryId": "b", "event": second, "contentType": "application/cloudevents+json"},
+        ]
+    }
+    async with serve(app) as client:
+        await deliver(client, "/tenants", cloud_event(TENANT, "tenants"))
+        answer = await deliver(client, "/poweruse", bulk)
+        stats = (await client.get("/stats")).json()
+    assert answer == {"statuses": [{"entryId": "a", "status": "SUCCESS"}, {"entryId": "b", "status": "RETRY"}]}
+    assert stats["claim_failures"] == 1 and stats["accepted"]["poweruse"] == 1
+    assert "claims of 1 of 2 poweruse event(s) not made" in caplog.text

@@ -69,9 +69,9 @@ class SidecarPort(Publisher, Protocol):
         self, store: str, key: str, data: bytes, metadata: dict[str, str] | None = None
     ) -> None: ...
 
-    async def create_state(
-        self, store: str, key: str, data: bytes, metadata: dict[str, str] | None = None
-    ) -> bytes: ...
+    async def create_states(
+        self, store: str, items: dict[str, bytes], metadata: dict[str, str] | None = None
+    ) -> dict[str, bytes]: ...
 
     async def delete_state(self, store: str, key: str) -> None: ...
 
@@ -224,29 +224,39 @@ class Sidecar:
         except Exception as error:
             raise SidecarError(f"save {key!r} to state store {store} failed: {_grpc_reason(error)}") from None
 
-    async def create_state(self, store: str, key: str, data: bytes, metadata: dict[str, str] | None = None) -> bytes:
-        """``data`` saved under ``key`` unless the key holds something already (first-write-wins: several
-        processes may race for one key, one wins); what the key holds afterwards, ours or the winner's.
+    async def create_states(
+        self, store: str, items: dict[str, bytes], metadata: dict[str, str] | None = None
+    ) -> dict[str, bytes]:
+        """Each item saved under its key unless the key holds something already (first-write-wins: several
+        processes may race for one key, one wins), in one call; what each key holds afterwards, ours or the
+        winner's. A key left out of the answer could not be told (its store failed).
 
-        With first-write concurrency and no ETag, Dapr's Redis store refuses a key that exists with a
-        generic error, not an ETag mismatch: so a refusal is told from a failure by reading the key."""
-        from dapr.clients.grpc._state import Concurrency, StateOptions
+        With first-write concurrency and no ETag, Dapr's Redis store refuses a key that exists with a generic
+        error, not an ETag mismatch, and a bulk save fails as a whole: so after a refusal the keys are read."""
+        from dapr.clients.grpc._state import Concurrency, StateItem, StateOptions
 
+        if not items:
+            return {}
         client = await self._grpc_client()
+        # the SDK (1.19) puts a bulk item's options into the request as they are, so they must already be the
+        # protocol's message (its save_state converts them; save_bulk_state does not)
+        first_write = StateOptions(concurrency=Concurrency.first_write).get_proto()
+        states = [StateItem(key, data, options=first_write, metadata=metadata or {}) for key, data in items.items()]
         try:
-            await client.save_state(
-                store_name=store,
-                key=key,
-                value=data,
-                options=StateOptions(concurrency=Concurrency.first_write),
-                state_metadata=metadata or {},
-            )
-            return data
+            await client.save_bulk_state(store_name=store, states=states)
+            return dict(items)
         except Exception as error:
             refused = _grpc_reason(error)
-        held = await self.get_state_bytes(store, key)
-        if held is None:
-            raise SidecarError(f"create {key!r} in state store {store} failed: {refused}")
+        try:
+            answer = await client.get_bulk_state(store_name=store, keys=list(items), parallelism=8)
+        except Exception as error:
+            raise SidecarError(
+                f"create {len(items)} key(s) in state store {store} failed ({refused}), and reading them back "
+                f"too: {_grpc_reason(error)}"
+            ) from None
+        held = {item.key: item.data for item in answer.items if item.data and not item.error}
+        if not held:  # nothing was there and nothing was made: the save failed for its own reason
+            raise SidecarError(f"create {len(items)} key(s) in state store {store} failed: {refused}")
         return held
 
     async def delete_state(self, store: str, key: str) -> None:

@@ -37,7 +37,6 @@ log = logging.getLogger("joiner")
 
 OTHERS = "SUCCESS"  # the answer for an event another replica claimed: it is that replica's to bill
 UNKNOWN = "RETRY"  # the answer for an event whose claim could not be made
-PARALLEL = 32  # claims in flight at once for one delivery
 REPLAY_ATTEMPTS = 8  # a replay's claims are tried this often (0.25 s doubling: about a minute in all)
 
 
@@ -51,7 +50,6 @@ class Claims:
         self.elsewhere: Counter = Counter()  # stream -> events another replica claimed
         self.failures = 0  # claims that could not be made (answered RETRY)
         self.unchecked = 0  # events a replay took in without a claim
-        self._slots = asyncio.Semaphore(PARALLEL)
 
     def shared(self, index: int) -> bool:
         """Whether stream ``index`` is shared among the replicas (claimed), not broadcast."""
@@ -60,22 +58,27 @@ class Claims:
     def key(self, index: int, event_id: str) -> str:
         return f"claim.{self.streams[index]}.{event_id}"
 
-    async def _owner(self, index: int, event_id: str) -> str | None:
-        """Who owns the event: this replica's name, another's, or None when the store could not say."""
-        async with self._slots:
-            try:
-                held = await self.sink.create_state(
-                    self.store, self.key(index, event_id), self.replica.encode(), self.metadata
-                )
-            except SidecarError as error:
-                log.warning("claim of %s event %s not made: %s", self.streams[index], event_id[:80], error)
-                return None
-        return held.decode(errors="replace")
+    async def _owners(self, index: int, event_ids: list[str]) -> list[str | None]:
+        """Who owns each event: this replica's name, another's, or None when the store could not say.
+        One call to the store for a delivery's events (a second one reads them back when some were taken)."""
+        if not event_ids:
+            return []
+        keys = [self.key(index, event_id) for event_id in event_ids]
+        try:
+            held = await self.sink.create_states(self.store, dict.fromkeys(keys, self.replica.encode()), self.metadata)
+        except SidecarError as error:
+            log.warning("claims of %d %s event(s) not made: %s", len(keys), self.streams[index], error)
+            return [None] * len(keys)
+        if len(held) < len(keys):
+            log.warning(
+                "claims of %d of %d %s event(s) not made", len(keys) - len(held), len(keys), self.streams[index]
+            )
+        return [held[key].decode(errors="replace") if key in held else None for key in keys]
 
     async def claim(self, index: int, event_ids: Iterable[str]) -> dict[str, str]:
         """Claim a live delivery's events: the answer for each one not this replica's (OTHERS, UNKNOWN)."""
         ids = list(dict.fromkeys(event_ids))
-        owners = await asyncio.gather(*(self._owner(index, event_id) for event_id in ids))
+        owners = await self._owners(index, ids)
         answers: dict[str, str] = {}
         for event_id, owner in zip(ids, owners):
             if owner is None:
@@ -93,7 +96,7 @@ class Claims:
         others: set[str] = set()
         delay = 0.25
         for attempt in range(REPLAY_ATTEMPTS):
-            owners = await asyncio.gather(*(self._owner(index, event_id) for event_id in pending))
+            owners = await self._owners(index, pending)
             others |= {event_id for event_id, owner in zip(pending, owners) if owner not in (None, self.replica)}
             pending = [event_id for event_id, owner in zip(pending, owners) if owner is None]
             if not pending:

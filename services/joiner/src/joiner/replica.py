@@ -59,8 +59,11 @@ class ReplicaState:
     async def save_state_bytes(self, store: str, key: str, data: bytes, metadata: dict[str, str] | None = None) -> None:
         await self.sink.save_state_bytes(store, self.key(key), data, metadata)
 
-    async def create_state(self, store: str, key: str, data: bytes, metadata: dict[str, str] | None = None) -> bytes:
-        return await self.sink.create_state(store, self.key(key), data, metadata)
+    async def create_states(
+        self, store: str, items: dict[str, bytes], metadata: dict[str, str] | None = None
+    ) -> dict[str, bytes]:
+        held = await self.sink.create_states(store, {self.key(key): data for key, data in items.items()}, metadata)
+        return {key: held[self.key(key)] for key in items if self.key(key) in held}
 
     async def delete_state(self, store: str, key: str) -> None:
         await self.sink.delete_state(store, self.key(key))
