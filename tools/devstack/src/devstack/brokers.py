@@ -1,4 +1,4 @@
-"""Private Redis and RabbitMQ servers for one run, on free loopback ports.
+"""Private Redis and RabbitMQ servers for one run, on free loopback ports (Kafka: :mod:`devstack.kafka`).
 
 Missing servers are installed from Debian's packages (``redis-server``, ``rabbitmq-server``)
 when running as root with apt-get available; otherwise the error says what to install.
@@ -16,8 +16,9 @@ from urllib.parse import urlsplit
 
 from devstack.processes import Process, StackError, free_port, port_open, wait_until
 
+ROOT = Path(__file__).resolve().parents[4]
 RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
-REDIS_USERS = Path(__file__).resolve().parents[4] / "deploy" / "base" / "brokers" / "redis-users.acl"
+REDIS_USERS = ROOT / "deploy" / "base" / "brokers" / "redis-users.acl"
 
 
 def ensure_debian_package(binary: str, package: str) -> str:
