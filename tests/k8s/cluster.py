@@ -39,9 +39,16 @@ class Cluster:
     def pods(self, app: str) -> list[dict]:
         return self.json("get", "pods", "-l", f"app={app}")["items"]
 
+    def live_pods(self, app: str) -> list[dict]:
+        """The app's pods that are not being deleted (the joiner has three: its replicas)."""
+        return [p for p in self.pods(app) if not p["metadata"].get("deletionTimestamp")]
+
+    def every_app_pod(self) -> list[tuple[str, dict]]:
+        """(app, pod) for every live pod of every app."""
+        return [(app, pod) for app in APPS for pod in self.live_pods(app)]
+
     def pod_names(self, app: str) -> list[str]:
-        """The app's pods that are not being deleted, by name."""
-        return sorted(p["metadata"]["name"] for p in self.pods(app) if not p["metadata"].get("deletionTimestamp"))
+        return sorted(p["metadata"]["name"] for p in self.live_pods(app))
 
     @staticmethod
     def workload(app: str) -> str:

@@ -18,9 +18,8 @@ DENIED = "access control policy has denied access"
 SIDECAR = "http://127.0.0.1:3500"
 
 
-def pod_ip(cluster: Cluster, app: str) -> str:
-    [pod] = [p for p in cluster.pods(app) if not p["metadata"].get("deletionTimestamp")]
-    return pod["status"]["podIP"]
+def pod_ips(cluster: Cluster, app: str) -> list[str]:
+    return [pod["status"]["podIP"] for pod in cluster.live_pods(app)]
 
 
 def test_billable_proc_takes_the_joiners_post_and_refuses_every_other_caller(pipeline: Cluster):
@@ -72,17 +71,13 @@ def test_the_apps_refuse_what_does_not_come_through_their_sidecar(pipeline: Clus
         (JOINER, "/stats"),
         ("tenants-gen", "/stats"),
     ):
-        status, body = pipeline.http_from(
-            "poweruse-gen",
-            "POST" if route != "/stats" else "GET",
-            f"http://{pod_ip(pipeline, target)}:8080{route}",
-            "[]",
-            token=None,
-        )
-        assert status == 401, (target, route, status, body)
-    status, _ = pipeline.http_from(
-        "poweruse-gen", "GET", f"http://{pod_ip(pipeline, 'billable-proc')}:8080/healthz", token=None
-    )
+        for ip in pod_ips(pipeline, target):  # each of the joiner's replicas
+            status, body = pipeline.http_from(
+                "poweruse-gen", "POST" if route != "/stats" else "GET", f"http://{ip}:8080{route}", "[]", token=None
+            )
+            assert status == 401, (target, ip, route, status, body)
+    [billable_proc] = pod_ips(pipeline, "billable-proc")
+    status, _ = pipeline.http_from("poweruse-gen", "GET", f"http://{billable_proc}:8080/healthz", token=None)
     assert status == 200  # the probes' route stays open
 
 
@@ -96,8 +91,7 @@ def test_every_sidecar_api_needs_the_dapr_token_and_no_secret_can_be_read(pipeli
 
 
 def test_app_pods_mount_no_service_account_token(pipeline: Cluster):
-    for app in APPS:
-        [pod] = [p for p in pipeline.pods(app) if not p["metadata"].get("deletionTimestamp")]
+    for app, pod in pipeline.every_app_pod():
         assert pod["spec"]["automountServiceAccountToken"] is False
         [container] = [c for c in pod["spec"]["containers"] if c["name"] == app]
         mounts = [m["mountPath"] for m in container.get("volumeMounts", [])]
