@@ -205,3 +205,26 @@ async def test_events_whose_claims_the_store_leaves_unanswered_get_retry_and_the
     assert answer == {"statuses": [{"entryId": "a", "status": "SUCCESS"}, {"entryId": "b", "status": "RETRY"}]}
     assert stats["claim_failures"] == 1 and stats["accepted"]["poweruse"] == 1
     assert "claims of 1 of 2 poweruse event(s) not made" in caplog.text
+
+
+async def test_with_no_stream_broadcast_the_tenants_are_claimed_too():
+    """JOINER_BROADCAST=none (a broker that partitions both streams by key): a tenant record redelivered to
+    another replica is claimed there, as a reading is."""
+    shared, clock = RecordingSidecar(), ManualClock()
+    tenant = cloud_event(TENANT, "tenants")
+    first = app_on(shared, clock, replica("r-0") + "broadcast: none\n")
+    second = app_on(shared, clock, replica("r-1") + "broadcast: none\n")
+    async with serve(first) as one, serve(second) as two:
+        assert await deliver(one, "/tenants", tenant) == {"status": "SUCCESS"}
+        assert await deliver(two, "/tenants", tenant) == {"status": "SUCCESS"}
+        stats = (await two.get("/stats")).json()
+    assert stats["claimed_elsewhere"] == {"tenants": 1} and stats["accepted"].get("tenants", 0) == 0
+    assert [key for _, key in shared.state if key.startswith("claim.")] == [f"claim.tenants.{tenant['id']}"]
+
+
+def test_a_broadcast_stream_that_is_not_a_stream_is_refused():
+    from joiner.config import config_from_yaml
+    from streaming_runtime.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"JOINER_BROADCAST: meters is not one of the streams \(tenants, poweruse\)"):
+        config_from_yaml(replica("r-0") + "broadcast: [meters]\n")

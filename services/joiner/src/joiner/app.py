@@ -137,7 +137,14 @@ class Joiner:
 
         # one replica of several, with the journal: each event of a shared stream is claimed (joiner.claims)
         self.claims = (
-            Claims(sink, config.state_store, config.replica, [s.name for s in config.sources], config.dedup_ttl)
+            Claims(
+                sink,
+                config.state_store,
+                config.replica,
+                [s.name for s in config.sources],
+                config.dedup_ttl,
+                config.broadcast_streams,
+            )
             if config.replica and self.journal is not None and config.state_store and config.dedup_ttl
             else None
         )
@@ -185,7 +192,8 @@ class Joiner:
         if delivery.id is not None and delivery.id in settled:
             return {"status": settled[delivery.id]}
         index = self.stream_index[source.name]
-        if index == 0 and self.history is not None and not self.replaying and self.history.skips(delivery.time):
+        broadcast = index in self.config.broadcast_streams
+        if broadcast and self.history is not None and not self.replaying and self.history.skips(delivery.time):
             return {"status": "SUCCESS"}
         if self.tracing.enabled:  # before the core takes it: it may close the window it goes into
             self.tracing.seen(index, ((document, delivery.data, delivery.time),))
@@ -209,7 +217,8 @@ class Joiner:
         limit = self.max_body_bytes if size > self.max_body_bytes else None
         raw = document["entries"]
         # (a journaled delivery replayed was taken in the first time: never skipped)
-        history = self.history if self.stream_index[source.name] == 0 and not self.replaying else None
+        broadcast = self.stream_index[source.name] in self.config.broadcast_streams
+        history = self.history if broadcast and not self.replaying else None
         for position, (entry_id, parsed) in enumerate(bulk_entries(document, max_event_bytes=limit)):
             if isinstance(parsed, MalformedEvent):
                 self.drop(source, entry_id, parsed, _event_of(raw[position]))

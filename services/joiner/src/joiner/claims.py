@@ -19,7 +19,8 @@ died between 1 and 2) is skipped, one this replica owns is taken in. A claim tha
 failing) answers its event RETRY; at a replay it is tried again for a while, then the event is taken in
 and counted (``claims_unchecked``), since an event in the journal must not be lost.
 
-The first stream is broadcast (every replica has a consumer group of its own) and is never claimed.
+A broadcast stream (every replica has a consumer group of its own: ``JOINER_BROADCAST``, by default the
+first stream) is never claimed. With a broker that partitions both streams by key (Kafka), none is.
 """
 
 from __future__ import annotations
@@ -41,11 +42,20 @@ REPLAY_ATTEMPTS = 8  # a replay's claims are tried this often (0.25 s doubling: 
 
 
 class Claims:
-    def __init__(self, sink: SidecarPort, store: str, replica: str, streams: list[str], ttl_seconds: float) -> None:
+    def __init__(
+        self,
+        sink: SidecarPort,
+        store: str,
+        replica: str,
+        streams: list[str],
+        ttl_seconds: float,
+        broadcast: tuple[int, ...] = (0,),
+    ) -> None:
         self.sink = sink  # not the replica's own keys: the claims are shared
         self.store = store
         self.replica = replica
         self.streams = streams
+        self.broadcast = broadcast  # the streams every replica takes in full: never claimed
         self.metadata = {"ttlInSeconds": str(max(1, math.ceil(ttl_seconds)))}
         self.elsewhere: Counter = Counter()  # stream -> events another replica claimed
         self.failures = 0  # claims that could not be made (answered RETRY)
@@ -53,7 +63,7 @@ class Claims:
 
     def shared(self, index: int) -> bool:
         """Whether stream ``index`` is shared among the replicas (claimed), not broadcast."""
-        return index > 0
+        return index not in self.broadcast
 
     def key(self, index: int, event_id: str) -> str:
         return f"claim.{self.streams[index]}.{event_id}"

@@ -88,6 +88,8 @@ class JoinerConfig(BaseModel):
     journal: bool = False  # state.journal: deliveries journaled in the state store, replayed after a crash
     # JOINER_REPLICA: one of several replicas (docs/scaling.md): its state-store keys and its deliveries name it
     replica: str | None = None
+    # JOINER_BROADCAST: the streams every replica takes in full; None: the first (the tenants, docs/scaling.md)
+    broadcast: tuple[str, ...] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -125,6 +127,11 @@ class JoinerConfig(BaseModel):
                     f"{journal}: the journal needs dedup (a delivery answered RETRY when its journal "
                     "write fails comes again, and must be recognised)"
                 )
+        unknown = [name for name in self.broadcast or () if name not in self.streams]
+        if unknown:
+            raise ConfigError(
+                f"JOINER_BROADCAST: {', '.join(unknown)} is not one of the streams ({', '.join(self.streams)})"
+            )
         if self.replica is not None and self.aggregate is not None:
             # each replica delivers a partial aggregate of its share; billable-proc combines them by the
             # envelope's "partial" (streaming_runtime.partials, docs/scaling.md)
@@ -144,6 +151,13 @@ class JoinerConfig(BaseModel):
         self.compiled_where()
         self.compiled_select()
         return self
+
+    @property
+    def broadcast_streams(self) -> tuple[int, ...]:
+        """The indexes of the streams every replica takes in full: JOINER_BROADCAST, else the first."""
+        if self.broadcast is None:
+            return (0,)
+        return tuple(index for index, name in enumerate(self.streams) if name in self.broadcast)
 
     @property
     def streams(self) -> tuple[str, str]:

@@ -93,6 +93,8 @@ NAMES: tuple[Name, ...] = (
     Name("envelope", ("output.envelope",), ("JOINER_OUTPUT_ENVELOPE",), read.boolean),
     # the replica this process is (docs/scaling.md): one per process, so JOINER_REPLICA rather than the YAML
     Name("replica", ("replica",), ("JOINER_REPLICA",), read.replica),
+    # which streams every replica takes in full (its own consumer group); the others are shared, and claimed
+    Name("broadcast", ("broadcast",), ("JOINER_BROADCAST",), read.stream_names),
 )
 
 

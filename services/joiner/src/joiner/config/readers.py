@@ -120,6 +120,18 @@ def replica(raw: Any, origin: str) -> str:
     return text
 
 
+def stream_names(raw: Any, origin: str) -> tuple[str, ...]:
+    """Stream names, as a list or comma-separated text; ``none`` (or nothing) for none."""
+    items = raw if isinstance(raw, list) else str(raw).split(",")
+    names = tuple(str(item).strip() for item in items if str(item).strip())
+    if names == ("none",):
+        return ()
+    for name in names:
+        if not _NAME.match(name):
+            raise ConfigError(f"{origin}: {name!r} is not a stream name (such as tenants), nor is it none")
+    return names
+
+
 def aggregate(raw: Any, origin: str) -> AggregateSpec:
     return parse_aggregate(raw, origin)
 
