@@ -17,10 +17,15 @@ from devstack.stack import RunningApp, Stack
 ROOT = Path(__file__).resolve().parents[2]
 # who may publish on each pub/sub (its topic scopes): a test publishes as that app, through its sidecar
 PUBLISHERS = {"redis-stream": "tenants-gen", "rabbit-stream": "poweruse-gen"}
+TOPIC_PUBLISHERS = {"tenants": "tenants-gen", "poweruse": "poweruse-gen"}  # on kafka-stream, both may publish
 
 
 def publisher_stack(
-    run_dir: Path, app_ids: Iterable[str], overrides: dict[str, dict[str, str]], joiner_replicas: int = 1
+    run_dir: Path,
+    app_ids: Iterable[str],
+    overrides: dict[str, dict[str, str]],
+    joiner_replicas: int = 1,
+    streams_on: str = "redis+rabbitmq",
 ) -> Stack:
     """A Stack of ``app_ids`` from dapr.yaml plus the generators' sidecars without the generators: the test
     publishes what it needs through them, with their identities, as the topic scopes require."""
@@ -32,6 +37,7 @@ def publisher_stack(
         quiet=True,
         sidecars_only=tuple(PUBLISHERS.values()),
         joiner_replicas=joiner_replicas,
+        streams_on=streams_on,
     )
 
 
@@ -43,22 +49,26 @@ def no_redis_refusals(stack: Stack) -> None:
 
 def publish_url(stack: Stack, pubsub: str, topic: str, bulk: bool = False) -> tuple[str, dict[str, str]]:
     """The publish endpoint of the sidecar allowed to publish on ``pubsub``, and the headers it needs."""
-    sidecar = stack.apps[PUBLISHERS[pubsub]]
+    sidecar = stack.apps[PUBLISHERS.get(pubsub) or TOPIC_PUBLISHERS[topic]]
     path = f"/v1.0-alpha1/publish/bulk/{pubsub}/{topic}" if bulk else f"/v1.0/publish/{pubsub}/{topic}"
     return sidecar.sidecar_url + path, sidecar.dapr_headers
 
 
-def publish_bulk(stack: Stack, pubsub: str, topic: str, events: list[dict], ids: list[str] | None = None) -> None:
+def publish_bulk(
+    stack: Stack, pubsub: str, topic: str, events: list[dict], ids: list[str] | None = None, key: str | None = None
+) -> None:
     """``events`` through the publisher's sidecar, in bulk publishes of 100; each must be taken (204).
-    With ``ids``, each goes as a CloudEvent of that id (daprd keeps the id of a CloudEvent it is given)."""
+    With ``ids``, each goes as a CloudEvent of that id (daprd keeps the id of a CloudEvent it is given);
+    with ``key``, each is keyed by its value of that field (Kafka's ``partitionKey``)."""
     url, headers = publish_url(stack, pubsub, topic, bulk=True)
 
     def entry(n: int, event: dict) -> dict:
+        keyed = {"metadata": {"partitionKey": str(event[key])}} if key else {}
         if ids is None:
-            return {"entryId": str(n), "event": event, "contentType": "application/json"}
+            return {"entryId": str(n), "event": event, "contentType": "application/json", **keyed}
         cloudevent = {"specversion": "1.0", "id": ids[n], "source": "tests", "type": "com.dapr.event.sent"}
         cloudevent |= {"datacontenttype": "application/json", "data": event}
-        return {"entryId": str(n), "event": cloudevent, "contentType": "application/cloudevents+json"}
+        return {"entryId": str(n), "event": cloudevent, "contentType": "application/cloudevents+json", **keyed}
 
     with httpx.Client(timeout=30, headers=headers) as client:
         for start in range(0, len(events), 100):

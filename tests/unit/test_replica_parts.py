@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from devstack.stack import broadcast_tables
+from devstack.resources import broadcast_tables, kafka_streams
 from message_proc.dashboard.store import BillingStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,3 +39,16 @@ def test_the_devstack_gives_each_replica_a_redis_consumer_group_of_its_own(tmp_p
     # RabbitMQ keeps the app id's consumerID: one queue, the readings shared among the replicas
     assert (copy / "rabbit-stream.yaml").read_text() == (ROOT / "components" / "rabbit-stream.yaml").read_text()
     assert "consumerID" not in (ROOT / "components" / "redis-stream.yaml").read_text()  # the original untouched
+
+
+def test_the_kafka_profile_puts_both_streams_on_one_kafka_component(tmp_path):
+    copy = kafka_streams(ROOT / "components", tmp_path / "resources", "127.0.0.1:9092")
+    assert not (copy / "redis-stream.yaml").exists() and not (copy / "rabbit-stream.yaml").exists()
+    kafka = yaml.safe_load((copy / "kafka-stream.yaml").read_text())
+    metadata = {item["name"]: item["value"] for item in kafka["spec"]["metadata"]}
+    assert kafka["spec"]["type"] == "pubsub.kafka" and metadata["brokers"] == "127.0.0.1:9092"
+    assert metadata["consumerGroupRebalanceStrategy"] == "range" and "consumerGroup" not in metadata
+    subscriptions = list(yaml.safe_load_all((copy / "subscriptions.yaml").read_text()))
+    assert {s["spec"]["pubsubname"] for s in subscriptions} == {"kafka-stream"}
+    assert not [s for s in subscriptions if "deadLetterTopic" in s["spec"]]  # Kafka would dead-letter a RETRY
+    assert (copy / "joiner-state.yaml").exists()  # the state stores stay on Redis

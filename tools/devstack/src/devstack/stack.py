@@ -24,7 +24,9 @@ from devstack.brokers import (
     start_redis,
 )
 from devstack.daprd import ensure_daprd
+from devstack.kafka import start_kafka
 from devstack.processes import Process, StackError, free_port, wait_until
+from devstack.resources import broadcast_tables, kafka_streams
 from devstack.runfile import AppSpec, RunFile, read_run_file
 from devstack.sentry import Sentry, start_sentry
 
@@ -105,10 +107,14 @@ class Stack:
         resources: Path | None = None,
         sidecars_only: tuple[str, ...] = (),
         joiner_replicas: int = 1,
+        streams_on: str = "redis+rabbitmq",
     ) -> None:
         if joiner_replicas < 1:
             raise StackError(f"joiner replicas: {joiner_replicas}, expected 1 or more")
+        if streams_on not in ("redis+rabbitmq", "kafka"):
+            raise StackError(f"streams on {streams_on!r}: expected redis+rabbitmq or kafka")
         self.joiner_replicas = joiner_replicas
+        self.streams_on = streams_on  # kafka: both streams on one Kafka pub/sub (devstack.resources.kafka_streams)
         self.run_file: RunFile = read_run_file(run_file)
         self.resources = resources or self.run_file.resources_path  # another folder of Dapr resources
         self.run_dir = run_dir.resolve()
@@ -122,6 +128,7 @@ class Stack:
         self.brokers: list[Broker] = []
         self.redis: Broker | None = None
         self.rabbitmq: Broker | None = None
+        self.kafka: Broker | None = None
         self.daprd_version = ""
         self._app_launch: dict[str, tuple[list[str], dict[str, str]]] = {}  # to restart an app
 
@@ -148,11 +155,18 @@ class Stack:
         self.redis = configured_redis() or start_redis(self.run_dir)
         self.brokers.append(self.redis)
         self._say(f"redis on {self.redis.host}:{self.redis.port}{'' if self.redis.process else ' (REDIS_HOST)'}")
-        self.rabbitmq = configured_rabbitmq() or start_rabbitmq(self.run_dir)
-        self.brokers.append(self.rabbitmq)
-        self._say(
-            f"rabbitmq on {self.rabbitmq.host}:{self.rabbitmq.port}{'' if self.rabbitmq.process else ' (RABBITMQ_URL)'}"
-        )
+        if self.streams_on == "kafka":  # Redis still keeps the state stores
+            self.kafka = start_kafka(self.run_dir)
+            self.brokers.append(self.kafka)
+            self._say(f"kafka on {self.kafka.url} (both streams)")
+            self.resources = kafka_streams(self.resources, self.run_dir / "resources-kafka", self.kafka.url)
+        else:
+            self.rabbitmq = configured_rabbitmq() or start_rabbitmq(self.run_dir)
+            self.brokers.append(self.rabbitmq)
+            self._say(
+                f"rabbitmq on {self.rabbitmq.host}:{self.rabbitmq.port}"
+                f"{'' if self.rabbitmq.process else ' (RABBITMQ_URL)'}"
+            )
         # for a person who wants to call a route or a sidecar by hand: `source <run dir>/tokens.env`
         private_file(self.run_dir / "tokens.env", f"DAPR_API_TOKEN={self.dapr_token}\nAPP_API_TOKEN={self.app_token}\n")
         self.sentry = start_sentry(self.run_dir)
@@ -349,27 +363,6 @@ class Stack:
             broker.stop()
         self.apps.clear()
         self.brokers.clear()
-
-
-def broadcast_tables(resources: Path, into: Path) -> Path:
-    """A copy of ``resources`` in ``into`` where each Redis pub/sub component's ``consumerID`` is
-    ``{podName}``: each replica its own consumer group, so every replica reads every tenant record (daprd
-    reads the template from its ``POD_NAME``, which the stack gives each sidecar)."""
-    shutil.rmtree(into, ignore_errors=True)
-    shutil.copytree(resources, into)
-    for path in sorted(into.glob("*.yaml")):
-        documents = list(yaml.safe_load_all(path.read_text()))
-        changed = False
-        for document in documents:
-            spec = document.get("spec") if isinstance(document, dict) else None
-            if not isinstance(spec, dict) or spec.get("type") != "pubsub.redis":
-                continue
-            items = [item for item in spec.setdefault("metadata", []) if item.get("name") != "consumerID"]
-            spec["metadata"] = [*items, {"name": "consumerID", "value": "{podName}"}]
-            changed = True
-        if changed:
-            path.write_text(yaml.safe_dump_all(documents, sort_keys=False))
-    return into
 
 
 def point_tracing(document: dict, environ: Mapping[str, str]) -> None:
