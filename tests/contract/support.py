@@ -45,6 +45,7 @@ class RecordingSidecar:
         self.bulk_calls = 0
         self.extensions: list[dict] = []
         self.event_ids: list[str | None] = []  # the cloudevent.id asked for each publication
+        self.keys: list[str | None] = []  # the partitionKey asked for each message, failed publishes too
         self.attempted_ids: list[list[str | None]] = []  # per publish call, failed ones too
         # a state store: values kept as bytes, as a real one keeps them; state_down fails its calls
         self.state: dict[tuple[str, str], bytes] = {}
@@ -62,8 +63,11 @@ class RecordingSidecar:
         self._maybe_fail()
         self.invocations.append((app_id, method, data, dict(headers or {})))
 
-    async def publish(self, pubsub: str, topic: str, data: Any, event_id: str | None = None) -> None:
+    async def publish(
+        self, pubsub: str, topic: str, data: Any, event_id: str | None = None, key: str | None = None
+    ) -> None:
         dumps(data)
+        self.keys.append(key)
         self.attempted_ids.append([event_id])
         self._maybe_fail()
         self.publications.append((pubsub, topic, data))
@@ -76,7 +80,15 @@ class RecordingSidecar:
         self.publications.append((pubsub, topic, data))
         self.extensions.append(dict(extensions, type=event_type))
 
-    async def publish_many(self, pubsub: str, topic: str, items: list[Any], event_ids: list[str] | None = None) -> None:
+    async def publish_many(
+        self,
+        pubsub: str,
+        topic: str,
+        items: list[Any],
+        event_ids: list[str] | None = None,
+        keys: list[str] | None = None,
+    ) -> None:
+        self.keys.extend(keys if keys is not None else [None] * len(items))
         ids: list[str | None] = list(event_ids) if event_ids else [None] * len(items)
         self.attempted_ids.append(ids)
         self._maybe_fail()

@@ -89,6 +89,21 @@ async def test_each_message_has_its_own_cloudevent_id_and_a_retry_keeps_it():
     assert sidecar.attempted_ids[0] == sidecar.attempted_ids[1] == sidecar.event_ids[:2]  # refused, then again
 
 
+async def test_message_partition_key_keys_each_message_by_its_field():
+    """MESSAGE_PARTITION_KEY (Kafka's partitionKey): each message keyed by its own field, single and bulk."""
+    expr = '[{"tenant_id": "t" & $string($id % 2), "n": $id}, {"n": 0}]'
+    for batch in (1, 4):
+        sidecar = RecordingSidecar()
+        app = create_app(
+            settings(MESSAGE_EXPR=expr, MESSAGE_COUNT=4, MESSAGE_BATCH=batch, MESSAGE_PARTITION_KEY="tenant_id"),
+            publisher=sidecar,
+        )
+        async with serve(app):
+            await wait_for(lambda app=app: app.state.stats.finished, what="generator finished")
+        keyed = [(data.get("tenant_id"), key) for (*_, data), key in zip(sidecar.publications, sidecar.keys)]
+        assert keyed and all(key == (tenant or "") for tenant, key in keyed), keyed
+
+
 class GatedSidecar(RecordingSidecar):
     """Its publish calls wait at a gate: one is in flight while the test looks."""
 
@@ -99,10 +114,10 @@ class GatedSidecar(RecordingSidecar):
         self.gate = asyncio.Event()
         self.waiting = 0
 
-    async def publish(self, pubsub, topic, data, event_id=None):
+    async def publish(self, pubsub, topic, data, event_id=None, key=None):
         self.waiting += 1
         await self.gate.wait()
-        await super().publish(pubsub, topic, data, event_id)
+        await super().publish(pubsub, topic, data, event_id, key)
 
 
 async def test_a_drain_lets_the_publish_in_flight_complete_and_starts_no_other():

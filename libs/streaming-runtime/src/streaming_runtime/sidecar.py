@@ -37,12 +37,20 @@ class Refused(SidecarError):
 
 class Publisher(Protocol):
     """``event_id``/``event_ids``: the CloudEvent id Dapr gives the event (metadata ``cloudevent.id``): the
-    same id for a retry of the same message lets a subscriber that deduplicates recognise it."""
+    same id for a retry of the same message lets a subscriber that deduplicates recognise it. ``key``/``keys``:
+    the message key (metadata ``partitionKey``), which a partitioned broker (Kafka) places the message by."""
 
-    async def publish(self, pubsub: str, topic: str, data: Any, event_id: str | None = None) -> None: ...
+    async def publish(
+        self, pubsub: str, topic: str, data: Any, event_id: str | None = None, key: str | None = None
+    ) -> None: ...
 
     async def publish_many(
-        self, pubsub: str, topic: str, items: list[Any], event_ids: list[str] | None = None
+        self,
+        pubsub: str,
+        topic: str,
+        items: list[Any],
+        event_ids: list[str] | None = None,
+        keys: list[str] | None = None,
     ) -> None: ...
 
 
@@ -113,7 +121,9 @@ class Sidecar:
             f"Dapr sidecar at {self._settings.dapr_http_endpoint} not ready after {timeout:.0f}s ({last})"
         )
 
-    async def publish(self, pubsub: str, topic: str, data: Any, event_id: str | None = None) -> None:
+    async def publish(
+        self, pubsub: str, topic: str, data: Any, event_id: str | None = None, key: str | None = None
+    ) -> None:
         body = dumps(data)  # UnsendableBody before any call
         client = await self._grpc_client()
         try:
@@ -122,7 +132,7 @@ class Sidecar:
                 topic_name=topic,
                 data=body,
                 data_content_type="application/json",
-                publish_metadata={"cloudevent.id": event_id} if event_id else {},
+                publish_metadata=_publish_metadata(event_id, key),
             )
         except Exception as error:  # grpc.aio.AioRpcError and SDK errors carry the sidecar's reason
             raise SidecarError(f"publish to {pubsub}/{topic} failed: {_grpc_reason(error)}") from None
@@ -153,17 +163,26 @@ class Sidecar:
         except Exception as error:
             raise SidecarError(f"publish to {pubsub}/{topic} failed: {_grpc_reason(error)}") from None
 
-    async def publish_many(self, pubsub: str, topic: str, items: list[Any], event_ids: list[str] | None = None) -> None:
+    async def publish_many(
+        self,
+        pubsub: str,
+        topic: str,
+        items: list[Any],
+        event_ids: list[str] | None = None,
+        keys: list[str] | None = None,
+    ) -> None:
         """Bulk publish (one call, one event per item). Raises SidecarError naming how many failed."""
         from dapr.clients import BulkPublishEntry
 
         bodies: list[Any] = [dumps(item) for item in items]
-        if event_ids is not None:
+        if event_ids is not None or keys is not None:
+            ids: list[str | None] = list(event_ids) if event_ids is not None else [None] * len(bodies)
+            keyed: list[str | None] = list(keys) if keys is not None else [None] * len(bodies)
             bodies = [
                 BulkPublishEntry(
-                    entry_id=str(n), event=body, content_type="application/json", metadata={"cloudevent.id": event_id}
+                    entry_id=str(n), event=body, content_type="application/json", metadata=_publish_metadata(i, k)
                 )
-                for n, (body, event_id) in enumerate(zip(bodies, event_ids))
+                for n, (body, i, k) in enumerate(zip(bodies, ids, keyed))
             ]
         client = await self._grpc_client()
         try:
@@ -287,6 +306,11 @@ class Sidecar:
             await self.wait_ready(timeout=2.0)
             self._grpc = DaprClient(address=f"{self._settings.dapr_host}:{self._settings.dapr_grpc_port}")
         return self._grpc
+
+
+def _publish_metadata(event_id: str | None, key: str | None) -> dict[str, str]:
+    metadata = {"cloudevent.id": event_id} if event_id else {}
+    return metadata | {"partitionKey": key} if key else metadata
 
 
 def _grpc_reason(error: Exception) -> str:

@@ -36,11 +36,20 @@ class ReplicaState:
     async def invoke(self, app_id: str, method: str, data: Any, headers: dict[str, str] | None = None) -> None:
         await self.sink.invoke(app_id, method, data, headers)
 
-    async def publish(self, pubsub: str, topic: str, data: Any, event_id: str | None = None) -> None:
-        await self.sink.publish(pubsub, topic, data, event_id)
+    async def publish(
+        self, pubsub: str, topic: str, data: Any, event_id: str | None = None, key: str | None = None
+    ) -> None:
+        await self.sink.publish(pubsub, topic, data, event_id, key)
 
-    async def publish_many(self, pubsub: str, topic: str, items: list[Any], event_ids: list[str] | None = None) -> None:
-        await self.sink.publish_many(pubsub, topic, items, event_ids)
+    async def publish_many(
+        self,
+        pubsub: str,
+        topic: str,
+        items: list[Any],
+        event_ids: list[str] | None = None,
+        keys: list[str] | None = None,
+    ) -> None:
+        await self.sink.publish_many(pubsub, topic, items, event_ids, keys)
 
     async def publish_event(
         self, pubsub: str, topic: str, data: Any, event_type: str, extensions: dict[str, str]

@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -57,12 +58,14 @@ async def generate(
             now = int(time.time() * 1000)
             messages = [source.message(message_id + offset, now) for offset in range(size)]
             ids = [f"{prefix}-{message_id + offset}" for offset in range(size)]
+            keys = [key_of(message, settings.message_key) for message in messages] if settings.message_key else None
             started = time.perf_counter()
             try:
                 if size == 1:
-                    await publisher.publish(settings.cluster_stream, settings.stream_topic, messages[0], ids[0])
+                    key = keys[0] if keys else None
+                    await publisher.publish(settings.cluster_stream, settings.stream_topic, messages[0], ids[0], key)
                 else:
-                    await publisher.publish_many(settings.cluster_stream, settings.stream_topic, messages, ids)
+                    await publisher.publish_many(settings.cluster_stream, settings.stream_topic, messages, ids, keys)
             finally:
                 metrics.duration.observe(time.perf_counter() - started)
             stats.published += size
@@ -85,6 +88,13 @@ def build_source(settings: GeneratorSettings) -> MessageSource:
     except EvaluationError as error:
         raise ConfigError(f"MESSAGE_EXPR fails on the first message: {error}") from None
     return source
+
+
+def key_of(message: Any, field: str | None) -> str:
+    """A message's key: its MESSAGE_PARTITION_KEY field as text ("" when it has none: Kafka then places it
+    without a key, and the partitioning by that field is lost for it)."""
+    value = message.get(field) if isinstance(message, dict) and field else None
+    return "" if value is None or isinstance(value, (dict, list)) else str(value)
 
 
 def create_app(settings: GeneratorSettings, publisher: Publisher | None = None) -> FastAPI:

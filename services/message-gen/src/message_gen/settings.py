@@ -26,3 +26,5 @@ class GeneratorSettings(ServiceSettings):
     message_delay: Annotated[float, BeforeValidator(_duration)] = Field(1.0, ge=0, validation_alias="MESSAGE_DELAY")
     # messages per tick; above 1 they go out in one bulk publish (Dapr's publish_events)
     message_batch: int = Field(1, ge=1, le=10_000, validation_alias="MESSAGE_BATCH")
+    # a field of each message whose value is its key (metadata partitionKey: Kafka places messages by it)
+    message_key: str | None = Field(None, validation_alias="MESSAGE_PARTITION_KEY", min_length=1)

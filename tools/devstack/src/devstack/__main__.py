@@ -27,6 +27,12 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="run the joiner as N replicas (join-tenants-poweruse-0..N-1, docs/scaling.md)",
     )
+    run.add_argument(
+        "--streams-on",
+        choices=("redis+rabbitmq", "kafka"),
+        default="redis+rabbitmq",
+        help="the brokers of the two streams: Redis and RabbitMQ (the example's), or one Kafka (docs/scaling.md)",
+    )
     commands.add_parser(
         "install",
         help="install what is missing: daprd, sentry and the dapr CLI (pinned), redis-server, rabbitmq-server",
@@ -44,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     overrides = {"join-tenants-poweruse": {"JOINER_WINDOW_SIZE": args.window}} if args.window else {}
     try:
-        with Stack(args.run_file, args.run_dir, overrides, joiner_replicas=args.joiner_replicas) as stack:
+        with Stack(
+            args.run_file, args.run_dir, overrides, joiner_replicas=args.joiner_replicas, streams_on=args.streams_on
+        ) as stack:
             proc = stack.apps["billable-proc"]
             say(
                 f"all up; logs in {args.run_dir / 'logs'}, the run's API tokens in {args.run_dir / 'tokens.env'}; "

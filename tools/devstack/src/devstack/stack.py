@@ -26,13 +26,25 @@ from devstack.brokers import (
 from devstack.daprd import ensure_daprd
 from devstack.kafka import start_kafka
 from devstack.processes import Process, StackError, free_port, wait_until
-from devstack.resources import broadcast_tables, kafka_streams
+from devstack.resources import KAFKA_PUBSUB, broadcast_tables, kafka_streams
 from devstack.runfile import AppSpec, RunFile, read_run_file
 from devstack.sentry import Sentry, start_sentry
 
 # the local secret store (components/local-env.yaml) reads only variables with this prefix
 SECRET_PREFIX = "POWER_USAGE_"
 JOINER_APP_ID = "join-tenants-poweruse"  # the app that may run as several replicas (joiner_replicas)
+
+
+# on Kafka (streams_on="kafka"): the generators publish to kafka-stream keyed by tenant_id, and the joiner's
+# replicas own their partitions' keys, so no stream is broadcast and its dead letters go to Kafka too
+KAFKA_ENV = {
+    "tenants-gen": {"CLUSTER_STREAM": KAFKA_PUBSUB, "MESSAGE_PARTITION_KEY": "tenant_id"},
+    "poweruse-gen": {"CLUSTER_STREAM": KAFKA_PUBSUB, "MESSAGE_PARTITION_KEY": "tenant_id"},
+    JOINER_APP_ID: {
+        "JOINER_BROADCAST": "none",
+        "JOINER_DEAD_LETTER_TO_STREAM": f"poweruse={KAFKA_PUBSUB}/poweruse-deadletter",
+    },
+}
 
 
 def say(message: str) -> None:
@@ -222,6 +234,7 @@ class Stack:
             **os.environ,
             **self.run_file.common_env,
             **spec.env,
+            **(KAFKA_ENV.get(spec.app_id, {}) if self.streams_on == "kafka" else {}),
             **self.env_overrides.get(spec.app_id, {}),
             **self.env_overrides.get(name, {}),
             **replica,
