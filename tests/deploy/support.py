@@ -119,10 +119,20 @@ def validate_kubernetes(resource: dict[str, Any]) -> list[str]:
 
 
 def validate_dapr(resource: dict[str, Any]) -> list[str]:
+    return validate_custom(resource, dapr_schemas(), f"Dapr CRD in {DAPR_CRDS}")
+
+
+def validate_keda(resource: dict[str, Any]) -> list[str]:
+    """Every problem of a KEDA resource against the pinned KEDA CRDs (closed, as for Dapr); [] when valid."""
+    return validate_custom(resource, keda_schemas(), f"KEDA CRD in {KEDA_CRDS}")
+
+
+def validate_custom(resource: dict[str, Any], schemas: dict[tuple[str, str, str], Any], what: str) -> list[str]:
+    """Every problem of a custom resource against the served CRD schemas it is of; [] when valid."""
     group, _, version = str(resource.get("apiVersion", "")).partition("/")
-    schema = dapr_schemas().get((group, version, resource.get("kind")))
+    schema = schemas.get((group, version, resource.get("kind")))
     if schema is None:
-        return [f"no Dapr CRD in {DAPR_CRDS} serves {resource.get('apiVersion')} {resource.get('kind')}"]
+        return [f"no {what} serves {resource.get('apiVersion')} {resource.get('kind')}"]
     problems = []
     if not (resource.get("metadata") or {}).get("name"):
         problems.append("metadata.name is missing")
@@ -135,40 +145,8 @@ def validate_dapr(resource: dict[str, Any]) -> list[str]:
 @functools.cache
 def dapr_schemas() -> dict[tuple[str, str, str], dict[str, Any]]:
     """(group, version, kind) -> the CRD's openAPIV3Schema, closed (see the module doc)."""
-    assert (DAPR_CRDS / "SOURCE").is_file(), (
-        f"the Dapr {DAPR_VERSION} CRDs are not in {DAPR_CRDS}: `make setup-deploy` installs them "
-        "(scripts/install-dapr-crds.sh)"
-    )
-    source = (DAPR_CRDS / "SOURCE").read_text().splitlines()
-    assert f"module {DAPR_MODULE}" in source, (
-        f"{DAPR_CRDS} holds CRDs of {source[:1]}, not {DAPR_MODULE}: run `make setup-deploy`"
-    )
-    schemas = {}
-    for path in sorted(DAPR_CRDS.glob("*.yaml")):
-        for crd in load_documents(path):
-            spec = crd["spec"]
-            for version in spec["versions"]:
-                if version.get("served", True):
-                    schemas[(spec["group"], version["name"], spec["names"]["kind"])] = closed(
-                        version["schema"]["openAPIV3Schema"]
-                    )
-    assert schemas, f"no CustomResourceDefinition found in {DAPR_CRDS}"
-    return schemas
-
-
-def validate_keda(resource: dict[str, Any]) -> list[str]:
-    """Every problem of a KEDA resource against the pinned KEDA CRDs (closed, as for Dapr); [] when valid."""
-    group, _, version = str(resource.get("apiVersion", "")).partition("/")
-    schema = keda_schemas().get((group, version, resource.get("kind")))
-    if schema is None:
-        return [f"no KEDA CRD in {KEDA_CRDS} serves {resource.get('apiVersion')} {resource.get('kind')}"]
-    problems = []
-    if not (resource.get("metadata") or {}).get("name"):
-        problems.append("metadata.name is missing")
-    for error in sorted(jsonschema.Draft7Validator(schema).iter_errors(resource), key=lambda e: list(e.absolute_path)):
-        path = ".".join(str(part) for part in error.absolute_path)
-        problems.append(f"{path or '(resource)'}: {error.message}")
-    return problems
+    hint = "`make setup-deploy` installs them (scripts/install-dapr-crds.sh)"
+    return load_crd_schemas(DAPR_CRDS, DAPR_MODULE, f"the Dapr {DAPR_VERSION} CRDs", hint)
 
 
 @functools.cache
@@ -179,9 +157,14 @@ def keda_schemas() -> dict[tuple[str, str, str], dict[str, Any]]:
 
 def load_keda_schemas(directory: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
     hint = "`make setup-deploy` installs them (scripts/install-keda-crds.sh)"
-    assert (directory / "SOURCE").is_file(), f"the KEDA {KEDA_VERSION} CRDs are not in {directory}: {hint}"
+    return load_crd_schemas(directory, KEDA_MODULE, f"the KEDA {KEDA_VERSION} CRDs", hint)
+
+
+def load_crd_schemas(directory: Path, module: str, what: str, hint: str) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """The served versions' schemas, closed, of the CRDs an install script put in ``directory`` from ``module``."""
+    assert (directory / "SOURCE").is_file(), f"{what} are not in {directory}: {hint}"
     source = (directory / "SOURCE").read_text().splitlines()
-    assert f"module {KEDA_MODULE}" in source, f"{directory} holds CRDs of {source[:1]}, not {KEDA_MODULE}: {hint}"
+    assert f"module {module}" in source, f"{directory} holds CRDs of {source[:1]}, not {module}: {hint}"
     schemas = {}
     for path in sorted(directory.glob("*.yaml")):
         for crd in load_documents(path):

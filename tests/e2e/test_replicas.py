@@ -187,6 +187,19 @@ def numbered(number: int) -> dict:
     }
 
 
+def numbered_windows(numbers: range, windows: int, start: float):
+    """``window(k)``: the tenants and the ``k``-th share of the numbered readings, stamped in window ``k``."""
+    per_window = len(numbers) // windows
+
+    def window(k: int) -> tuple[list[dict], list[dict]]:
+        at = start + k * WINDOW
+        tenants = stamped([{"tenant_id": f"replica-t{n}", "customer_id": 7000 + n} for n in range(TENANTS)], at, 10)
+        readings = stamped([numbered(n) for n in numbers[k * per_window : (k + 1) * per_window]], at, 50)
+        return tenants, readings
+
+    return window
+
+
 @pytest.mark.parametrize(
     ("victim", "sidecar", "numbers"),
     [(REPLICAS[1], False, range(1, 601)), (REPLICAS[2], True, range(1001, 1601))],
@@ -202,11 +215,7 @@ def test_a_replica_killed_mid_window_and_restarted_bills_every_reading_once(
     per_window = len(numbers) // windows
     start = windows_for(windows)
 
-    def window(k: int) -> tuple[list[dict], list[dict]]:
-        at = start + k * WINDOW
-        tenants = stamped([{"tenant_id": f"replica-t{n}", "customer_id": 7000 + n} for n in range(TENANTS)], at, 10)
-        readings = stamped([numbered(n) for n in numbers[k * per_window : (k + 1) * per_window]], at, 50)
-        return tenants, readings
+    window = numbered_windows(numbers, windows, start)
 
     def accepted_readings() -> int:  # taken in: kept for a window, or filtered out (under 1.0)
         return sum(
@@ -293,11 +302,7 @@ def test_a_replica_removed_keeps_its_windows_until_it_is_added_back_and_nothing_
     per_window = len(numbers) // windows
     start = windows_for(windows)
 
-    def window(k: int) -> tuple[list[dict], list[dict]]:
-        at = start + k * WINDOW
-        tenants = stamped([{"tenant_id": f"replica-t{n}", "customer_id": 7000 + n} for n in range(TENANTS)], at, 10)
-        readings = stamped([numbered(n) for n in numbers[k * per_window : (k + 1) * per_window]], at, 50)
-        return tenants, readings
+    window = numbered_windows(numbers, windows, start)
 
     def accepted(replica: str) -> int:
         return sum(stats(stack, replica)[outcome].get("poweruse", 0) for outcome in ("accepted", "filtered"))
