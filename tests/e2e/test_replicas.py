@@ -115,8 +115,8 @@ def one_joiner(tenants: list[dict], readings: list[dict]) -> dict[str, Counter]:
 
 
 def quiet(stack: Stack) -> bool:
-    """Every replica has closed and delivered everything it had."""
-    for replica in REPLICAS:
+    """Every replica (one added by a test too) has closed and delivered everything it had."""
+    for replica in stack.instances_of(JOINER):
         current = stats(stack, replica)
         if current["outbox"] or current["windows_parked"] or current["buffered"]:
             return False
@@ -337,3 +337,33 @@ def test_a_replica_removed_keeps_its_windows_until_it_is_added_back_and_nothing_
     publish_bulk(stack, "redis-stream", "tenants", tenants)
     publish_bulk(stack, "rabbit-stream", "poweruse", readings)
     assert_billed_once(stack, numbers)
+
+
+def test_a_replica_added_mid_stream_reads_the_tenants_and_takes_its_share(stack: Stack):
+    """A fourth replica started in the middle of the stream (a new name: a new Redis consumer group, which
+    reads the tenants stream from its start, docs/scaling.md): it takes every tenant record and a share of the
+    readings, and every reading is billed once. Runs last: the stack keeps four replicas from then on."""
+    numbers = range(5001, 5601)
+    windows = 6
+    per_window = len(numbers) // windows
+    window = numbered_windows(numbers, windows, windows_for(windows))
+
+    def accepted(replica: str) -> int:
+        return sum(stats(stack, replica)[outcome].get("poweruse", 0) for outcome in ("accepted", "filtered"))
+
+    before = sum(accepted(replica) for replica in REPLICAS)
+    for k in range(3):
+        tenants, readings = window(k)
+        publish_bulk(stack, "redis-stream", "tenants", tenants)
+        publish_bulk(stack, "rabbit-stream", "poweruse", readings)
+    poll(lambda: sum(accepted(r) for r in REPLICAS) - before >= 3 * per_window, 30, "the readings accepted", stack)
+    added = stack.add_replica()
+    assert added == f"{JOINER}-3" and stats(stack, added)["replica"] == added
+    # its own group starts at the stream's first entry: the records of every earlier test come to it too
+    poll(lambda: stats(stack, added)["accepted"].get("tenants", 0) >= 3 * TENANTS, 60, "the history read", stack)
+    for k in range(3, windows):
+        tenants, readings = window(k)
+        publish_bulk(stack, "redis-stream", "tenants", tenants)
+        publish_bulk(stack, "rabbit-stream", "poweruse", readings)
+    assert_billed_once(stack, numbers)
+    assert accepted(added) > 0  # it took a share of the readings published after it came

@@ -197,9 +197,22 @@ class Stack:
             "APP_API_TOKEN": self.app_token,
         }
         # dapr.yaml lists receivers before senders, so nothing is published before it can be delivered
+        self._launch = (daprd, config, sidecar_env)  # what add_replica starts another replica with
         for spec in self.run_file.apps:
             for instance in self.instances_of(spec.app_id):
                 self.apps[instance] = self._start_app(spec, daprd, config, sidecar_env, instance)
+
+    def add_replica(self) -> str:
+        """Start one more joiner replica (the next name: a new identity, so a new Redis consumer group, which
+        reads the tenants stream from its start); returns its name once it and its daprd answer."""
+        if self.joiner_replicas == 1:
+            raise StackError("add_replica needs a stack started with joiner_replicas > 1")
+        [spec] = [spec for spec in self.run_file.apps if spec.app_id == JOINER_APP_ID]
+        name = f"{JOINER_APP_ID}-{self.joiner_replicas}"
+        self.joiner_replicas += 1
+        daprd, config, sidecar_env = self._launch
+        self.apps[name] = self._start_app(spec, daprd, config, sidecar_env, name)
+        return name
 
     def instances_of(self, app_id: str) -> list[str]:
         """The names an app runs under: its app id, or each joiner replica's name."""
