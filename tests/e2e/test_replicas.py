@@ -187,6 +187,23 @@ def numbered(number: int) -> dict:
     }
 
 
+def accepted(stack: Stack, *replicas: str) -> int:
+    """Readings the replicas took in: kept for a window, or filtered out (under 1.0)."""
+    return sum(
+        stats(stack, replica)[outcome].get("poweruse", 0)
+        for replica in replicas
+        for outcome in ("accepted", "filtered")
+    )
+
+
+def publish_windows(stack: Stack, window, ks: range) -> None:
+    """Windows ``ks`` of :func:`numbered_windows`: each one's tenants, then its readings."""
+    for k in ks:
+        tenants, readings = window(k)
+        publish_bulk(stack, "redis-stream", "tenants", tenants)
+        publish_bulk(stack, "rabbit-stream", "poweruse", readings)
+
+
 def numbered_windows(numbers: range, windows: int, start: float):
     """``window(k)``: the tenants and the ``k``-th share of the numbered readings, stamped in window ``k``."""
     per_window = len(numbers) // windows
@@ -217,32 +234,19 @@ def test_a_replica_killed_mid_window_and_restarted_bills_every_reading_once(
 
     window = numbered_windows(numbers, windows, start)
 
-    def accepted_readings() -> int:  # taken in: kept for a window, or filtered out (under 1.0)
-        return sum(
-            stats(stack, replica)[outcome].get("poweruse", 0)
-            for replica in REPLICAS
-            for outcome in ("accepted", "filtered")
-        )
-
-    before = accepted_readings()
+    before = accepted(stack, *REPLICAS)
     # windows 0-2 all published before the kill, so that none of their events comes while the others may
     # close them for idleness; the victim holds them open (their grace has not passed) when it is killed
-    for k in range(3):
-        tenants, readings = window(k)
-        publish_bulk(stack, "redis-stream", "tenants", tenants)
-        publish_bulk(stack, "rabbit-stream", "poweruse", readings)
+    publish_windows(stack, window, range(3))
     taken = 3 * per_window
-    poll(lambda: accepted_readings() - before >= taken, 30, "the readings accepted", stack)
+    poll(lambda: accepted(stack, *REPLICAS) - before >= taken, 30, "the readings accepted", stack)
     held = stats(stack, victim)
     assert held["buffered"] > 0 and held["outbox"] == 0, held  # open windows, nothing delivered of them yet
     stack.kill_replica(victim, sidecar=sidecar)
     stack.restart_replica(victim)
     poll(lambda: stats(stack, victim)["crashes_detected"] == 1, 30, "the restart reporting the crash", stack)
     assert stats(stack, victim)["replica"] == victim
-    for k in range(3, windows):
-        tenants, readings = window(k)
-        publish_bulk(stack, "redis-stream", "tenants", tenants)
-        publish_bulk(stack, "rabbit-stream", "poweruse", readings)
+    publish_windows(stack, window, range(3, windows))
 
     assert_billed_once(stack, numbers)
     assert stats(stack, victim)["journal_replayed"] > 0  # what it held came back from its own journal
@@ -304,28 +308,19 @@ def test_a_replica_removed_keeps_its_windows_until_it_is_added_back_and_nothing_
 
     window = numbered_windows(numbers, windows, start)
 
-    def accepted(replica: str) -> int:
-        return sum(stats(stack, replica)[outcome].get("poweruse", 0) for outcome in ("accepted", "filtered"))
-
-    before = sum(accepted(replica) for replica in REPLICAS)
-    for k in range(3):
-        tenants, readings = window(k)
-        publish_bulk(stack, "redis-stream", "tenants", tenants)
-        publish_bulk(stack, "rabbit-stream", "poweruse", readings)
-    poll(lambda: sum(accepted(r) for r in REPLICAS) - before >= 3 * per_window, 30, "the readings accepted", stack)
+    before = accepted(stack, *REPLICAS)
+    publish_windows(stack, window, range(3))
+    poll(lambda: accepted(stack, *REPLICAS) - before >= 3 * per_window, 30, "the readings accepted", stack)
     assert stats(stack, victim)["buffered"] > 0  # it holds open windows
     stack.stop_app(victim)  # removed: its shutdown hands its windows over under its name
     stack.apps[victim].sidecar.stop()
     handover = redis_command(stack, "EXISTS", f"{JOINER}||{victim}.open-windows")
     assert handover.strip() == "1", handover
     others = [replica for replica in REPLICAS if replica != victim]
-    taken = sum(accepted(replica) for replica in others)
-    for k in range(3, 5):
-        tenants, readings = window(k)
-        publish_bulk(stack, "redis-stream", "tenants", tenants)
-        publish_bulk(stack, "rabbit-stream", "poweruse", readings)
+    taken = accepted(stack, *others)
+    publish_windows(stack, window, range(3, 5))
     poll(
-        lambda: sum(accepted(r) for r in others) - taken >= 2 * per_window,
+        lambda: accepted(stack, *others) - taken >= 2 * per_window,
         30,
         "the two others take all",
         stack,
@@ -348,22 +343,13 @@ def test_a_replica_added_mid_stream_reads_the_tenants_and_takes_its_share(stack:
     per_window = len(numbers) // windows
     window = numbered_windows(numbers, windows, windows_for(windows))
 
-    def accepted(replica: str) -> int:
-        return sum(stats(stack, replica)[outcome].get("poweruse", 0) for outcome in ("accepted", "filtered"))
-
-    before = sum(accepted(replica) for replica in REPLICAS)
-    for k in range(3):
-        tenants, readings = window(k)
-        publish_bulk(stack, "redis-stream", "tenants", tenants)
-        publish_bulk(stack, "rabbit-stream", "poweruse", readings)
-    poll(lambda: sum(accepted(r) for r in REPLICAS) - before >= 3 * per_window, 30, "the readings accepted", stack)
+    before = accepted(stack, *REPLICAS)
+    publish_windows(stack, window, range(3))
+    poll(lambda: accepted(stack, *REPLICAS) - before >= 3 * per_window, 30, "the readings accepted", stack)
     added = stack.add_replica()
     assert added == f"{JOINER}-3" and stats(stack, added)["replica"] == added
     # its own group starts at the stream's first entry: the records of every earlier test come to it too
     poll(lambda: stats(stack, added)["accepted"].get("tenants", 0) >= 3 * TENANTS, 60, "the history read", stack)
-    for k in range(3, windows):
-        tenants, readings = window(k)
-        publish_bulk(stack, "redis-stream", "tenants", tenants)
-        publish_bulk(stack, "rabbit-stream", "poweruse", readings)
+    publish_windows(stack, window, range(3, windows))
     assert_billed_once(stack, numbers)
-    assert accepted(added) > 0  # it took a share of the readings published after it came
+    assert accepted(stack, added) > 0  # it took a share of the readings published after it came
